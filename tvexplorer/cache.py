@@ -1,0 +1,274 @@
+"""The cache: one folder that holds everything the explorer needs, and nothing that must be retrained.
+
+    manifest.json                 schema version, model, layout, tasks, training, metrics, ATM rounds,
+                                  and every file below with its size and sha256 (written last)
+    base.safetensors              image encoder at theta0, named tensors, float32
+    heads.safetensors             one frozen zero-shot head per task [embed_dim, classes], logit_scale
+    vectors/<task>.safetensors    flat, contiguous tau (final), tau1 (after epoch 1), g0 (full-batch
+                                  gradient at theta0)
+    eval/<task>.safetensors       fixed evaluation subsets: test and validation images (uint8), labels
+    trajectory.csv                per task, epoch and layer: update norms and cosines
+    atm/<variant>/round_NNNN.safetensors   merged delta after each ATM round
+
+Tensor files are memory-mapped copy-on-write, so opening a large cache reads only headers; each
+file's sha256 is checked the first time it is read. Every write goes to a temporary file, is
+fsynced and renamed into place, and the manifest is replaced last, so an interrupted write leaves
+the previous cache intact.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import threading
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import save_file
+
+from .data import Split
+from .layout import Layout
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+VECTOR_KINDS = ("tau", "tau1", "g0")
+_NUMPY_DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64, "U8": np.uint8}
+
+
+class CacheError(ValueError):
+    """A cache that cannot be read as it is; the message names the file and what is wrong."""
+
+
+# ---------------------------------------------------------------- atomic writes
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary file in the same folder, fsync it, rename it over `path`, fsync the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.{threading.get_ident()}")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _entry(path: Path) -> dict:
+    return {"size": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def write_tensors(root: Path, rel: str, tensors: dict[str, torch.Tensor]) -> dict:
+    """Atomically write a safetensors file under `root`; returns its manifest entry."""
+    # Copies, because safetensors refuses tensors that share storage (views of one flat vector).
+    tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
+    atomic_write(root / rel, lambda tmp: save_file(tensors, str(tmp)))
+    return _entry(root / rel)
+
+
+def write_table(root: Path, rel: str, table: pd.DataFrame) -> dict:
+    atomic_write(root / rel, lambda tmp: table.to_csv(tmp, index=False))
+    return _entry(root / rel)
+
+
+def write_manifest(root: Path, manifest: dict) -> None:
+    text = json.dumps(manifest, indent=1, sort_keys=False)
+    atomic_write(root / MANIFEST, lambda tmp: tmp.write_text(text))
+
+
+# ---------------------------------------------------------------- reading
+
+def _read_header(path: Path, rel: str) -> tuple[dict, int]:
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise CacheError(f"{rel}: not a safetensors file (shorter than its 8-byte header length); rebuild the cache")
+        (n,) = struct.unpack("<Q", raw)
+        if n > 100_000_000:
+            raise CacheError(f"{rel}: not a safetensors file (header length {n} is implausible); rebuild the cache")
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CacheError(f"{rel}: safetensors header is not valid JSON ({e}); rebuild the cache") from None
+    header.pop("__metadata__", None)
+    return header, 8 + n
+
+
+def mmap_tensors(path: Path, rel: str) -> dict[str, torch.Tensor]:
+    """Copy-on-write memory maps of every tensor in a safetensors file: nothing is read until used."""
+    header, start = _read_header(path, rel)
+    size = path.stat().st_size
+    out = {}
+    for name, info in header.items():
+        dtype = _NUMPY_DTYPES.get(info["dtype"])
+        if dtype is None:
+            raise CacheError(f"{rel}: tensor {name!r} has dtype {info['dtype']}, which caches do not use")
+        begin, end = info["data_offsets"]
+        if start + end > size:
+            raise CacheError(f"{rel}: truncated, tensor {name!r} ends at byte {start + end} of {size}; rebuild the cache")
+        shape = tuple(info["shape"])
+        if end == begin:
+            out[name] = torch.from_numpy(np.zeros(shape, dtype))
+        else:
+            out[name] = torch.from_numpy(np.memmap(path, dtype=dtype, mode="c", offset=start + begin, shape=shape))
+    return out
+
+
+class Cache:
+    """An opened cache folder. Cheap to open; tensors are memory-mapped on first use."""
+
+    def __init__(self, root: Path, manifest: dict):
+        self.root = root
+        self.manifest = manifest
+        self.layout = Layout.from_json(manifest["layout"])
+        self._files: dict[str, dict[str, torch.Tensor]] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------ opening and validation
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "Cache":
+        root = Path(path)
+        if not root.is_dir():
+            raise CacheError(f"{root}: no such cache folder; build one with `python -m tvexplorer build-demo --out {root}`")
+        manifest_path = root / MANIFEST
+        if not manifest_path.is_file():
+            raise CacheError(f"{manifest_path}: missing, so {root} is not a tvexplorer cache (or its build did not finish)")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CacheError(f"{manifest_path}: not valid JSON ({e}); rebuild the cache") from None
+        version = manifest.get("schema_version") if isinstance(manifest, dict) else None
+        if version != SCHEMA_VERSION:
+            raise CacheError(f"{manifest_path}: schema version {version!r}, this tvexplorer reads version {SCHEMA_VERSION}; "
+                             "rebuild the cache or use a matching tvexplorer")
+        cache = cls(root, manifest)
+        cache._check_files()
+        return cache
+
+    def _check_files(self) -> None:
+        for rel, entry in self.manifest["files"].items():
+            path = self.root / rel
+            if not path.is_file():
+                raise CacheError(f"{rel}: missing from {self.root}; rebuild the cache or restore the file")
+            size = path.stat().st_size
+            if size != entry["size"]:
+                state = "truncated" if size < entry["size"] else "larger than recorded"
+                raise CacheError(f"{rel}: {state} ({size} bytes, manifest says {entry['size']}); rebuild the cache")
+        n = self.layout.numel
+        base = self._mapped("base.safetensors", verify=False)
+        if Layout.of(base) != self.layout:
+            raise CacheError("base.safetensors: parameter names or shapes do not match the manifest's layout of the base model")
+        for task in self.tasks:
+            rel = self._vector_file(task)
+            for kind, t in self._mapped(rel, verify=False).items():
+                if tuple(t.shape) != (n,):
+                    raise CacheError(f"{rel}: {kind} has shape {tuple(t.shape)}, the base model has {n} parameters")
+
+    def _mapped(self, rel: str, verify: bool = True) -> dict[str, torch.Tensor]:
+        """Tensors of one listed file; on first use with `verify`, its sha256 is checked against the manifest."""
+        with self._lock:
+            key = (rel, verify)
+            if key not in self._files:
+                entry = self.manifest["files"].get(rel)
+                if entry is None:
+                    raise CacheError(f"{rel}: not listed in the manifest of {self.root}")
+                if verify and sha256_file(self.root / rel) != entry["sha256"]:
+                    raise CacheError(f"{rel}: sha256 does not match the manifest (the file changed or is corrupt); rebuild the cache")
+                self._files[key] = mmap_tensors(self.root / rel, rel)
+            return self._files[key]
+
+    def verify(self) -> None:
+        """Check every file's hash now rather than on first use."""
+        for rel in self.manifest["files"]:
+            if rel.endswith(".safetensors"):
+                self._mapped(rel)
+            elif sha256_file(self.root / rel) != self.manifest["files"][rel]["sha256"]:
+                raise CacheError(f"{rel}: sha256 does not match the manifest; rebuild the cache")
+
+    # ------------------------------------------------------------ contents
+    @property
+    def tasks(self) -> list[str]:
+        return [t["name"] for t in self.manifest["tasks"]]
+
+    def task(self, name: str) -> dict:
+        for t in self.manifest["tasks"]:
+            if t["name"] == name:
+                return t
+        raise KeyError(f"unknown task {name!r}; this cache has: {', '.join(self.tasks)}")
+
+    @property
+    def metrics(self) -> dict:
+        return self.manifest["metrics"]
+
+    @property
+    def training(self) -> dict:
+        return self.manifest["training"]
+
+    @staticmethod
+    def _vector_file(task: str) -> str:
+        return f"vectors/{task}.safetensors"
+
+    def base(self) -> torch.Tensor:
+        """theta0 of the image encoder as one flat float32 vector."""
+        return self.layout.flatten(self._mapped("base.safetensors"))
+
+    def heads(self) -> tuple[dict[str, torch.Tensor], float]:
+        tensors = self._mapped("heads.safetensors")
+        return {t: tensors[t].float() for t in self.tasks}, float(tensors["logit_scale"].reshape(-1)[0])
+
+    def vector(self, task: str, kind: str = "tau") -> torch.Tensor:
+        if kind not in VECTOR_KINDS:
+            raise KeyError(f"unknown vector kind {kind!r}; choose one of {', '.join(VECTOR_KINDS)}")
+        self.task(task)
+        return self._mapped(self._vector_file(task))[kind]
+
+    def vectors(self, kind: str = "tau") -> dict[str, torch.Tensor]:
+        return {t: self.vector(t, kind) for t in self.tasks}
+
+    def eval_split(self, task: str, split: str = "test") -> Split:
+        self.task(task)
+        tensors = self._mapped(f"eval/{task}.safetensors")
+        return Split(tensors[f"{split}_images"], tensors[f"{split}_labels"])
+
+    def trajectory(self) -> pd.DataFrame:
+        rel = "trajectory.csv"
+        with self._lock:
+            if sha256_file(self.root / rel) != self.manifest["files"][rel]["sha256"]:
+                raise CacheError(f"{rel}: sha256 does not match the manifest; rebuild the cache")
+        return pd.read_csv(self.root / rel)
+
+    # ------------------------------------------------------------ ATM rounds
+    def atm_runs(self) -> dict[str, dict]:
+        return self.manifest.get("atm", {})
+
+    def atm_delta(self, variant: str, round_: int) -> torch.Tensor:
+        rounds = self.atm_runs()[variant]["rounds"]
+        return self._mapped(rounds[round_ - 1]["file"])["delta"]
+
+    def add_atm_round(self, variant: str, run_info: dict, record: dict, delta: torch.Tensor) -> None:
+        """Save one finished round: its delta file first, then the manifest that lists it."""
+        manifest = json.loads(json.dumps(self.manifest))
+        run = manifest.setdefault("atm", {}).setdefault(variant, {**run_info, "rounds": []})
+        k = len(run["rounds"]) + 1
+        rel = f"atm/{variant}/round_{k:04d}.safetensors"
+        manifest["files"][rel] = write_tensors(self.root, rel, {"delta": delta.to(torch.float32)})
+        run["rounds"].append({"round": k, "file": rel, **record})
+        write_manifest(self.root, manifest)
+        self.manifest = manifest

@@ -1,0 +1,1 @@
+"""The deterministic demo world: a tiny CLIP pretrained on procedurally generated tasks."""

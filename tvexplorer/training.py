@@ -1,0 +1,120 @@
+"""Fine-tuning the image encoder against a frozen head, and the exact full-batch gradient at theta0.
+
+Both use the same loss: mean cross-entropy of `logit_scale * normalize(encoder(x)) @ head` over a
+task's training split, with no augmentation. The gradient is taken in eval mode and fine-tuning
+runs in train mode; open_clip's ViTs have no dropout or batch norm by default, so the two modes
+compute the same function and g0 is the gradient of exactly the loss that training descends.
+
+Flat vectors follow `encoder.parameters()` order, which is the order of the cache's layout.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.nn.utils import parameters_to_vector
+
+from .data import Split, to_input
+from .models import logits
+
+OPTIMIZERS = ("adamw", "gd")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Defaults are ATM's for real CLIP (AdamW lr 1e-5, weight decay 0.1, batch 128, clipping);
+    `optimizer="gd"` is plain full-batch gradient descent: one epoch is one step of -lr * g."""
+    optimizer: str = "adamw"
+    lr: float = 1e-5
+    weight_decay: float = 0.1
+    batch_size: int = 128
+    epochs: int = 10
+    grad_clip: float = 10.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Objective:
+    """One task's training problem: a frozen head and the image normalisation of the encoder."""
+    head: torch.Tensor
+    logit_scale: float
+    mean: list
+    std: list
+
+    def loss(self, encoder, images: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        device = self.head.device
+        x = to_input(images.to(device), self.mean, self.std)
+        return F.cross_entropy(logits(encoder, self.head, self.logit_scale, x), labels.to(device), reduction=reduction)
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def get_flat(encoder) -> torch.Tensor:
+    return parameters_to_vector(encoder.parameters()).detach().float().cpu()
+
+
+def set_flat(encoder, flat: torch.Tensor) -> None:
+    """Copy a flat vector into the parameters (torch's vector_to_parameters would alias it instead)."""
+    offset = 0
+    with torch.no_grad():
+        for p in encoder.parameters():
+            p.copy_(flat[offset:offset + p.numel()].view_as(p))
+            offset += p.numel()
+
+
+def shuffle_seed(seed: int, task_index: int, epoch: int) -> int:
+    """Data order of one epoch; ATM round k with a 1-epoch budget sees the order of build epoch k."""
+    return (seed * 1_000_003 + task_index) * 10_007 + epoch
+
+
+def full_batch_gradient(encoder, objective: Objective, split: Split, batch_size: int) -> torch.Tensor:
+    """g = grad of the mean training loss, accumulated exactly over the whole split (flat float32)."""
+    encoder.eval()
+    encoder.zero_grad(set_to_none=True)
+    for images, labels in split.batches(batch_size):
+        (objective.loss(encoder, images, labels, reduction="sum") / len(split)).backward()
+    grad = parameters_to_vector(p.grad for p in encoder.parameters()).detach().float().cpu()
+    encoder.zero_grad(set_to_none=True)
+    return grad
+
+
+def finetune(encoder, objective: Objective, split: Split, cfg: TrainConfig, task_index: int,
+             first_epoch: int = 0, epochs: int | None = None,
+             on_step: Callable[[], None] | None = None) -> list[torch.Tensor]:
+    """Train `encoder` in place from its current weights with a fresh optimizer; returns the flat
+    parameters after each epoch. `first_epoch` offsets the data order (ATM's later rounds)."""
+    params = [p for p in encoder.parameters() if p.requires_grad]
+    snapshots = []
+    if cfg.optimizer == "gd":
+        for _ in range(epochs or cfg.epochs):
+            grad = full_batch_gradient(encoder, objective, split, cfg.batch_size)
+            set_flat(encoder, get_flat(encoder) - cfg.lr * grad)
+            snapshots.append(get_flat(encoder))
+            if on_step:
+                on_step()
+        return snapshots
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    for epoch in range(first_epoch, first_epoch + (epochs or cfg.epochs)):
+        encoder.train()
+        for images, labels in split.batches(cfg.batch_size, shuffle_seed(cfg.seed, task_index, epoch)):
+            optimizer.zero_grad(set_to_none=True)
+            objective.loss(encoder, images, labels).backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            optimizer.step()
+            if on_step:
+                on_step()
+        snapshots.append(get_flat(encoder))
+    encoder.eval()
+    return snapshots
