@@ -92,6 +92,7 @@ def run_atm(cache: Cache, rounds: int, variant: str = "standard", coefficient: f
             updates[task] = theta_t - start
         # theta_k - theta0 = coefficient * sum_t (theta_t^k - theta0), with theta_t^k = start + update_t
         merged = info["coefficient"] * sum(merged + u for u in updates.values())
+        merged = merged.to(cache.vector_dtype).float()  # evaluate and continue from exactly what is saved
         result = evaluator.result(merged)
         record = {"accuracy": result.accuracy, "average": result.average,
                   "normalized_average": result.normalized_average,

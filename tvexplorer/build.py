@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .alignment import trajectory_table
-from .cache import SCHEMA_VERSION, Cache, write_manifest, write_table, write_tensors
+from .cache import DTYPES, SCHEMA_VERSION, Cache, write_manifest, write_table, write_tensors
 from .data import load_task
 from .evaluation import Evaluator
 from .layout import Layout
@@ -25,7 +25,6 @@ from .models import ModelSpec, load_clip, zero_shot_head
 from .training import Objective, TrainConfig, default_device, finetune, full_batch_gradient, get_flat, set_flat
 
 TA_GRID = tuple(round(0.05 * i, 2) for i in range(1, 21))
-DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 def log(message: str) -> None:
@@ -40,7 +39,7 @@ def build_cache(out: Path, spec: ModelSpec, task_specs: list[dict], cfg: TrainCo
     model, tokenizer, encoder_info = load_clip(spec, root=out)
     data = [load_task(s) for s in task_specs]
     heads = {d.name: zero_shot_head(model, tokenizer, d.classnames, d.templates) for d in data}
-    logit_scale = float(model.logit_scale.exp())
+    logit_scale = float(model.logit_scale.detach().exp())
     encoder = model.visual.float().to(device)
     del model  # the text tower is not needed past this point
     layout = Layout.of(dict(encoder.named_parameters()))

@@ -36,6 +36,7 @@ from .layout import Layout
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 VECTOR_KINDS = ("tau", "tau1", "g0")
+DTYPES = {"float32": torch.float32, "float16": torch.float16}  # storage dtypes of flat vectors
 _NUMPY_DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64, "U8": np.uint8}
 
 
@@ -173,7 +174,7 @@ class Cache:
                 raise CacheError(f"{rel}: {state} ({size} bytes, manifest says {entry['size']}); rebuild the cache")
         n = self.layout.numel
         base = self._mapped("base.safetensors", verify=False)
-        if Layout.of(base) != self.layout:
+        if {k: tuple(v.shape) for k, v in base.items()} != dict(zip(self.layout.names, self.layout.shapes)):
             raise CacheError("base.safetensors: parameter names or shapes do not match the manifest's layout of the base model")
         for task in self.tasks:
             rel = self._vector_file(task)
@@ -255,6 +256,10 @@ class Cache:
         return pd.read_csv(self.root / rel)
 
     # ------------------------------------------------------------ ATM rounds
+    @property
+    def vector_dtype(self) -> torch.dtype:
+        return DTYPES[self.manifest["vector_dtype"]]
+
     def atm_runs(self) -> dict[str, dict]:
         return self.manifest.get("atm", {})
 
@@ -268,7 +273,7 @@ class Cache:
         run = manifest.setdefault("atm", {}).setdefault(variant, {**run_info, "rounds": []})
         k = len(run["rounds"]) + 1
         rel = f"atm/{variant}/round_{k:04d}.safetensors"
-        manifest["files"][rel] = write_tensors(self.root, rel, {"delta": delta.to(torch.float32)})
+        manifest["files"][rel] = write_tensors(self.root, rel, {"delta": delta.to(self.vector_dtype)})
         run["rounds"].append({"round": k, "file": rel, **record})
         write_manifest(self.root, manifest)
         self.manifest = manifest

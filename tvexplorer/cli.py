@@ -185,7 +185,7 @@ COMMANDS = {
 
 def parser() -> argparse.ArgumentParser:
     from .atm import VARIANTS
-    from .build import DTYPES
+    from .cache import DTYPES
     from .merging import METHODS
     from .training import OPTIMIZERS, TrainConfig
     p = _Parser(prog="tvexplorer", description=__doc__.splitlines()[0])

@@ -227,7 +227,7 @@ def merge(method: str, task_vectors: Mapping[str, Mapping[str, Tensor]], *,
     """Merge task vectors given as {task: {parameter name: delta}}; returns {parameter name: merged delta}."""
     if not task_vectors:
         raise ValueError("no task vectors given; pass at least one task")
-    first, *_ = task_vectors
+    first = next(iter(task_vectors))
     layout = Layout.of(task_vectors[first])
     flat = {}
     for task, params_of_task in task_vectors.items():

@@ -1,0 +1,114 @@
+"""The cache folder: round trip, memory mapping, atomic writes and clear errors on bad input."""
+import json
+import os
+
+import pytest
+import torch
+
+from tvexplorer.cache import MANIFEST, Cache, CacheError, atomic_write, mmap_tensors, write_tensors
+
+
+def test_open_reads_manifest_and_maps_vectors(quick_demo):
+    cache = Cache.open(quick_demo)
+    assert cache.tasks == ["digits", "signs", "textures"]
+    tau = cache.vector("digits", "tau")
+    assert tau.shape == (cache.layout.numel,) and tau.dtype == torch.float32
+    assert cache.base().shape == tau.shape
+    heads, scale = cache.heads()
+    assert heads["signs"].shape[1] == len(cache.task("signs")["classnames"])
+    assert scale > 0
+    split = cache.eval_split("textures")
+    assert split.images.dtype == torch.uint8 and len(split) == cache.task("textures")["sizes"]["test"]
+    cache.verify()
+
+
+def test_vectors_are_memory_mapped_copy_on_write(quick_demo, tmp_path):
+    rel = "x.safetensors"
+    write_tensors(tmp_path, rel, {"v": torch.arange(10, dtype=torch.float32)})
+    t = mmap_tensors(tmp_path / rel, rel)["v"]
+    t += 1  # a private page: the file must not change
+    assert torch.equal(mmap_tensors(tmp_path / rel, rel)["v"], torch.arange(10, dtype=torch.float32))
+
+
+def _damage(path, how):
+    data = path.read_bytes()
+    if how == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "flip":
+        path.write_bytes(data[:-8] + bytes(b ^ 0xFF for b in data[-8:]))
+
+
+def test_missing_file_is_named(demo_copy):
+    (demo_copy / "vectors" / "signs.safetensors").unlink()
+    with pytest.raises(CacheError, match=r"vectors/signs.safetensors: missing"):
+        Cache.open(demo_copy)
+
+
+def test_truncated_file_is_named(demo_copy):
+    _damage(demo_copy / "vectors" / "digits.safetensors", "truncate")
+    with pytest.raises(CacheError, match=r"vectors/digits.safetensors: truncated"):
+        Cache.open(demo_copy)
+
+
+def test_hash_mismatch_is_named_on_first_use(demo_copy):
+    _damage(demo_copy / "vectors" / "textures.safetensors", "flip")
+    cache = Cache.open(demo_copy)  # sizes still agree: opening stays cheap
+    cache.vector("digits")
+    with pytest.raises(CacheError, match=r"vectors/textures.safetensors: sha256 does not match"):
+        cache.vector("textures")
+
+
+def test_unknown_schema_version(demo_copy):
+    manifest = json.loads((demo_copy / MANIFEST).read_text())
+    manifest["schema_version"] = 99
+    (demo_copy / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(CacheError, match="schema version 99"):
+        Cache.open(demo_copy)
+
+
+def test_shapes_that_do_not_match_the_base_model(demo_copy):
+    manifest = json.loads((demo_copy / MANIFEST).read_text())
+    rel = "vectors/signs.safetensors"
+    manifest["files"][rel] = write_tensors(demo_copy, rel, {k: torch.zeros(7) for k in ("tau", "tau1", "g0")})
+    (demo_copy / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(CacheError, match=r"vectors/signs.safetensors: (tau|tau1|g0) has shape \(7,\)"):
+        Cache.open(demo_copy)
+
+
+def test_not_a_cache(tmp_path):
+    with pytest.raises(CacheError, match="missing"):
+        Cache.open(tmp_path)
+    with pytest.raises(CacheError, match="no such cache folder"):
+        Cache.open(tmp_path / "nope")
+    (tmp_path / MANIFEST).write_text("{not json")
+    with pytest.raises(CacheError, match="not valid JSON"):
+        Cache.open(tmp_path)
+
+
+def test_interrupted_write_leaves_the_old_file(tmp_path):
+    target = tmp_path / "f.txt"
+    target.write_text("old")
+
+    def crash(tmp):
+        tmp.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        atomic_write(target, crash)
+    assert target.read_text() == "old"
+    assert os.listdir(tmp_path) == ["f.txt"]  # no temporary file left behind
+
+
+def test_interrupted_atm_round_keeps_the_cache_loadable(demo_copy, monkeypatch):
+    cache = Cache.open(demo_copy)
+    before = json.loads((demo_copy / MANIFEST).read_text())
+    import tvexplorer.cache as cache_module
+
+    def crash(root, manifest):
+        raise KeyboardInterrupt  # killed after the round's file, before the manifest
+    monkeypatch.setattr(cache_module, "write_manifest", crash)
+    with pytest.raises(KeyboardInterrupt):
+        cache.add_atm_round("standard", {}, {"average": 0.0}, torch.zeros(cache.layout.numel))
+    reopened = Cache.open(demo_copy)
+    assert reopened.manifest == before
+    assert len(reopened.atm_runs()["standard"]["rounds"]) == len(before["atm"]["standard"]["rounds"])

@@ -1,0 +1,143 @@
+"""The whole engine on the quick demo world: build, exact evaluation, alignment, ATM and the CLI."""
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tvexplorer.alignment import task_alignment
+from tvexplorer.atm import run_atm
+from tvexplorer.build import build_cache
+from tvexplorer.cache import Cache
+from tvexplorer.cli import main
+from tvexplorer.demo.build import demo_task_specs
+from tvexplorer.evaluation import Evaluator
+from tvexplorer.merging import merge_flat
+from tvexplorer.models import ModelSpec
+from tvexplorer.training import TrainConfig
+
+
+def test_stored_metrics_are_what_exact_evaluation_measures(quick_demo):
+    cache = Cache.open(quick_demo)
+    evaluator = Evaluator(cache, device="cpu")
+    assert evaluator.accuracy(None) == cache.metrics["zero_shot"]
+    for t in cache.tasks:
+        assert evaluator.accuracy(cache.vector(t), [t])[t] == cache.metrics["finetuned"][t]
+    ta = cache.metrics["task_arithmetic"]
+    result = evaluator.evaluate("task_arithmetic", scaling=ta["best_scaling"])
+    assert result.accuracy == ta["accuracy"]
+    assert result.average == pytest.approx(cache.metrics["task_arithmetic_average"])
+
+
+def test_evaluation_is_memoised_by_equivalent_settings(quick_demo):
+    cache = Cache.open(quick_demo)
+    evaluator = Evaluator(cache, device="cpu")
+    a = evaluator.evaluate("ties", scaling=1.0)
+    b = evaluator.evaluate("ties", scaling=1.0, k=20, coefficients={t: 1.0 for t in cache.tasks})
+    assert a is b
+    c = evaluator.evaluate("ties", scaling=1.0, coefficients={cache.tasks[0]: 0.0})
+    assert c is not a
+    # a fresh evaluator (no memo) gives the same numbers: evaluation is deterministic
+    assert Evaluator(cache, device="cpu").evaluate("ties", scaling=1.0) == a
+    for t in cache.tasks:
+        assert a.normalized[t] == pytest.approx(a.accuracy[t] / cache.metrics["finetuned"][t]) or cache.metrics["finetuned"][t] == 0
+
+
+def test_one_atm_round_equals_task_arithmetic_over_one_epoch_vectors(quick_demo):
+    cache = Cache.open(quick_demo)
+    run = cache.atm_runs()["standard"]
+    assert run["coefficient"] == pytest.approx(1 / len(cache.tasks)) and run["budget_epochs"] == 1
+    expected = merge_flat("task_arithmetic", cache.vectors("tau1"), cache.layout, scaling=1 / len(cache.tasks))
+    got = cache.atm_delta("standard", 1)
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-8)
+    assert got.abs().max() > 0
+
+
+def test_atm_continues_from_the_last_saved_round(demo_copy):
+    cache = Cache.open(demo_copy)
+    seen = []
+    records = run_atm(cache, 1, variant="standard", device="cpu", on_round=seen.append)
+    assert [r["round"] for r in records] == [2] and seen == records
+    reopened = Cache.open(demo_copy)
+    rounds = reopened.atm_runs()["standard"]["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2]
+    delta2 = reopened.atm_delta("standard", 2)
+    assert not torch.equal(delta2, reopened.atm_delta("standard", 1))
+    # the saved accuracy is the exact accuracy of the saved delta
+    assert Evaluator(reopened, device="cpu").accuracy(delta2) == rounds[1]["accuracy"]
+    cos = torch.tensor(rounds[1]["update_cosines"])
+    assert cos.shape == (3, 3) and torch.allclose(cos.diagonal(), torch.ones(3))
+
+
+def test_atm_stops_between_tasks_without_saving_a_partial_round(demo_copy):
+    cache = Cache.open(demo_copy)
+    calls = []
+    records = run_atm(cache, 2, device="cpu", should_stop=lambda: calls.append(1) or len(calls) > 2)
+    assert records == []
+    assert len(Cache.open(demo_copy).atm_runs()["standard"]["rounds"]) == 1
+
+
+def test_alignment_summary(quick_demo):
+    cache = Cache.open(quick_demo)
+    a = task_alignment(cache, "signs")
+    assert len(a["epochs"]) == cache.training["epochs"]
+    assert sum(e["norm_share"] for e in a["epochs"]) == pytest.approx(1.0)
+    assert a["epochs"][-1]["cos_tau_e_tau"] == pytest.approx(1.0)
+    assert -1 <= a["cos_tau_neg_g0"] <= 1 and a["norm_tau"] > 0
+    assert a["epochs"][0]["cos_tau_e_tau"] == pytest.approx(a["cos_tau1_tau"], abs=1e-6)
+
+
+def test_full_batch_gd_build_records_tau1_equal_to_minus_lr_g0(quick_demo, tmp_path):
+    spec = demo_task_specs({"n_train": 60, "n_test": 20, "seed": 0, "only": ["digits", "textures"]})
+    cfg = TrainConfig(optimizer="gd", lr=0.05, epochs=2, batch_size=16)
+    cache = build_cache(tmp_path, ModelSpec(f"local-dir:{quick_demo / 'model'}"), spec, cfg, device="cpu")
+    for t in cache.tasks:
+        a = task_alignment(cache, t)
+        assert a["cos_tau1_neg_g0"] >= 0.9999
+        assert a["full_batch_rel_err"] <= 1e-4
+        assert a["epochs"][0]["cos_update_neg_g0"] >= 0.9999
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "tvexplorer", *map(str, args)], capture_output=True, text=True)
+
+
+def test_cli_json_outputs(quick_demo):
+    info = json.loads(run_cli("info", quick_demo, "--json", "--verify").stdout)
+    assert set(info["tasks"]) == {"digits", "signs", "textures"}
+    assert info["averages"]["zero_shot"] == pytest.approx(Cache.open(quick_demo).metrics["zero_shot_average"])
+    r = run_cli("eval", quick_demo, "--method", "task_arithmetic", "--scaling", "0.5", "--coef", "signs=0", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["coefficients"] == {"signs": 0.0}
+    assert out["average"] == pytest.approx(sum(out["accuracy"].values()) / 3)
+    align = json.loads(run_cli("align", quick_demo, "--task", "digits", "--json").stdout)
+    assert list(align["tasks"]) == ["digits"]
+
+
+def test_cli_summary_in_process(quick_demo, capsys):
+    assert main(["eval", str(quick_demo), "--method", "tsv"]) == 0
+    out = capsys.readouterr().out
+    assert "normalized" in out and "average" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["eval", "{cache}", "--method", "nope"], "unknown merge method 'nope'"),
+    (["eval", "{cache}", "--method", "ties", "--coef", "mnist=0.3"], "mnist"),
+    (["eval", "{cache}", "--method", "ties", "--coef", "signs=nan"], "not a finite number"),
+    (["eval", "{cache}", "--method", "ties", "--scaling", "inf"], "not a finite number"),
+    (["eval", "{cache}", "--method", "ties", "--param", "k=500"], "out of range"),
+    (["eval", "{missing}", "--method", "ties"], "no such cache folder"),
+    (["align", "{cache}", "--task", "mnist"], "unknown task 'mnist'"),
+    (["atm", "{cache}", "--rounds", "0"], "at least 1"),
+    (["eval", "{cache}"], "--method"),
+])
+def test_cli_bad_input_is_one_line(quick_demo, tmp_path, args, message):
+    args = [a.format(cache=quick_demo, missing=tmp_path / "missing") for a in args]
+    r = run_cli(*args)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], r.stderr
