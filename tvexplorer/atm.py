@@ -21,7 +21,7 @@ from .data import load_task
 from .evaluation import Evaluator
 from .merging import merge_flat
 from .models import build_image_encoder
-from .training import Objective, TrainConfig, default_device, finetune, set_flat
+from .training import Objective, TrainConfig, default_device, finetune, set_flat, steps_per_epoch, training_dtype
 
 VARIANTS = {"standard": "train", "posthoc": "val"}
 
@@ -55,11 +55,11 @@ def run_atm(cache: Cache, rounds: int, variant: str = "standard", coefficient: f
     device = torch.device(device) if device else default_device()
     tasks = cache.tasks
     cfg = TrainConfig(**cache.training)
-    encoder = build_image_encoder(cache.manifest["model"]["encoder"]).to(device)
+    encoder = build_image_encoder(cache.manifest["model"]["encoder"]).to(device, training_dtype(cfg))
     evaluator = evaluator or Evaluator(cache, device=device)
     heads, logit_scale = cache.heads()
     enc = cache.manifest["model"]["encoder"]
-    objectives = {t: Objective(heads[t].to(device), logit_scale, enc["mean"], enc["std"]) for t in tasks}
+    objectives = {t: Objective(heads[t].to(device, training_dtype(cfg)), logit_scale, enc["mean"], enc["std"]) for t in tasks}
     splits = {t: getattr(load_task(cache.task(t)["data"]), info["train_split"]) for t in tasks}
     theta0 = cache.base()
     done = len(cache.atm_runs().get(variant, {}).get("rounds", []))
@@ -70,7 +70,7 @@ def run_atm(cache: Cache, rounds: int, variant: str = "standard", coefficient: f
     else:
         merged = torch.zeros_like(theta0)
 
-    steps_per_round = sum(-(-len(splits[t]) // cfg.batch_size) for t in tasks) * info["budget_epochs"]
+    steps_per_round = sum(steps_per_epoch(len(splits[t]), cfg) for t in tasks) * info["budget_epochs"]
     total, step = steps_per_round * rounds, 0
     records = []
     for k in range(done + 1, done + rounds + 1):
@@ -89,7 +89,7 @@ def run_atm(cache: Cache, rounds: int, variant: str = "standard", coefficient: f
 
             theta_t = finetune(encoder, objectives[task], splits[task], cfg, i, first_epoch=(k - 1) * info["budget_epochs"],
                                epochs=info["budget_epochs"], on_step=tick)[-1]
-            updates[task] = theta_t - start
+            updates[task] = (theta_t - start.to(theta_t.dtype)).float()
         # theta_k - theta0 = coefficient * sum_t (theta_t^k - theta0), with theta_t^k = start + update_t
         merged = info["coefficient"] * sum(merged + u for u in updates.values())
         merged = merged.to(cache.vector_dtype).float()  # evaluate and continue from exactly what is saved

@@ -22,7 +22,8 @@ from .evaluation import Evaluator
 from .layout import Layout
 from .merging import merge_flat
 from .models import ModelSpec, load_clip, zero_shot_head
-from .training import Objective, TrainConfig, default_device, finetune, full_batch_gradient, get_flat, set_flat
+from .training import (Objective, TrainConfig, default_device, finetune, full_batch_gradient, get_flat, set_flat,
+                       steps_per_epoch, training_dtype)
 
 TA_GRID = tuple(round(0.05 * i, 2) for i in range(1, 21))
 
@@ -40,10 +41,11 @@ def build_cache(out: Path, spec: ModelSpec, task_specs: list[dict], cfg: TrainCo
     data = [load_task(s) for s in task_specs]
     heads = {d.name: zero_shot_head(model, tokenizer, d.classnames, d.templates) for d in data}
     logit_scale = float(model.logit_scale.detach().exp())
-    encoder = model.visual.float().to(device)
+    encoder = model.visual.float()
     del model  # the text tower is not needed past this point
     layout = Layout.of(dict(encoder.named_parameters()))
     theta0 = get_flat(encoder)
+    encoder.to(device, training_dtype(cfg))
 
     files = {"base.safetensors": write_tensors(out, "base.safetensors", layout.unflatten(theta0.clone())),
              "heads.safetensors": write_tensors(out, "heads.safetensors",
@@ -51,14 +53,15 @@ def build_cache(out: Path, spec: ModelSpec, task_specs: list[dict], cfg: TrainCo
     trajectories = []
     for i, task in enumerate(data):
         log(f"[{i + 1}/{len(data)}] {task.name}: gradient at theta0, then {cfg.epochs} epochs ({len(task.train)} training images)")
-        objective = Objective(heads[task.name].to(device), logit_scale, encoder_info["mean"], encoder_info["std"])
+        objective = Objective(heads[task.name].to(device, training_dtype(cfg)), logit_scale,
+                              encoder_info["mean"], encoder_info["std"])
         set_flat(encoder, theta0)
         g0 = full_batch_gradient(encoder, objective, task.train, cfg.batch_size)
-        steps = cfg.epochs * (1 if cfg.optimizer == "gd" else -(-len(task.train) // cfg.batch_size))
+        steps = cfg.epochs * steps_per_epoch(len(task.train), cfg)
         with tqdm(total=steps, desc=task.name, leave=False, file=sys.stderr) as bar:
             thetas = finetune(encoder, objective, task.train, cfg, i, on_step=bar.update)
         trajectories.append(trajectory_table(task.name, layout, theta0, thetas, g0))
-        vectors = {"tau": thetas[-1] - theta0, "tau1": thetas[0] - theta0, "g0": g0}
+        vectors = {"tau": thetas[-1] - theta0.to(thetas[-1].dtype), "tau1": thetas[0] - theta0.to(thetas[0].dtype), "g0": g0}
         rel = f"vectors/{task.name}.safetensors"
         files[rel] = write_tensors(out, rel, {k: v.to(dtype) for k, v in vectors.items()})
         rel = f"eval/{task.name}.safetensors"

@@ -154,12 +154,19 @@ def _print_align(r: dict) -> None:
 def cmd_atm(args):
     from .atm import run_atm
     cache = Cache.open(args.cache)
-    with tqdm(total=1, desc="ATM", file=sys.stderr, leave=False) as bar:
-        def progress(done, total, what):
-            bar.total = total
-            bar.set_description(what)
-            bar.update(done - bar.n)
+    bar = None
+
+    def progress(done, total, what):
+        nonlocal bar
+        bar = bar or tqdm(total=total, file=sys.stderr, leave=False)  # opened on the first step, after validation
+        bar.set_description(what)
+        bar.update(done - bar.n)
+
+    try:
         run_atm(cache, args.rounds, variant=args.variant, coefficient=args.coefficient, device=args.device, progress=progress)
+    finally:
+        if bar:
+            bar.close()
     run = cache.atm_runs()[args.variant]
     return {"variant": args.variant, "coefficient": run["coefficient"],
             "task_arithmetic_average": cache.metrics["task_arithmetic_average"],

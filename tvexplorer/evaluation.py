@@ -53,7 +53,8 @@ class Evaluator:
         heads, _ = cache.heads()
         self.heads = {t: h.to(self.device) for t, h in heads.items()}
         self.sets = {t: cache.eval_split(t, split) for t in cache.tasks}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one encoder, one evaluation at a time
+        self._memo_lock = threading.Lock()  # so a memo hit never waits behind a running evaluation
         self._memo: OrderedDict[tuple, EvalResult] = OrderedDict()
         self._memo_size = memo_size
 
@@ -81,14 +82,14 @@ class Evaluator:
                  vectors: str = "tau", **params) -> EvalResult:
         """Merge the cache's task vectors of kind `vectors` with `method` and evaluate; memoised."""
         key = self._key(method, coefficients, scaling, vectors, params)
-        with self._lock:
+        with self._memo_lock:
             if key in self._memo:
                 self._memo.move_to_end(key)
                 return self._memo[key]
         delta = merge_flat(method, self.cache.vectors(vectors), self.cache.layout,
                            coefficients=coefficients, scaling=scaling, **params)
         result = self.result(delta)
-        with self._lock:
+        with self._memo_lock:
             self._memo[key] = result
             while len(self._memo) > self._memo_size:
                 self._memo.popitem(last=False)

@@ -52,8 +52,18 @@ class Objective:
 
     def loss(self, encoder, images: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         device = self.head.device
-        x = to_input(images.to(device), self.mean, self.std)
+        x = to_input(images.to(device), self.mean, self.std).to(self.head.dtype)
         return F.cross_entropy(logits(encoder, self.head, self.logit_scale, x), labels.to(device), reduction=reduction)
+
+
+def training_dtype(cfg: TrainConfig) -> torch.dtype:
+    """Plain GD runs in float64: one step of -lr * g is tiny next to the weights, and float32 weights
+    would round much of it away; in float64 the identity tau1 = -lr * g0 holds to ~1e-10."""
+    return torch.float64 if cfg.optimizer == "gd" else torch.float32
+
+
+def steps_per_epoch(n: int, cfg: TrainConfig) -> int:
+    return 1 if cfg.optimizer == "gd" else -(-n // cfg.batch_size)
 
 
 def default_device() -> torch.device:
@@ -61,7 +71,8 @@ def default_device() -> torch.device:
 
 
 def get_flat(encoder) -> torch.Tensor:
-    return parameters_to_vector(encoder.parameters()).detach().float().cpu()
+    """The parameters as one flat CPU vector, in the encoder's own dtype."""
+    return parameters_to_vector(encoder.parameters()).detach().cpu()
 
 
 def set_flat(encoder, flat: torch.Tensor) -> None:
@@ -79,12 +90,12 @@ def shuffle_seed(seed: int, task_index: int, epoch: int) -> int:
 
 
 def full_batch_gradient(encoder, objective: Objective, split: Split, batch_size: int) -> torch.Tensor:
-    """g = grad of the mean training loss, accumulated exactly over the whole split (flat float32)."""
+    """g = grad of the mean training loss, accumulated exactly over the whole split (flat, CPU)."""
     encoder.eval()
     encoder.zero_grad(set_to_none=True)
     for images, labels in split.batches(batch_size):
         (objective.loss(encoder, images, labels, reduction="sum") / len(split)).backward()
-    grad = parameters_to_vector(p.grad for p in encoder.parameters()).detach().float().cpu()
+    grad = parameters_to_vector(p.grad for p in encoder.parameters()).detach().cpu()
     encoder.zero_grad(set_to_none=True)
     return grad
 
