@@ -39,13 +39,18 @@ def norm(a: torch.Tensor) -> float:
     return math.sqrt(_sums(a, a)[1])
 
 
-def cosine_matrix(vectors: dict[str, torch.Tensor]) -> pd.DataFrame:
+def cosine_matrix(vectors: dict[str, torch.Tensor], chunk: int = _CHUNK) -> pd.DataFrame:
+    """Task-by-task cosines from one float64 Gram matrix, in a single chunked pass over all vectors."""
     names = list(vectors)
-    m = pd.DataFrame(1.0, index=names, columns=names)
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            m.loc[a, b] = m.loc[b, a] = cosine(vectors[a], vectors[b])
-    return m
+    gram = torch.zeros(len(names), len(names), dtype=torch.float64)
+    for start in range(0, next(iter(vectors.values())).numel(), chunk):
+        block = torch.stack([vectors[t][start:start + chunk].double() for t in names])
+        gram += block @ block.T
+    d = gram.diagonal().sqrt()
+    denom = torch.outer(d, d)
+    cos = torch.where(denom > 0, gram / denom.clamp_min(1e-300), torch.zeros_like(gram))
+    cos.fill_diagonal_(1.0)
+    return pd.DataFrame(cos.numpy(), index=names, columns=names)
 
 
 def _layers(layout: Layout):

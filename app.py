@@ -1,0 +1,174 @@
+"""tvexplorer web app: layout and event wiring only.
+
+    python app.py                      # the demo cache in assets/demo (or $TVEXPLORER_CACHE)
+    python app.py --cache DIR          # another cache
+    python app.py --port 7860 --host 0.0.0.0
+
+Every computation lives in the package (tvexplorer.explorer, tvexplorer.figures, tvexplorer.ui,
+tvexplorer.jobs); see docs/app.md for the API endpoints and deployment on Hugging Face Spaces.
+"""
+from __future__ import annotations
+
+import argparse
+
+import gradio as gr
+
+from tvexplorer import ui
+from tvexplorer.atm import VARIANTS
+from tvexplorer.explorer import MAX_ATM_ROUNDS, PRESETS, VECTOR_KINDS
+
+EVAL = dict(concurrency_limit=4, concurrency_id="evaluate")
+
+
+def add_api(h) -> None:
+    """Named endpoints for gradio_client; each returns plain JSON."""
+    gr.api(h.api_info, api_name="info")
+    gr.api(h.api_methods, api_name="methods")
+    gr.api(h.api_evaluate, api_name="evaluate", **EVAL)
+    gr.api(h.api_preset, api_name="preset")
+    gr.api(h.api_alignment, api_name="alignment", concurrency_limit=2)
+    gr.api(h.api_atm, api_name="atm", concurrency_limit=None)  # the run lock answers "busy" at once
+    gr.api(h.api_atm_status, api_name="atm_status", concurrency_limit=None)
+    gr.api(h.api_atm_cancel, api_name="atm_cancel", concurrency_limit=None)
+
+
+def build(h) -> gr.Blocks:
+    with gr.Blocks(title="Task vector explorer") as demo:
+        add_api(h)  # first, so that the endpoints own their names
+        if isinstance(h, ui.Unavailable):
+            gr.Markdown(h.banner(), elem_classes="tvx-banner")
+            return demo
+        gr.Markdown(h.header())
+        with gr.Tabs():
+            # ---------------------------------------------------------------- merge
+            with gr.Tab("Merge", id="merge"):
+                with gr.Row():
+                    with gr.Column(scale=2, min_width=320):
+                        method = gr.Dropdown(h.ex.method_choices(), value="task_arithmetic", label="Merge method",
+                                             elem_id="method")
+                        hint = gr.Markdown(h.settings_updates("task_arithmetic")[-1])
+                        vectors = gr.Radio([(label, key) for key, label in VECTOR_KINDS.items()], value="tau",
+                                           label="Task vectors", elem_id="vectors")
+                        scaling = gr.Slider(**h.slider_args("scaling"), value=h.ex.default_scaling("task_arithmetic"),
+                                            label="Global scaling λ", elem_id="scaling", elem_classes="tvx-control")
+                        groups, params = [], []
+                        for m in h.param_methods:
+                            with gr.Group(visible=False) as group:
+                                for name, p in h.params:
+                                    if name != m:
+                                        continue
+                                    label = f"{m.upper()} {p.name}"
+                                    if p.integer:
+                                        params.append(gr.Number(label=label, info=p.help, elem_id=f"param-{m}-{p.name}",
+                                                                **h.param_args(p)))
+                                    else:
+                                        params.append(gr.Slider(label=label, info=p.help, elem_id=f"param-{m}-{p.name}",
+                                                                elem_classes="tvx-control", **h.param_args(p)))
+                            groups.append(group)
+                        with gr.Row():
+                            presets = {k: gr.Button(label, size="sm", elem_id=f"preset-{k}") for k, label in PRESETS.items()}
+                        with gr.Accordion("Per-task coefficients", open=True):
+                            task_sliders = [gr.Slider(**h.slider_args("coefficient"), value=1.0, label=t,
+                                                      elem_id=f"coef-{t}", elem_classes="tvx-control") for t in h.tasks]
+                        evaluate_btn = gr.Button("Evaluate", variant="primary", elem_id="evaluate")
+                    with gr.Column(scale=3, elem_id=ui.RESULTS_ID):
+                        status = gr.Markdown("… Loading", elem_id=ui.STATUS_ID)
+                        plot = gr.Plot(label="Accuracy per task", elem_id="merge-plot")
+                        table = gr.Dataframe(label="Accuracy (%) — copy with the button, or download as CSV",
+                                             elem_id="merge-table", interactive=False, buttons=["copy", "fullscreen"])
+                        download = gr.DownloadButton("Download CSV", elem_id="merge-csv", size="sm")
+                        with gr.Accordion("Result as JSON", open=False):
+                            raw = gr.JSON(label="evaluate() result")
+            # ---------------------------------------------------------------- gradient alignment
+            with gr.Tab("Gradient alignment", id="alignment") as align_tab:
+                with gr.Row():
+                    align_task = gr.Dropdown(h.task_choices(), value="all", label="Task", elem_id="align-task")
+                    matrix_kind = gr.Dropdown(h.ex.matrix_choices(), value="tau", label="Cosine matrix of",
+                                              elem_id="matrix-kind")
+                note = gr.Markdown()
+                align_table = gr.Dataframe(label="Alignment summary (norms in parameter units)", interactive=False,
+                                           buttons=["copy", "fullscreen"])
+                epochs_plot = gr.Plot(label="Per epoch")
+                with gr.Row():
+                    layers_plot = gr.Plot(label="Per parameter tensor")
+                    matrix_plot = gr.Plot(label="Task-by-task cosines", elem_id="matrix-plot")
+            # ---------------------------------------------------------------- ATM
+            with gr.Tab("ATM", id="atm"):
+                with gr.Row():
+                    variant = gr.Radio(list(VARIANTS), value="standard", label="ATM variant", elem_id="atm-variant")
+                    rounds = gr.Slider(1, MAX_ATM_ROUNDS, value=1, step=1, label="Rounds to run", elem_id="atm-rounds")
+                    run_btn = gr.Button("Run more rounds", variant="primary", elem_id="atm-run")
+                    cancel_btn = gr.Button("Cancel", variant="stop", elem_id="atm-cancel")
+                atm_status = gr.Markdown(elem_id="atm-status")
+                atm_chart = gr.Plot(label="Accuracy per round", elem_id="atm-chart")
+                atm_table = gr.Dataframe(label="Saved rounds (%)", interactive=False, elem_id="atm-table",
+                                         buttons=["copy", "fullscreen"])
+            # ---------------------------------------------------------------- about
+            with gr.Tab("About", id="about"):
+                gr.Markdown(h.about())
+
+        # -------------------------------------------------------------------- merge wiring
+        settings = [method, scaling, vectors, *groups, *task_sliders, hint]
+        inputs = [method, vectors, scaling, *params, *task_sliders]
+        outputs = [status, plot, table, download, raw]
+        sliders = [scaling, *task_sliders, *(c for c in params if isinstance(c, gr.Slider))]
+        numbers = [c for c in params if isinstance(c, gr.Number)]
+        commit = [s.release for s in sliders] + [n.submit for n in numbers] + [n.blur for n in numbers] \
+            + [vectors.input, evaluate_btn.click]
+        evaluating = dict(trigger_mode="always_last", show_progress="minimal", show_progress_on=[status],
+                          api_visibility="private", **EVAL)
+
+        gr.on([s.input for s in sliders] + [n.input for n in numbers], None, None, [status],
+              js=ui.STALE_ON_INPUT_JS, queue=False, show_progress="hidden")
+        gr.on(commit, None, None, [status], js=ui.STALE_ON_RUN_JS, queue=False, show_progress="hidden")
+        gr.on(commit, h.evaluate, inputs, outputs, **evaluating).success(None, [status], None, js=ui.FRESH_JS)
+
+        def then_evaluate(dep):
+            dep.then(None, None, [status], js=ui.STALE_ON_RUN_JS, queue=False, show_progress="hidden") \
+               .then(h.evaluate, inputs, outputs, **evaluating).success(None, [status], None, js=ui.FRESH_JS)
+
+        then_evaluate(method.input(h.on_method, [method], settings, queue=False, api_visibility="private"))
+        for key, button in presets.items():
+            then_evaluate(button.click(h.preset(key), [method, vectors, scaling], settings, queue=False,
+                                       api_visibility="private"))
+
+        # -------------------------------------------------------------------- alignment wiring
+        gr.on([align_task.input, align_tab.select], h.alignment, [align_task, matrix_kind],
+              [note, align_table, epochs_plot, layers_plot, matrix_plot], trigger_mode="always_last",
+              concurrency_limit=2, concurrency_id="alignment", api_visibility="private")
+        matrix_kind.input(h.matrix, [matrix_kind], [matrix_plot], trigger_mode="always_last",
+                          concurrency_limit=2, concurrency_id="alignment", api_visibility="private")
+
+        # -------------------------------------------------------------------- ATM wiring
+        atm_view = [atm_status, atm_chart, atm_table, method, matrix_kind]
+        run_btn.click(h.atm_run, [variant, rounds], atm_view, concurrency_limit=None, show_progress="full",
+                      show_progress_on=[atm_status], api_visibility="private")
+        cancel_btn.click(h.atm_cancel, None, [atm_status], concurrency_limit=None, api_visibility="private")
+
+        # -------------------------------------------------------------------- page load: saved rounds, first numbers
+        then_evaluate(demo.load(h.atm_refresh, None, atm_view, api_visibility="private"))
+    return demo
+
+
+def launch(h, **kwargs):
+    """Build, queue and launch (kwargs go to gr.Blocks.launch)."""
+    return build(h).queue(default_concurrency_limit=4).launch(js=ui.KEYBOARD_JS, css=ui.CSS, **kwargs)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description="tvexplorer web app")
+    p.add_argument("--cache", default=None, help="cache folder (default: $TVEXPLORER_CACHE, else assets/demo)")
+    p.add_argument("--host", default=None, help="interface to listen on (default 127.0.0.1, or $GRADIO_SERVER_NAME)")
+    p.add_argument("--port", type=int, default=None, help="port (default 7860, or $GRADIO_SERVER_PORT)")
+    p.add_argument("--device", default=None, help="torch device for evaluation (default: cuda when available)")
+    p.add_argument("--read-only", action="store_true", default=None,
+                   help="never write into the cache; ATM rounds go to a copy-on-write work folder")
+    p.add_argument("--workdir", default=None, help="where work folders go (default: $TVEXPLORER_WORKDIR or the temp dir)")
+    p.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    args = p.parse_args(argv)
+    h = ui.load(args.cache, device=args.device, read_only=args.read_only, workdir=args.workdir)
+    launch(h, server_name=args.host, server_port=args.port, share=args.share, show_error=False)
+
+
+if __name__ == "__main__":
+    main()

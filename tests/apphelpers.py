@@ -1,0 +1,54 @@
+"""Shared helpers for the app tests: launch the app on a local port, wait for ATM jobs."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_app_module():
+    spec = importlib.util.spec_from_file_location("tvexplorer_app", ROOT / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_app(handlers):
+    """The app for `handlers` on 127.0.0.1:<free port>; yields its URL, closes it afterwards."""
+    app = load_app_module()
+    port = free_port()
+    demo = app.build(handlers)
+    demo.queue(default_concurrency_limit=4)
+    from tvexplorer import ui
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                js=ui.KEYBOARD_JS, css=ui.CSS, show_error=False)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+def wait_idle(timeout: float = 120.0) -> None:
+    """Wait until no ATM run holds the process-wide lock (tests share one process)."""
+    from tvexplorer import jobs
+    deadline = time.time() + timeout
+    job = jobs.current()
+    if job is not None:
+        job.finished.wait(timeout)
+    while jobs.busy() and time.time() < deadline:
+        time.sleep(0.05)
+    assert not jobs.busy(), "an ATM run did not finish in time"

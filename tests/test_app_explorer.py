@@ -1,0 +1,391 @@
+"""The app's glue without a browser: explorer (validation, evaluation, alignment, ATM), work copies,
+the ATM job manager, figures and the gradio handlers."""
+import json
+import math
+import shutil
+
+import pandas as pd
+import pytest
+import torch
+
+import apphelpers  # first: it turns gradio analytics off before gradio is imported
+from tvexplorer import figures, jobs, ui, workcopy
+from tvexplorer.alignment import cosine, cosine_matrix
+from tvexplorer.cache import Cache, CacheError
+from tvexplorer.evaluation import Evaluator
+from tvexplorer.explorer import Explorer, clean
+
+
+@pytest.fixture(scope="module")
+def cache_dir(quick_demo, tmp_path_factory):
+    dst = tmp_path_factory.mktemp("explorer") / "cache"
+    shutil.copytree(quick_demo, dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def ex(cache_dir):
+    return Explorer(cache_dir, device="cpu", read_only=False)
+
+
+@pytest.fixture(scope="module")
+def reference(quick_demo):
+    return Evaluator(Cache.open(quick_demo), device="cpu")
+
+
+def strict_json(obj):
+    return json.loads(json.dumps(obj, allow_nan=False))
+
+
+# ---------------------------------------------------------------- evaluation
+
+def test_evaluate_returns_plain_data_equal_to_the_evaluator(ex, reference):
+    tasks = ex.tasks
+    got = ex.evaluate("task_arithmetic", coefficients={tasks[0]: 0.5}, scaling=0.4)
+    want = reference.evaluate("task_arithmetic", coefficients={tasks[0]: 0.5}, scaling=0.4)
+    assert strict_json(got) == got
+    assert got["accuracy"] == want.accuracy and got["average"] == pytest.approx(want.average)
+    assert got["coefficients"] == {tasks[0]: 0.5, **{t: 1.0 for t in tasks[1:]}}
+    assert got["zero_shot"] == ex.metrics["zero_shot"] and got["finetuned"] == ex.metrics["finetuned"]
+    # defaults: the method's own scaling and parameters
+    ties = ex.evaluate("ties")
+    assert ties["scaling"] == 1.0 and ties["params"] == {"k": 20.0}
+    assert ties["accuracy"] == reference.evaluate("ties").accuracy
+    # numeric strings and a JSON object in a string, as API clients may send
+    assert ex.evaluate("task_arithmetic", coefficients=json.dumps({tasks[0]: "0.5"}), scaling="0.4")["accuracy"] == got["accuracy"]
+
+
+def test_every_method_and_vector_kind_evaluates(ex):
+    for method in ("task_arithmetic", "average", "ties", "dare", "tsv", "iso_c"):
+        r = ex.evaluate(method, vectors="tau1")
+        assert set(r["accuracy"]) == set(ex.tasks) and 0 <= r["average"] <= 1
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(scaling=float("nan")), "finite"),
+    (dict(scaling=float("inf")), "finite"),
+    (dict(scaling="NaN"), "finite"),
+    (dict(scaling=2.5), "between -1 and 2"),
+    (dict(scaling=True), "must be a number"),
+    (dict(scaling="abc"), "must be a number"),
+    (dict(coefficients={"digits": float("-inf")}), "finite"),
+    (dict(coefficients={"digits": "nan"}), "finite"),
+    (dict(coefficients={"digits": 2.01}), "between -1 and 2"),
+    (dict(coefficients={"digits": None}), "must be a number"),
+    (dict(coefficients={"nope": 1.0}), "unknown task 'nope'"),
+    (dict(coefficients="{not json"), "JSON object"),
+    (dict(coefficients=[1, 2]), "object mapping"),
+    (dict(method="nope"), "unknown method 'nope'"),
+    (dict(method=None), "method must be"),
+    (dict(method="atm:standard:99"), "no round"),
+    (dict(method="ties", params={"k": 0}), "out of range"),
+    (dict(method="ties", params={"k": float("nan")}), "finite"),
+    (dict(method="ties", params={"q": 1}), "no parameter 'q'"),
+    (dict(method="dare", params={"p": 1.0}), "out of range"),
+    (dict(method="dare", params={"seed": 1.5}), "integer"),
+    (dict(vectors="g0"), "vectors must be one of"),
+])
+def test_bad_input_is_a_one_line_value_error(ex, kwargs, message):
+    with pytest.raises(ValueError, match=message) as info:
+        ex.evaluate(**kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_saved_atm_rounds_are_methods(ex):
+    keys = [k for _, k in ex.method_choices()]
+    assert keys[:6] == ["task_arithmetic", "average", "ties", "dare", "tsv", "iso_c"]
+    assert "atm:standard:1" in keys and "atm:posthoc:1" in keys
+    record = ex.atm_runs()["standard"]["rounds"][0]
+    r = ex.evaluate("atm:standard:1")
+    assert r["accuracy"] == record["accuracy"] and r["label"] == "ATM standard, round 1" and r["scaling"] == 1.0
+    assert ex.evaluate("ATM standard, round 1")["accuracy"] == record["accuracy"]  # the label works too
+    # scaling 1 reproduces the saved evaluation exactly
+    assert ex.evaluator.result(ex.atm_cache.atm_delta("standard", 1).float()).accuracy == record["accuracy"]
+    half = ex.evaluate("atm:standard:1", scaling=0.5)
+    assert half["accuracy"] == ex.evaluator.result(0.5 * ex.atm_cache.atm_delta("standard", 1).float()).accuracy
+    with pytest.raises(ValueError, match="do not apply"):
+        ex.evaluate("atm:standard:1", coefficients={ex.tasks[0]: 0.5})
+
+
+def test_presets(ex):
+    T = len(ex.tasks)
+    assert ex.preset("equal", "ties") == {"method": "ties", "scaling": 1.0, "coefficients": dict.fromkeys(ex.tasks, 1.0)}
+    assert ex.preset("inverse_t")["scaling"] == round(1 / T, 4)
+    best = ex.preset("best_val", "ties")
+    assert best["method"] == "task_arithmetic" and best["scaling"] == ex.metrics["task_arithmetic"]["best_scaling"]
+    assert ex.preset("best_val", vectors="tau1")["scaling"] == ex.metrics["task_arithmetic_one_epoch"]["best_scaling"]
+    zero = ex.preset("zero")
+    assert zero["scaling"] is None and set(zero["coefficients"].values()) == {0.0}
+    # zero everything is the zero-shot model
+    assert ex.evaluate("task_arithmetic", coefficients=zero["coefficients"])["accuracy"] == ex.metrics["zero_shot"]
+    with pytest.raises(ValueError, match="unknown preset"):
+        ex.preset("nope")
+
+
+def test_result_table(ex):
+    r = ex.evaluate("task_arithmetic", scaling=0.3)
+    table = ex.result_table(r)
+    assert list(table["task"]) == [*ex.tasks, "average"]
+    assert list(table.columns) == ["task", "zero-shot %", "merged %", "fine-tuned %", "normalized %"]
+    assert table["merged %"].iloc[-1] == pytest.approx(100 * r["average"], abs=0.01)
+    assert table.loc[0, "merged %"] == pytest.approx(100 * r["accuracy"][ex.tasks[0]], abs=0.01)
+
+
+def test_clean_makes_strict_json():
+    assert clean({"a": float("nan"), "b": (1, float("inf")), "c": torch.tensor(0.5).item(), 3: True}) == \
+        {"a": None, "b": [1, None], "c": 0.5, "3": True}
+
+
+# ---------------------------------------------------------------- alignment
+
+def test_alignment_plain_data(ex):
+    a = ex.alignment()
+    assert strict_json(a)
+    assert set(a["tasks"]) == set(ex.tasks) and set(a["layers"]) == set(ex.tasks)
+    assert a["optimizer"] == ex.source.training["optimizer"] and a["full_batch_exact"] is (a["optimizer"] == "gd")
+    one = a["tasks"][ex.tasks[0]]
+    assert -1 <= one["cos_tau_neg_g0"] <= 1 and one["full_batch_rel_err"] >= 0
+    assert [e["epoch"] for e in one["epochs"]] == list(range(1, ex.source.training["epochs"] + 1))
+    assert sum(e["norm_share"] for e in one["epochs"]) == pytest.approx(1.0)
+    assert len(a["layers"][ex.tasks[0]]) == len(ex.source.layout.names)
+    assert {"tau", "tau1", "g0", "atm:standard:1", "atm:posthoc:1"} <= set(a["cosine_matrices"])
+    m = a["cosine_matrices"]["atm:standard:1"]
+    assert m["matrix"] == ex.atm_runs()["standard"]["rounds"][0]["update_cosines"]
+    single = ex.alignment(ex.tasks[1], matrices=["tau"])
+    assert list(single["tasks"]) == [ex.tasks[1]] and list(single["cosine_matrices"]) == ["tau"]
+    with pytest.raises(ValueError, match="unknown task"):
+        ex.alignment("nope")
+    with pytest.raises(ValueError, match="unknown matrix"):
+        ex.cosine_matrix("nope")
+    text = ex.full_batch_text(ex.tasks)
+    assert "plain gradient descent" in text and f"{one['full_batch_rel_err']:.3g}" in text
+
+
+def test_cosine_matrix_matches_pairwise_cosines(ex):
+    vectors = ex.source.vectors("tau")
+    fast = cosine_matrix(vectors, chunk=1000)  # several chunks
+    for a in ex.tasks:
+        for b in ex.tasks:
+            assert fast.loc[a, b] == pytest.approx(cosine(vectors[a], vectors[b]), abs=1e-10)
+
+
+# ---------------------------------------------------------------- figures
+
+def test_figures_have_titles_and_the_numbers(ex):
+    r = ex.evaluate("task_arithmetic", scaling=0.3)
+    fig = figures.merge_figure(r, ex.tasks)
+    assert fig.layout.yaxis.title.text == "test accuracy (%)" and fig.layout.xaxis.title.text == "task"
+    merged = fig.data[1]
+    assert list(merged.x) == [*ex.tasks, "average"]
+    assert list(merged.y[:-1]) == pytest.approx([100 * r["accuracy"][t] for t in ex.tasks])
+    assert "%" in merged.hovertemplate
+    al = {t: ex.task_alignment(t) for t in ex.tasks}
+    ep = figures.epochs_figure(al)
+    assert ep.layout.xaxis2.title.text == "epoch" and "cosine" in ep.layout.yaxis.title.text
+    for tables in ({ex.tasks[0]: ex.layer_table(ex.tasks[0])}, {t: ex.layer_table(t) for t in ex.tasks}):
+        lf = figures.layers_figure(tables)
+        assert any(d.type == "heatmap" for d in lf.data)
+    mf = figures.matrix_figure(ex.cosine_matrix("tau"), "tau")
+    assert mf.data[0].zmin == -1 and mf.layout.xaxis.title.text == "task"
+    af = figures.atm_figure(ex.atm_summary(), ex.tasks)
+    names = [d.name for d in af.data]
+    assert any(n.startswith("task arithmetic (scaling") for n in names) and "ATM standard" in names
+    atm = next(d for d in af.data if d.name == "ATM standard")
+    assert list(atm.x) == [r["round"] for r in ex.atm_runs()["standard"]["rounds"]]
+    assert af.layout.xaxis.title.text == "ATM round"
+
+
+# ---------------------------------------------------------------- ATM, work copies, jobs
+
+def test_read_only_cache_gets_a_copy_on_write_work_folder(quick_demo, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(quick_demo, src)
+    before = (src / "manifest.json").read_bytes()
+    ex = Explorer(src, device="cpu", read_only=True, workdir=tmp_path / "work")
+    assert ex.atm_root == src and ex.work_folder.parent == tmp_path / "work"
+    assert "read-only" in ex.where_saved() and str(ex.work_folder) in ex.where_saved()
+    apphelpers.wait_idle()
+    job = ex.start_atm(1, "standard")
+    job.finished.wait(120)
+    assert job.state == "finished" and job.completed == 1 and job.error is None
+    assert (src / "manifest.json").read_bytes() == before and not (src / "atm/standard/round_0002.safetensors").exists()
+    work = ex.work_folder
+    assert ex.atm_root == work and (work / "atm/standard/round_0002.safetensors").is_file()
+    big = work / "vectors" / f"{ex.tasks[0]}.safetensors"
+    assert big.is_symlink() or big.stat().st_nlink > 1  # linked, not copied
+    assert not (work / "manifest.json").is_symlink() and (work / "manifest.json").stat().st_nlink == 1
+    assert [k for _, k in ex.method_choices()].count("atm:standard:2") == 1
+    # a restarted app on the same source finds the saved round
+    again = Explorer(src, device="cpu", read_only=True, workdir=tmp_path / "work")
+    assert again.atm_root == work and len(again.atm_runs()["standard"]["rounds"]) == 2
+    Cache.open(work).verify()
+
+
+def test_work_copy_refuses_a_foreign_folder(quick_demo, tmp_path):
+    cache = Cache.open(quick_demo)
+    folder = tmp_path / "not-ours"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("x")
+    with pytest.raises(CacheError, match="not a tvexplorer work folder"):
+        workcopy.make_work_copy(cache, folder)
+    assert (folder / "keep.txt").exists()
+
+
+def test_is_writable(tmp_path, quick_demo):
+    assert workcopy.is_writable(tmp_path)
+    assert not workcopy.is_writable(tmp_path / "missing")
+    linked = tmp_path / "snapshot"
+    linked.mkdir()
+    (linked / "manifest.json").symlink_to(quick_demo / "manifest.json")
+    assert not workcopy.is_writable(linked)  # a hub snapshot's files belong to the hub cache
+
+
+def test_one_run_at_a_time_and_cancel_keeps_finished_rounds(ex):
+    apphelpers.wait_idle()
+    start = len(ex.atm_runs()["standard"]["rounds"])
+    job = ex.start_atm(3, "standard")
+    with pytest.raises(jobs.Busy, match="busy"):
+        ex.start_atm(1, "posthoc")
+    assert ex.atm_status()["busy"] is True
+    # cancel once the first round is saved
+    while job.running and len(ex.atm_runs()["standard"]["rounds"]) == start:
+        job.finished.wait(0.05)
+    assert jobs.cancel() is True
+    job.finished.wait(120)
+    saved = len(Cache.open(ex.atm_root).atm_runs()["standard"]["rounds"])
+    assert job.state == "cancelled" and 1 <= job.completed < 3 and saved == start + job.completed
+    status = ex.atm_status()
+    assert status["state"] == "cancelled" and status["busy"] is False and strict_json(status)
+    assert jobs.cancel() is False  # nothing runs now
+
+
+def test_atm_request_validation(ex):
+    for rounds in (0, 11, 1.5, "x", float("nan"), None):
+        with pytest.raises(ValueError):
+            ex.start_atm(rounds, "standard")
+    with pytest.raises(ValueError, match="unknown ATM variant"):
+        ex.start_atm(1, "other")
+
+
+# ---------------------------------------------------------------- gradio handlers
+
+@pytest.fixture(scope="module")
+def handlers(ex):
+    return ui.Handlers(ex)
+
+
+def test_ui_evaluate_handler(handlers, ex):
+    n = len(handlers.params)
+    defaults = [p.default for _, p in handlers.params]
+    status, fig, table, csv, raw = handlers.evaluate("task_arithmetic", "tau", 0.3, *defaults, *[1.0] * len(ex.tasks))
+    assert status.startswith("✓ **Up to date**") and raw["accuracy"] == ex.evaluate("task_arithmetic", scaling=0.3)["accuracy"]
+    assert list(pd.read_csv(csv)["task"]) == [*ex.tasks, "average"] and list(table["task"])[-1] == "average"
+    # parameters of the chosen method are taken from their controls
+    values = list(defaults)
+    values[[p.name for _, p in handlers.params].index("k")] = 50
+    _, _, _, _, raw = handlers.evaluate("ties", "tau", 1.0, *values, *[1.0] * len(ex.tasks))
+    assert raw["params"] == {"k": 50.0}
+    # bad input: a warning and a status line; the previous numbers stay (gr.skip)
+    with pytest.warns(UserWarning, match="between -1 and 2"):  # gr.Warning outside a request
+        out = handlers.evaluate("task_arithmetic", "tau", 0.3, *defaults, 5.0, *[1.0] * (len(ex.tasks) - 1))
+    assert out[0].startswith("⚠ **Not updated:**") and "between -1 and 2" in out[0]
+    assert all(o == ui.gr.skip() for o in out[1:])
+    assert n == 3  # ties k, dare p, dare seed
+
+
+def test_ui_method_and_presets(handlers, ex):
+    updates = handlers.on_method("atm:standard:1")
+    scaling, vectors, tasks = updates[1], updates[2], updates[3 + len(handlers.param_methods):-1]
+    assert scaling["value"] == 1.0 and vectors == ui.gr.skip()
+    assert all(u["interactive"] is False for u in tasks) and "fixed merged model" in updates[-1]
+    ties = handlers.on_method("ties")
+    assert [g["visible"] for g in ties[3:3 + len(handlers.param_methods)]] == [m == "ties" for m in handlers.param_methods]
+    best = handlers.preset("best_val")("ties", "tau", 1.0)
+    assert best[0]["value"] == "task_arithmetic" and best[1]["value"] == ex.metrics["task_arithmetic"]["best_scaling"]
+    zero = handlers.preset("zero")("ties", "tau", 0.7)
+    assert zero[1]["value"] == 0.7 and [u["value"] for u in zero[3 + len(handlers.param_methods):-1]] == [0.0] * len(ex.tasks)
+
+
+def test_ui_alignment_and_atm_view(handlers, ex):
+    note, table, epochs, layers, matrix = handlers.alignment("all", "tau")
+    assert "plain gradient descent" in note and list(table["task"]) == ex.tasks
+    note, table, *_ = handlers.alignment(ex.tasks[0], "atm:standard:1")
+    assert list(table["task"]) == [ex.tasks[0]]
+    with pytest.warns(UserWarning, match="unknown task"):
+        assert handlers.alignment("nope", "tau")[0].startswith("⚠")
+    status, chart, atm_table, methods, matrices = handlers.atm_refresh()
+    assert "ATM" in chart.layout.title.text and list(atm_table.columns)[:2] == ["variant", "round"]
+    assert ("ATM standard, round 1", "atm:standard:1") in methods["choices"]
+    about = handlers.about()
+    assert "arXiv:2508.16082" in about and "arXiv:2411.03055" in about and f"{ex.source.layout.numel:,}" in about
+
+
+def test_api_functions_raise_one_line_gradio_errors(handlers):
+    with pytest.raises(ui.gr.Error, match="finite"):
+        handlers.api_evaluate(scaling=float("nan"))
+    with pytest.raises(ui.gr.Error, match="unknown task"):
+        handlers.api_alignment("nope")
+
+    def boom():
+        raise RuntimeError("kaput\nsecond line")
+    with pytest.raises(ui.gr.Error) as info:
+        ui.api_errors(boom)()
+    assert str(info.value.message) == "internal error (RuntimeError): kaput"
+
+
+def test_missing_or_corrupt_cache_gives_an_unavailable_app(tmp_path, quick_demo):
+    h = ui.load(tmp_path / "missing")
+    assert isinstance(h, ui.Unavailable) and "no such cache folder" in h.message
+    bad = tmp_path / "bad"
+    shutil.copytree(quick_demo, bad)
+    (bad / "manifest.json").write_text("{ not json")
+    h = ui.load(bad)
+    assert isinstance(h, ui.Unavailable) and "not valid JSON" in h.message and "\n" not in h.message
+    with pytest.raises(ui.gr.Error, match="no cache loaded"):
+        h.api_evaluate()
+    apphelpers.load_app_module().build(h)  # the page still builds
+
+
+def test_corrupt_tensor_file_is_reported_not_crashed(quick_demo, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(quick_demo, bad)
+    ex = Explorer(bad, device="cpu", read_only=False)
+    path = bad / "vectors" / f"{ex.tasks[0]}.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # same size, different content: found by the sha256 check on first use
+    path.write_bytes(bytes(data))
+    h = ui.Handlers(ex)
+    with pytest.warns(UserWarning, match="sha256"):
+        out = h.evaluate("task_arithmetic", "tau", 0.3, *[p.default for _, p in h.params], *[1.0] * len(ex.tasks))
+    assert out[0].startswith("⚠") and "sha256" in out[0]
+    with pytest.raises(ui.gr.Error, match="sha256"):
+        h.api_evaluate()
+    assert math.isfinite(h.api_evaluate("atm:standard:1")["average"])  # the rest keeps working
+
+
+def test_cache_locations_and_read_only_defaults(quick_demo, tmp_path, monkeypatch):
+    from tvexplorer import explorer
+    monkeypatch.delenv("TVEXPLORER_CACHE", raising=False)
+    assert explorer.default_cache_path() == apphelpers.ROOT / "assets" / "demo"
+    monkeypatch.setenv("TVEXPLORER_CACHE", str(quick_demo))
+    assert explorer.resolve_location(explorer.default_cache_path()) == quick_demo
+    calls = []
+
+    def fake_download(repo_id, repo_type, revision, allow_patterns):
+        calls.append((repo_id, repo_type, revision, allow_patterns))
+        return str(tmp_path / "snapshot")
+    import huggingface_hub
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    assert explorer.resolve_location("hf://datasets/org/caches/vit-b-32@v1") == tmp_path / "snapshot" / "vit-b-32"
+    assert explorer.resolve_location("hf://org/model") == tmp_path / "snapshot"
+    assert calls == [("org/caches", "dataset", "v1", ["vit-b-32/**"]), ("org/model", "model", None, None)]
+    with pytest.raises(ValueError, match="expected hf://"):
+        explorer.resolve_location("hf://datasets/only-org")
+    # on a Space (and on ZeroGPU) the cache is read-only and evaluation stays on the CPU
+    copy = tmp_path / "c"
+    shutil.copytree(quick_demo, copy)
+    monkeypatch.setenv("SPACE_ID", "someone/explorer")
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    monkeypatch.setenv("TVEXPLORER_WORKDIR", str(tmp_path / "work"))
+    ex = explorer.open_explorer(copy)
+    assert ex.read_only and ex.evaluator.device.type == "cpu" and ex.work_folder.parent == tmp_path / "work"
