@@ -60,9 +60,13 @@ def to_input(images: torch.Tensor, mean, std) -> torch.Tensor:
 def _demo(spec: dict) -> TaskData:
     from .demo.world import TASKS
     task = TASKS[spec["task"]]
-    images, labels = task.sample("train", spec["n_train"], seed=spec["seed"])
+
+    def size(split, n):  # never more than a real data set holds, so no image is in two splits
+        return min(n, task.available(split) or n)
+
+    images, labels = task.sample("train", size("train", spec["n_train"]), seed=spec["seed"])
     train, val = split_validation(Split(torch.from_numpy(images), torch.from_numpy(labels)))
-    images, labels = task.sample("test", spec["n_test"], seed=spec["seed"])
+    images, labels = task.sample("test", size("test", spec["n_test"]), seed=spec["seed"])
     return TaskData(task.name, task.classnames, task.templates, train, val,
                     Split(torch.from_numpy(images), torch.from_numpy(labels)))
 

@@ -100,14 +100,15 @@ def _paint(img: np.ndarray, alpha: np.ndarray, color) -> None:
     a = alpha[..., None]
     col = np.asarray(color, _F)
     col = col[None, None, None, :] if col.ndim == 1 else col[:, None, None, :]
-    img *= 1 - a
-    img += a * col
+    d = col - img
+    d *= a
+    img += d
 
 
 def _fill(n: int, color) -> np.ndarray:
     col = np.asarray(color, _F)
     col = np.broadcast_to(col, (n, 3)) if col.ndim == 1 else col
-    return np.ascontiguousarray(np.broadcast_to(col[:, None, None, :], (n, _S, _S, 3)))
+    return np.broadcast_to(col[:, None, None, :], (n, _S, _S, 3)).astype(_F, copy=True)
 
 
 def _vgrad(top, bottom, y0: float = 0.0, y1: float = float(_S)) -> np.ndarray:
@@ -277,6 +278,10 @@ class DemoTask:
     classnames: tuple[str, ...]    # human words used in prompts
     templates: tuple[str, ...]     # zero-shot prompt templates, each with one "{}"
 
+    def available(self, split: str) -> int | None:
+        """How many distinct images `split` holds; None for procedural tasks, which never repeat."""
+        return len(sk_digits_split(split)) if self.name == "digits" else None
+
     def sample(self, split: str, n: int, seed: int = 0, shifted: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """split in {"train", "test"}. Returns images uint8 [n, 24, 24, 3] and labels int64 [n].
 
@@ -377,8 +382,8 @@ def _render_street_digits(rng, labels, shifted):
     for side in (-1, 1):
         on = rng.random(n) < 0.55
         other = rng.integers(0, 10, n)
-        a2 = _glyph_alpha(_glyph_ids("0123456789", other), cx + side * step, cy, h, shear, thr)
-        a = np.maximum(a, a2 * _p(on))
+        a2 = _glyph_alpha(_glyph_ids("0123456789", other[on]), (cx + side * step)[on], cy[on], h[on], shear[on], thr[on])
+        a[on] = np.maximum(a[on], a2)
     # occasional shadow / outline under the digits
     sh = rng.random(n) < 0.3
     shadow = np.roll(np.roll(a, 1, axis=1), 1, axis=2) * _p(sh * 0.6)
@@ -408,11 +413,11 @@ def _render_letters(rng, labels, shifted):
         return _noise(rng, img, 0.01)
     fg, bg = _contrast_pair(rng, n, 0.4)
     img = _vgrad(bg, np.clip(bg + rng.uniform(-0.15, 0.15, (n, 3)).astype(_F), 0, 1))
-    h = _u(rng, 10, 17, n)
+    h = _u(rng, 11, 17, n)
     half_w = h * 5 / 14 + 1
     cx = _u(rng, 0, 1, n) * (24 - 2 * half_w - 2) + half_w + 1
     cy = _u(rng, 0, 1, n) * (24 - h - 2) + h / 2 + 1
-    a = _glyph_alpha(ids, cx, cy, h, _u(rng, -0.3, 0.3, n), _u(rng, 0.25, 0.6, n))
+    a = _glyph_alpha(ids, cx, cy, h, _u(rng, -0.3, 0.3, n), _u(rng, 0.25, 0.55, n))
     _paint(img, a, fg)
     return _noise(rng, img, _u(rng, 0.01, 0.04, n))
 
@@ -625,6 +630,16 @@ def _render_textures(rng, labels, shifted):
 SCENE_NAMES = ("beach", "forest", "desert", "snowfield", "ocean", "city skyline", "night sky", "meadow",
                "mountains")
 
+# shared palettes: classes overlap in colour so that structure, not the colour average, decides
+_SKY_TOP = np.array([[0.35, 0.6, 0.92], [0.6, 0.63, 0.68], [0.38, 0.3, 0.55], [0.68, 0.76, 0.85]], _F)
+_SKY_BOTTOM = np.array([[0.72, 0.85, 0.98], [0.8, 0.8, 0.82], [0.98, 0.62, 0.38], [0.93, 0.9, 0.84]], _F)
+_SAND = [[0.93, 0.82, 0.58], [0.85, 0.65, 0.4], [0.93, 0.9, 0.82], [0.7, 0.6, 0.45], [0.8, 0.45, 0.3]]
+_WATER = [[0.1, 0.4, 0.72], [0.1, 0.5, 0.55], [0.3, 0.42, 0.52], [0.05, 0.22, 0.45]]
+_GRASS = [[0.45, 0.75, 0.25], [0.6, 0.7, 0.3], [0.78, 0.72, 0.38], [0.25, 0.5, 0.2]]
+_FOLIAGE = [[0.1, 0.32, 0.12], [0.22, 0.45, 0.15], [0.72, 0.42, 0.1], [0.55, 0.2, 0.1], [0.15, 0.3, 0.3]]
+_ROCK = [[0.45, 0.42, 0.5], [0.5, 0.45, 0.4], [0.35, 0.38, 0.45], [0.58, 0.56, 0.55], [0.6, 0.4, 0.3]]
+_BUILDING = [[0.3, 0.3, 0.33], [0.45, 0.42, 0.4], [0.25, 0.28, 0.38], [0.6, 0.58, 0.55], [0.5, 0.35, 0.3]]
+
 
 def _below(line) -> np.ndarray:
     """Coverage of the region below a (possibly per-column) horizon line."""
@@ -635,24 +650,30 @@ def _wave_line(rng, m, y, amp, per) -> np.ndarray:
     return _p(y) + _p(amp) * np.sin(_TAU * _X / _p(per) + _p(_u(rng, 0, 2 * np.pi, m)))
 
 
-def _day_sky(rng, m):
-    return _vgrad(_jit(rng, [0.35, 0.6, 0.92], m, 0.1), _jit(rng, [0.72, 0.85, 0.98], m, 0.06))
+def _sky(rng, m, kinds=(0, 1, 2, 3)):
+    """Sky gradient of a random kind per image (0 day, 1 overcast, 2 dusk, 3 hazy); returns (img, kind)."""
+    k = np.asarray(kinds)[rng.integers(0, len(kinds), m)]
+    top = np.clip(_SKY_TOP[k] + rng.uniform(-0.08, 0.08, (m, 3)).astype(_F), 0, 1)
+    bot = np.clip(_SKY_BOTTOM[k] + rng.uniform(-0.06, 0.06, (m, 3)).astype(_F), 0, 1)
+    return _vgrad(top, bot), k
 
 
-def _sun(rng, img, m, p, center_y=(3, 7), color=(1.0, 0.95, 0.6)):
-    on = rng.random(m) < p
+def _sun(rng, img, m, p, kind, center_y=(3, 7)):
+    on = (rng.random(m) < p) & (kind != 1)
+    col = np.where((kind == 2)[:, None], _jit(rng, [1.0, 0.55, 0.3], m, 0.05), _jit(rng, [1.0, 0.95, 0.65], m, 0.04))
     a = _aa(_circle_sdf(_u(rng, 3, 21, m), _u(rng, *center_y, m), _u(rng, 1.5, 2.5, m)))
-    _paint(img, a * _p(on), _jit(rng, color, m, 0.04))
+    _paint(img, a * _p(on), col)
 
 
 def _scene_beach(rng, m, sh):
-    img = _day_sky(rng, m)
-    _sun(rng, img, m, 0.5)
-    yh = _u(rng, 6, 10, m)
-    _paint(img, _below(_p(yh)), _jit(rng, [0.1, 0.4, 0.72], m, 0.08))
-    shore = _wave_line(rng, m, yh + _u(rng, 5, 8, m), _u(rng, 0.6, 1.6, m), _u(rng, 9, 18, m))
-    _paint(img, _aa(np.abs(_Y - shore + 0.7) - 0.7) * 0.85, _WHITE)  # surf
-    _paint(img, _below(shore), _jit(rng, [0.93, 0.82, 0.58], m, 0.06))
+    img, kind = _sky(rng, m)
+    _sun(rng, img, m, 0.5, kind)
+    yh = _u(rng, 5, 10, m)
+    water = _pick(rng, _WATER, m, 0.06)
+    _paint(img, _below(_p(yh)), water)
+    shore = _wave_line(rng, m, yh + _u(rng, 4, 8, m), _u(rng, 0.6, 1.6, m), _u(rng, 9, 18, m))
+    _paint(img, _aa(np.abs(_Y - shore + 0.7) - 0.7) * 0.85, _jit(rng, [0.95, 0.95, 0.95], m, 0.05))  # surf
+    _paint(img, _below(shore), _pick(rng, _SAND, m, 0.05))
     for _ in range(2):  # parasols / towels
         on = rng.random(m) < 0.4
         a = _aa(_box_sdf(_u(rng, 2, 22, m), _u(rng, 19, 22, m), _u(rng, 0.8, 1.6, m), 0.6))
@@ -661,29 +682,32 @@ def _scene_beach(rng, m, sh):
 
 
 def _scene_forest(rng, m, sh):
-    img = _vgrad(_jit(rng, [0.6, 0.75, 0.85], m, 0.08), _jit(rng, [0.2, 0.3, 0.15], m, 0.05), 0, 14)
+    sky, _ = _sky(rng, m)
+    img = sky * (1 - np.clip((_Y - 6) / 8, 0, 1))[None, :, :, None]
+    img += (_pick(rng, _FOLIAGE, m, 0.05) * 0.5)[:, None, None, :] * np.clip((_Y - 6) / 8, 0, 1)[None, :, :, None]
+    leaves = _pick(rng, _FOLIAGE, m, 0.05)
     ys = np.sort(rng.uniform(6, 26, (m, 14)).astype(_F), axis=1)
     for j in range(14):  # conifers, back to front
         x = _u(rng, -1, 25, m)
         a = _u(rng, 1.8, 3.2, m)
         base = ys[:, j]
-        trunk = _aa(_box_sdf(x, base + 0.8, 0.5, 1.2))
-        _paint(img, trunk, _jit(rng, [0.3, 0.2, 0.1], m, 0.05))
+        _paint(img, _aa(_box_sdf(x, base + 0.8, 0.5, 1.2)), _jit(rng, [0.3, 0.2, 0.1], m, 0.05))
         crown = _aa(_poly_sdf(x, base - a, a, 3, 90))
-        _paint(img, crown, _jit(rng, [0.1, 0.32, 0.12], m, 0.07) * (0.7 + 0.3 * j / 13))
+        col = np.clip(leaves + rng.uniform(-0.08, 0.08, (m, 3)).astype(_F), 0, 1) * (0.65 + 0.35 * j / 13)
+        _paint(img, crown, col)
     return img
 
 
 def _scene_desert(rng, m, sh):
-    img = _vgrad(_jit(rng, [0.6, 0.75, 0.95], m, 0.08), _jit(rng, [0.95, 0.9, 0.78], m, 0.05))
-    _sun(rng, img, m, 0.6, color=(1.0, 1.0, 0.85))
-    y1 = _u(rng, 8, 12, m)
+    img, kind = _sky(rng, m, (0, 2, 3))
+    _sun(rng, img, m, 0.6, kind)
+    sand = _pick(rng, _SAND, m, 0.05)
+    y1 = _u(rng, 7, 12, m)
     far = _wave_line(rng, m, y1, _u(rng, 1.5, 3, m), _u(rng, 14, 24, m))
-    _paint(img, _below(far), _jit(rng, [0.88, 0.68, 0.4], m, 0.06))
+    _paint(img, _below(far), np.clip(sand * 1.08, 0, 1))
     near = _wave_line(rng, m, y1 + _u(rng, 4, 8, m), _u(rng, 1.5, 3, m), _u(rng, 12, 22, m))
-    col = _jit(rng, [0.8, 0.55, 0.3], m, 0.06)
-    _paint(img, _below(near), col)
-    img *= 1 - 0.12 * np.clip((_Y - near) / 8, 0, 1)[..., None]  # shaded dune faces
+    _paint(img, _below(near), sand * 0.88)
+    img *= 1 - 0.15 * np.clip((_Y - near) / 8, 0, 1)[..., None]  # shaded dune faces
     on = rng.random(m) < 0.4  # cactus
     cx, cy = _u(rng, 3, 21, m), _u(rng, 16, 20, m)
     a = np.maximum(_aa(_box_sdf(cx, cy, 0.6, 2.5)), _aa(_box_sdf(cx + 1.2, cy - 0.5, 0.5, 1.1)))
@@ -692,11 +716,10 @@ def _scene_desert(rng, m, sh):
 
 
 def _scene_snowfield(rng, m, sh):
-    grey = _u(rng, 0.68, 0.85, m)
-    sky = np.stack([grey, grey + 0.03, grey + 0.08], -1)
-    img = _vgrad(sky, np.clip(sky + 0.1, 0, 1))
-    line = _wave_line(rng, m, _u(rng, 8, 13, m), _u(rng, 0.3, 1.5, m), _u(rng, 16, 30, m))
-    ground = np.clip(_vgrad(_jit(rng, [0.93, 0.95, 1.0], m, 0.03), _jit(rng, [0.82, 0.87, 0.97], m, 0.04)), 0, 1)
+    img, kind = _sky(rng, m, (0, 1, 1, 2, 3))
+    line = _wave_line(rng, m, _u(rng, 8, 14, m), _u(rng, 0.3, 1.5, m), _u(rng, 16, 30, m))
+    tint = _SKY_BOTTOM[kind] * 0.3 + 0.7
+    ground = _vgrad(np.clip(tint * 1.05, 0, 1), np.clip(tint * _F([0.88, 0.92, 1.0]), 0, 1))
     ground -= (_smooth(rng, m, 3) * _F(0.12)) * np.array([1.0, 0.7, 0.2], _F)  # bluish shadows
     a = _below(line)[..., None]
     img = img * (1 - a) + ground * a
@@ -713,10 +736,11 @@ def _scene_snowfield(rng, m, sh):
 
 
 def _scene_ocean(rng, m, sh):
-    img = _day_sky(rng, m)
-    _sun(rng, img, m, 0.3, center_y=(2, 5))
+    img, kind = _sky(rng, m)
+    _sun(rng, img, m, 0.3, kind, center_y=(2, 5))
     yh = _u(rng, 5, 11, m)
-    sea = _vgrad(_jit(rng, [0.12, 0.4, 0.65], m, 0.07), _jit(rng, [0.03, 0.18, 0.4], m, 0.05))
+    water = _pick(rng, _WATER, m, 0.06)
+    sea = _vgrad(water, water * 0.6)
     a = _below(_p(yh))[..., None]
     img = img * (1 - a) + sea * a
     for _ in range(9):  # white wave crests, longer nearer the viewer
@@ -732,24 +756,26 @@ def _scene_ocean(rng, m, sh):
 
 
 def _scene_city(rng, m, sh):
-    dusk = rng.random(m) < 0.4
-    top = np.where(dusk[:, None], _jit(rng, [0.45, 0.35, 0.6], m, 0.08), _jit(rng, [0.4, 0.62, 0.92], m, 0.08))
-    bot = np.where(dusk[:, None], _jit(rng, [0.98, 0.62, 0.35], m, 0.06), _jit(rng, [0.78, 0.87, 0.97], m, 0.05))
-    img = _vgrad(top, bot)
+    img, kind = _sky(rng, m)
+    night = rng.random(m) < 0.25
+    dark = _vgrad(_jit(rng, [0.03, 0.04, 0.12], m, 0.02), _jit(rng, [0.12, 0.12, 0.3], m, 0.05))
+    img = np.where(night[:, None, None, None], dark, img)
     # building profile: up to 9 buildings across the width
     top_y = np.full((m, _S), 30, _F)
-    shade = np.zeros((m, _S), _F)
+    bcol = np.zeros((m, _S, 3), _F)
+    base = _pick(rng, _BUILDING, m, 0.05)
     x = np.full(m, -1.0, _F) - _u(rng, 0, 2, m)
     for _ in range(9):
         w = _u(rng, 2.5, 6, m)
         h = _u(rng, 5, 18, m)
         cols = (np.arange(_S)[None] >= x[:, None]) & (np.arange(_S)[None] < (x + w)[:, None])
         top_y = np.where(cols, 24 - h[:, None], top_y)
-        shade = np.where(cols, _u(rng, 0.18, 0.45, m)[:, None], shade)
+        shade = np.clip(base * _u(rng, 0.6, 1.3, m)[:, None], 0, 1)
+        bcol = np.where(cols[..., None], shade[:, None, :], bcol)
         x = x + w
-    inb = (_Y[None] >= top_y[:, None, :]).astype(_F)
-    bcol = shade[:, None, :, None] * np.array([1.0, 1.0, 1.1], _F)
-    img = img * (1 - inb[..., None]) + bcol * inb[..., None]
+    bcol = np.where(night[:, None, None], bcol * 0.25, bcol)
+    inb = (_Y[None] >= top_y[:, None, :]).astype(_F)[..., None]
+    img = img * (1 - inb) + bcol[:, None, :, :] * inb
     win = ((_X.astype(np.int64) % 2 == 0) & (_Y.astype(np.int64) % 2 == 1))[None] & (_Y[None] > top_y[:, None, :] + 1)
     lit = win & (rng.random((m, _S, _S)) < _p(_u(rng, 0.25, 0.7, m)))
     _paint(img, lit.astype(_F) * 0.85, _jit(rng, [1.0, 0.9, 0.5], m, 0.05))
@@ -757,7 +783,9 @@ def _scene_city(rng, m, sh):
 
 
 def _scene_night(rng, m, sh):
-    img = _vgrad(_jit(rng, [0.02, 0.03, 0.1], m, 0.02), _jit(rng, [0.08, 0.1, 0.28], m, 0.05))
+    top = _pick(rng, [[0.02, 0.03, 0.1], [0.0, 0.0, 0.02], [0.08, 0.03, 0.12]], m, 0.02)
+    bot = _pick(rng, [[0.08, 0.1, 0.28], [0.05, 0.06, 0.12], [0.2, 0.12, 0.3], [0.25, 0.15, 0.15]], m, 0.04)
+    img = _vgrad(top, bot)
     stars = (rng.random((m, _S, _S), dtype=_F) < _p(_u(rng, 0.03, 0.08, m))).astype(_F)
     stars *= rng.uniform(0.5, 1.0, (m, _S, _S)).astype(_F)
     _paint(img, stars, _jit(rng, [0.95, 0.95, 0.85], m, 0.05))
@@ -774,10 +802,11 @@ def _scene_night(rng, m, sh):
 
 
 def _scene_meadow(rng, m, sh):
-    img = _day_sky(rng, m)
-    _sun(rng, img, m, 0.3)
+    img, kind = _sky(rng, m)
+    _sun(rng, img, m, 0.3, kind)
     line = _wave_line(rng, m, _u(rng, 8, 13, m), _u(rng, 0.5, 2, m), _u(rng, 16, 30, m))
-    ground = _vgrad(_jit(rng, [0.45, 0.75, 0.25], m, 0.07), _jit(rng, [0.25, 0.55, 0.12], m, 0.06))
+    grass = _pick(rng, _GRASS, m, 0.05)
+    ground = _vgrad(grass, grass * 0.75)
     a = _below(line)[..., None]
     img = img * (1 - a) + ground * a
     below = _Y[None] > line + 1
@@ -789,12 +818,12 @@ def _scene_meadow(rng, m, sh):
     on = rng.random(m) < 0.35  # a lone round tree
     tx, ty = _u(rng, 3, 21, m), line[:, 0, 0] - 0.5
     _paint(img, _aa(_box_sdf(tx, ty, 0.5, 1.5)) * _p(on), _jit(rng, [0.35, 0.22, 0.1], m, 0.04))
-    _paint(img, _aa(_circle_sdf(tx, ty - 3, 2.2)) * _p(on), _jit(rng, [0.15, 0.45, 0.15], m, 0.05))
+    _paint(img, _aa(_circle_sdf(tx, ty - 3, 2.2)) * _p(on), _pick(rng, _FOLIAGE, m, 0.05))
     return img
 
 
 def _scene_mountains(rng, m, sh):
-    img = _day_sky(rng, m)
+    img, kind = _sky(rng, m)
     ridge = np.full((m, 1, _S), 40, _F)
     peaks = []
     for _ in range(3):
@@ -803,13 +832,12 @@ def _scene_mountains(rng, m, sh):
         ridge = np.minimum(ridge, (_p(py) + _p(slope) * np.abs(_X[:1] - _p(px)))[:, :1, :])
         peaks.append(py)
     ridge = np.minimum(ridge, 18)
-    rock = _jit(rng, [0.45, 0.42, 0.5], m, 0.08)
-    _paint(img, _below(ridge), rock)
+    _paint(img, _below(ridge), _pick(rng, _ROCK, m, 0.05))
     snowline = np.min(np.stack(peaks, 1), 1) + _u(rng, 2.5, 4.5, m)
-    snow = _below(ridge) * _aa(_Y - _p(snowline))
+    snow = _below(ridge) * _aa(_Y - _p(snowline)) * _p(rng.random(m) < 0.8)
     _paint(img, snow, _jit(rng, [0.96, 0.97, 1.0], m, 0.03))
     line = _wave_line(rng, m, _u(rng, 18, 21, m), _u(rng, 0.3, 1.2, m), _u(rng, 12, 24, m))
-    _paint(img, _below(line), _jit(rng, [0.25, 0.45, 0.2], m, 0.06))
+    _paint(img, _below(line), _pick(rng, _GRASS + _FOLIAGE[:2], m, 0.05) * 0.8)
     return img
 
 
@@ -821,13 +849,23 @@ def _posterize(img: np.ndarray, levels: int = 4) -> np.ndarray:
     return np.round(np.clip(img, 0, 1) * (levels - 1)) / _F(levels - 1)
 
 
+def _photometric(rng, img, gain=0.15, desat=0.4, bright=(0.8, 1.15)) -> np.ndarray:
+    """Per-image white balance (channel gains), partial desaturation and exposure."""
+    n = len(img)
+    g = 1 + rng.uniform(-gain, gain, (n, 3)).astype(_F)
+    img = img * g[:, None, None, :]
+    grey = _lum(img)[..., None]
+    img = grey + (img - grey) * (1 - _u(rng, 0, desat, n))[:, None, None, None]
+    return img * _u(rng, *bright, n)[:, None, None, None]
+
+
 def _render_scenes(rng, labels, shifted):
     n = len(labels)
     img = _by_class(rng, labels, _SCENE_RENDERERS, shifted)
     if shifted:  # flat cartoon look: saturated, posterised, noiseless
         grey = _lum(img)[..., None]
         return _posterize(grey + (img - grey) * 1.5, 4)
-    img *= _p(_u(rng, 0.8, 1.15, n))[..., None]  # exposure
+    img = _photometric(rng, img)
     return _noise(rng, img, _u(rng, 0.01, 0.04, n))
 
 
@@ -837,10 +875,14 @@ def _render_scenes(rng, labels, shifted):
 
 LANDUSE_NAMES = ("river", "highway", "farmland", "residential area", "forest", "lake", "industrial area",
                  "pasture", "parking lot")
+_LAND = [[0.33, 0.45, 0.22], [0.25, 0.38, 0.18], [0.45, 0.5, 0.28], [0.5, 0.45, 0.3], [0.38, 0.42, 0.35]]
+_CANOPY = [[0.15, 0.35, 0.13], [0.1, 0.25, 0.1], [0.25, 0.4, 0.15], [0.45, 0.35, 0.12], [0.15, 0.3, 0.25]]
+_ASPHALT = [[0.42, 0.42, 0.44], [0.3, 0.3, 0.32], [0.55, 0.54, 0.52], [0.45, 0.4, 0.36]]
+_LAKE = [[0.1, 0.22, 0.4], [0.08, 0.3, 0.35], [0.2, 0.28, 0.35], [0.05, 0.12, 0.25]]
 
 
-def _land(rng, m, base=(0.33, 0.45, 0.22), amt=0.07, var=0.12):
-    img = _fill(m, _jit(rng, base, m, amt))
+def _land(rng, m, palette=_LAND, amt=0.05, var=0.12):
+    img = _fill(m, _pick(rng, palette, m, amt))
     img += (_smooth(rng, m, 4, 3) - 0.5) * _F(var)
     return img
 
@@ -851,7 +893,7 @@ def _lu_river(rng, m, sh):
     vv = v - _p(_u(rng, 1.5, 4, m)) * np.sin(_TAU * u / _p(_u(rng, 14, 24, m)) + _p(_u(rng, 0, 6.3, m)))
     w = _p(_u(rng, 1.3, 2.6, m))
     _paint(img, _aa(np.abs(vv) - w - 0.8) * 0.6, _jit(rng, [0.45, 0.42, 0.3], m, 0.05))  # banks
-    _paint(img, _aa(np.abs(vv) - w), _jit(rng, [0.12, 0.25, 0.42], m, 0.06))
+    _paint(img, _aa(np.abs(vv) - w), _pick(rng, _LAKE, m, 0.04))
     return img
 
 
@@ -860,7 +902,7 @@ def _lu_highway(rng, m, sh):
     u, v = _rotated(_u(rng, 0, np.pi, m), 12 + _u(rng, -4, 4, m), 12 + _u(rng, -4, 4, m))
     w = _p(_u(rng, 2.2, 3.4, m))
     _paint(img, _aa(np.abs(v) - w - 0.7), _jit(rng, [0.6, 0.58, 0.52], m, 0.05))  # verge
-    _paint(img, _aa(np.abs(v) - w), _jit(rng, [0.42, 0.42, 0.44], m, 0.06))
+    _paint(img, _aa(np.abs(v) - w), _pick(rng, _ASPHALT, m, 0.04))
     dash = _aa(np.abs(v) - 0.35) * (((u + _p(_u(rng, 0, 4, m))) % 4) < 2)
     _paint(img, dash * 0.9, _jit(rng, [0.95, 0.95, 0.85], m, 0.05))
     cars = (_aa(np.abs(np.abs(v) - w * 0.5) - 0.45)
@@ -891,7 +933,7 @@ def _lu_farmland(rng, m, sh):
 
 
 def _lu_residential(rng, m, sh):
-    img = _land(rng, m, (0.35, 0.5, 0.25), 0.05, 0.08)
+    img = _land(rng, m, _LAND, 0.05, 0.08)
     u, v = _rotated(_u(rng, -0.3, 0.3, m), _u(rng, 0, 24, m), _u(rng, 0, 24, m))
     sp = _p(_u(rng, 8.5, 10.5, m))
     sw = _F(1.5)
@@ -914,12 +956,14 @@ def _lu_residential(rng, m, sh):
 
 
 def _lu_forest(rng, m, sh):
-    img = _land(rng, m, (0.12, 0.28, 0.1), 0.04, 0.1)
-    for _ in range(36):  # tree crowns with a lit side
-        x, y, r = _u(rng, -1, 25, m), _u(rng, -1, 25, m), _u(rng, 1.2, 2.3, m)
-        col = _jit(rng, [0.15, 0.35, 0.13], m, 0.06)
+    canopy = _pick(rng, _CANOPY, m, 0.03)
+    img = _fill(m, canopy * 0.45)  # shadowed gaps between crowns
+    img += (_smooth(rng, m, 4, 3) - 0.5) * _F(0.08)
+    for _ in range(40):  # tree crowns with a lit upper-left side
+        x, y, r = _u(rng, -1, 25, m), _u(rng, -1, 25, m), _u(rng, 1.3, 2.4, m)
+        col = np.clip(canopy * _u(rng, 0.75, 1.15, m)[:, None] + rng.uniform(-0.04, 0.04, (m, 3)).astype(_F), 0, 1)
         _paint(img, _aa(_circle_sdf(x, y, r)), col)
-        _paint(img, _aa(_circle_sdf(x - r * 0.35, y - r * 0.35, r * 0.4)) * 0.5, np.clip(col * 1.4, 0, 1))
+        _paint(img, _aa(_circle_sdf(x - r * 0.3, y - r * 0.3, r * 0.45)) * 0.6, np.clip(col * 1.45 + 0.03, 0, 1))
     return img
 
 
@@ -931,12 +975,12 @@ def _lu_lake(rng, m, sh):
     rr = _p(R) * (1 + 0.15 * np.sin(2 * ang + _p(_u(rng, 0, 6.3, m))) + 0.1 * np.sin(3 * ang + _p(_u(rng, 0, 6.3, m))))
     d = np.sqrt(dx * dx + dy * dy) - rr
     _paint(img, _aa(d - 0.8) * 0.6, _jit(rng, [0.5, 0.48, 0.35], m, 0.05))
-    _paint(img, _aa(d), _jit(rng, [0.1, 0.22, 0.4], m, 0.05))
+    _paint(img, _aa(d), _pick(rng, _LAKE, m, 0.04))
     return img
 
 
 def _lu_industrial(rng, m, sh):
-    img = _land(rng, m, (0.5, 0.48, 0.45), 0.06, 0.1)
+    img = _land(rng, m, _ASPHALT + [[0.5, 0.48, 0.42]], 0.05, 0.1)
     th = _u(rng, 0, np.pi / 2, m)
     for _ in range(4):
         on = rng.random(m) < 0.8
@@ -953,7 +997,7 @@ def _lu_industrial(rng, m, sh):
 
 
 def _lu_pasture(rng, m, sh):
-    img = _land(rng, m, (0.5, 0.65, 0.3), 0.08, 0.1)
+    img = _land(rng, m, [[0.5, 0.65, 0.3], [0.6, 0.6, 0.35], [0.42, 0.55, 0.27], [0.55, 0.5, 0.32]], 0.05, 0.08)
     on = rng.random(m) < 0.5  # a hedge line
     u, v = _rotated(_u(rng, 0, np.pi, m), _u(rng, 4, 20, m), _u(rng, 4, 20, m))
     _paint(img, _aa(np.abs(v) - 0.45) * _p(on), _jit(rng, [0.2, 0.33, 0.15], m, 0.04))
@@ -965,7 +1009,7 @@ def _lu_pasture(rng, m, sh):
 
 
 def _lu_parking(rng, m, sh):
-    img = _land(rng, m, (0.4, 0.4, 0.42), 0.05, 0.06)
+    img = _land(rng, m, _ASPHALT, 0.04, 0.06)
     u, v = _rotated(_u(rng, -0.35, 0.35, m) + _F(np.pi / 2) * rng.integers(0, 2, m), _u(rng, 0, 24, m),
                     _u(rng, 0, 24, m))
     su, sv = _p(_u(rng, 3.0, 3.6, m)), _p(_u(rng, 7.5, 8.5, m))
@@ -991,7 +1035,7 @@ def _render_landuse(rng, labels, shifted):
     if shifted:  # other sensor: desaturated, brighter, hazy, noiseless
         grey = _lum(img)[..., None]
         return 0.15 + 0.85 * (grey + (img - grey) * 0.45) * 1.1
-    img *= _p(_u(rng, 0.85, 1.15, n))[..., None]
+    img = _photometric(rng, img, gain=0.12, desat=0.3, bright=(0.85, 1.15))
     return _noise(rng, img, _u(rng, 0.01, 0.04, n))
 
 
@@ -1147,8 +1191,8 @@ CORPUS_TEMPLATES: dict[str, tuple[str, ...]] = {
     "textures": ("a {} surface", "a picture of {} fabric", "a close-up of a {} texture", "{} wallpaper"),
     "scenes": ("a picture of a {}", "a landscape: {}", "a drawing of a {}", "outdoors, {}"),
     "landuse": ("an aerial picture of a {}", "{} seen from above", "a map tile showing a {}", "overhead view: {}"),
-    "counting": ("a picture with {} shapes", "{} dots", "exactly {} things", "a count of {}"),
-    "positions": ("a picture of a dot at the {}", "a shape in the {}", "something placed {}", "{} corner or side"),
+    "counting": ("count: {}", "how many shapes? {}", "the number of objects is {}", "a count of {}"),
+    "positions": ("a picture of a dot at the {}", "a shape in the {} area", "position: {}", "placed at the {}"),
 }
 
 
