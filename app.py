@@ -5,7 +5,7 @@
     python app.py --port 7860 --host 0.0.0.0
 
 Every computation lives in the package (tvexplorer.explorer, tvexplorer.figures, tvexplorer.ui,
-tvexplorer.jobs); see docs/app.md for the API endpoints and deployment on Hugging Face Spaces.
+tvexplorer.jobs); see README.md for the API endpoints and deployment on Hugging Face Spaces.
 """
 from __future__ import annotations
 

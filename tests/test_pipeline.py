@@ -1,6 +1,5 @@
 """The whole engine on the quick demo world: build, exact evaluation, alignment, ATM and the CLI."""
 import json
-import math
 import subprocess
 import sys
 

@@ -1196,10 +1196,11 @@ CORPUS_TEMPLATES: dict[str, tuple[str, ...]] = {
 }
 
 
-def corpus(n: int, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+def corpus(n: int, seed: int = 0, unshifted_fraction: float = 0.0) -> tuple[np.ndarray, list[str]]:
     """The contrastive pretraining corpus: n image-caption pairs, mixed evenly over TASKS.
 
-    Images come from each task's split="train" with shifted=True; each caption puts the class name
+    Images come from each task's split="train": a share `unshifted_fraction` in the task's own
+    domain, the rest with shifted=True; each caption puts the class name
     into one of CORPUS_TEMPLATES[task] (phrasing that differs from the tasks' zero-shot templates).
     The pairs are shuffled; deterministic in (n, seed). Returns uint8 [n, 24, 24, 3] and n strings.
     """
@@ -1213,7 +1214,13 @@ def corpus(n: int, seed: int = 0) -> tuple[np.ndarray, list[str]]:
     images, captions = [], []
     for name, k in zip(names, counts):
         task = TASKS[name]
-        img, lab = task.sample("train", k, seed=seed, shifted=True)
+        # a share of in-domain images gives the encoder usable features; the shifted rest keeps
+        # zero-shot transfer partial (seed + 1: distinct from the tasks' own training draws)
+        k_in = int(round(k * unshifted_fraction))
+        img, lab = task.sample("train", k - k_in, seed=seed, shifted=True)
+        if k_in:
+            img_in, lab_in = task.sample("train", k_in, seed=seed + 1)
+            img, lab = np.concatenate([img, img_in]), np.concatenate([lab, lab_in])
         tpl = CORPUS_TEMPLATES[name]
         which = rng.integers(0, len(tpl), k)
         images.append(img)
