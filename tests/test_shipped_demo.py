@@ -2,6 +2,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 from tvexplorer.cache import Cache
 from tvexplorer.demo.world import TASKS
@@ -47,3 +48,14 @@ def test_demo_outcomes_make_it_worth_exploring(demo):
     assert m["zero_shot_average"] <= m["finetuned_average"] - 0.20
     assert m["finetuned_average"] >= 0.90
     assert m["zero_shot_average"] < m["task_arithmetic_average"] < m["finetuned_average"]
+
+
+def test_shipped_evaluation_subsets_are_what_the_world_generates(demo):
+    """The committed world code still generates exactly the committed demo's data."""
+    from tvexplorer.data import load_task
+    for t in demo.tasks:
+        data = load_task(demo.task(t)["data"])
+        for split in ("test", "val"):
+            stored = demo.eval_split(t, split)
+            fresh = getattr(data, split)
+            assert torch.equal(stored.images, fresh.images) and torch.equal(stored.labels, fresh.labels), (t, split)
