@@ -1,6 +1,5 @@
 """The app on a local port, driven by gradio_client (127.0.0.1 only, a bounded number of requests)."""
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -20,15 +19,6 @@ pytestmark = [pytest.mark.filterwarnings("ignore:.*no_silent_downcasting"),
               pytest.mark.filterwarnings("ignore:The copy keyword is deprecated")]
 
 ENDPOINTS = {"/info", "/methods", "/evaluate", "/preset", "/alignment", "/atm", "/atm_status", "/atm_cancel"}
-
-
-@pytest.fixture(scope="module")
-def served(quick_demo, tmp_path_factory):
-    """(url, cache folder): the app on a private writable copy of the quick demo."""
-    root = tmp_path_factory.mktemp("api") / "cache"
-    shutil.copytree(quick_demo, root)
-    with apphelpers.running_app(ui.load(root, device="cpu", read_only=False)) as url:
-        yield url, root
 
 
 @pytest.fixture(scope="module")

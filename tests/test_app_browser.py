@@ -60,14 +60,6 @@ UP_TO_DATE = "() => (document.querySelector('#merge-status')?.innerText ?? '').t
 
 
 @pytest.fixture(scope="module")
-def served(quick_demo, tmp_path_factory):
-    root = tmp_path_factory.mktemp("browser") / "cache"
-    shutil.copytree(quick_demo, root)
-    with apphelpers.running_app(ui.load(root, device="cpu", read_only=False)) as url:
-        yield url, root
-
-
-@pytest.fixture(scope="module")
 def page(served):
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
