@@ -140,6 +140,7 @@ class Cache:
         self.manifest = manifest
         self.layout = Layout.from_json(manifest["layout"])
         self._files: dict[str, dict[str, torch.Tensor]] = {}
+        self._trajectory: pd.DataFrame | None = None
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------ opening and validation
@@ -249,11 +250,14 @@ class Cache:
         return Split(tensors[f"{split}_images"], tensors[f"{split}_labels"])
 
     def trajectory(self) -> pd.DataFrame:
+        """Per-epoch statistics (read and hash-checked once; callers get a copy)."""
         rel = "trajectory.csv"
         with self._lock:
-            if sha256_file(self.root / rel) != self.manifest["files"][rel]["sha256"]:
-                raise CacheError(f"{rel}: sha256 does not match the manifest; rebuild the cache")
-        return pd.read_csv(self.root / rel)
+            if self._trajectory is None:
+                if sha256_file(self.root / rel) != self.manifest["files"][rel]["sha256"]:
+                    raise CacheError(f"{rel}: sha256 does not match the manifest; rebuild the cache")
+                self._trajectory = pd.read_csv(self.root / rel)
+            return self._trajectory.copy()
 
     # ------------------------------------------------------------ ATM rounds
     @property
