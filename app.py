@@ -49,7 +49,8 @@ def build(h) -> gr.Blocks:
                         hint = gr.Markdown(h.settings_updates("task_arithmetic")[-1])
                         vectors = gr.Radio([(label, key) for key, label in VECTOR_KINDS.items()], value="tau",
                                            label="Task vectors", elem_id="vectors")
-                        scaling = gr.Slider(**h.slider_args("scaling"), value=h.ex.default_scaling("task_arithmetic"),
+                        # the app opens on the task-arithmetic merge chosen on validation
+                        scaling = gr.Slider(**h.slider_args("scaling"), value=h.ex.preset("best_val")["scaling"],
                                             label="Global scaling λ", elem_id="scaling", elem_classes="tvx-control")
                         groups, params = [], []
                         for m in h.param_methods:
