@@ -21,7 +21,7 @@ from .data import load_task
 from .evaluation import Evaluator
 from .merging import merge_flat
 from .models import build_image_encoder
-from .training import Objective, TrainConfig, default_device, finetune, set_flat, steps_per_epoch, training_dtype
+from .training import TrainConfig, default_device, finetune, prepare, set_flat, steps_per_epoch
 
 VARIANTS = {"standard": "train", "posthoc": "val"}
 
@@ -55,11 +55,10 @@ def run_atm(cache: Cache, rounds: int, variant: str = "standard", coefficient: f
     device = torch.device(device) if device else default_device()
     tasks = cache.tasks
     cfg = TrainConfig(**cache.training)
-    encoder = build_image_encoder(cache.manifest["model"]["encoder"]).to(device, training_dtype(cfg))
+    encoder = build_image_encoder(cache.manifest["model"]["encoder"])
     evaluator = evaluator or Evaluator(cache, device=device)
     heads, logit_scale = cache.heads()
-    enc = cache.manifest["model"]["encoder"]
-    objectives = {t: Objective(heads[t].to(device, training_dtype(cfg)), logit_scale, enc["mean"], enc["std"]) for t in tasks}
+    objectives = prepare(encoder, heads, logit_scale, cache.manifest["model"]["encoder"], cfg, device)
     splits = {t: getattr(load_task(cache.task(t)["data"]), info["train_split"]) for t in tasks}
     theta0 = cache.base()
     done = len(cache.atm_runs().get(variant, {}).get("rounds", []))

@@ -22,8 +22,8 @@ from .evaluation import Evaluator
 from .layout import Layout
 from .merging import merge_flat
 from .models import ModelSpec, load_clip, zero_shot_head
-from .training import (Objective, TrainConfig, default_device, finetune, full_batch_gradient, get_flat, set_flat,
-                       steps_per_epoch, training_dtype)
+from .training import (TrainConfig, default_device, finetune, full_batch_gradient, get_flat, prepare, set_flat,
+                       steps_per_epoch)
 
 TA_GRID = tuple(round(0.05 * i, 2) for i in range(1, 21))
 
@@ -45,7 +45,7 @@ def build_cache(out: Path, spec: ModelSpec, task_specs: list[dict], cfg: TrainCo
     del model  # the text tower is not needed past this point
     layout = Layout.of(dict(encoder.named_parameters()))
     theta0 = get_flat(encoder)
-    encoder.to(device, training_dtype(cfg))
+    objectives = prepare(encoder, heads, logit_scale, encoder_info, cfg, device)
 
     files = {"base.safetensors": write_tensors(out, "base.safetensors", layout.unflatten(theta0.clone())),
              "heads.safetensors": write_tensors(out, "heads.safetensors",
@@ -53,8 +53,7 @@ def build_cache(out: Path, spec: ModelSpec, task_specs: list[dict], cfg: TrainCo
     trajectories = []
     for i, task in enumerate(data):
         log(f"[{i + 1}/{len(data)}] {task.name}: gradient at theta0, then {cfg.epochs} epochs ({len(task.train)} training images)")
-        objective = Objective(heads[task.name].to(device, training_dtype(cfg)), logit_scale,
-                              encoder_info["mean"], encoder_info["std"])
+        objective = objectives[task.name]
         set_flat(encoder, theta0)
         g0 = full_batch_gradient(encoder, objective, task.train, cfg.batch_size)
         steps = cfg.epochs * steps_per_epoch(len(task.train), cfg)

@@ -62,6 +62,15 @@ def training_dtype(cfg: TrainConfig) -> torch.dtype:
     return torch.float64 if cfg.optimizer == "gd" else torch.float32
 
 
+def prepare(encoder, heads: dict[str, torch.Tensor], logit_scale: float, encoder_info: dict, cfg: TrainConfig,
+            device) -> dict[str, Objective]:
+    """Move `encoder` to the device and dtype that training uses; one objective per task, its head
+    in the same dtype."""
+    dtype = training_dtype(cfg)
+    encoder.to(device, dtype)
+    return {t: Objective(h.to(device, dtype), logit_scale, encoder_info["mean"], encoder_info["std"]) for t, h in heads.items()}
+
+
 def steps_per_epoch(n: int, cfg: TrainConfig) -> int:
     return 1 if cfg.optimizer == "gd" else -(-n // cfg.batch_size)
 
