@@ -188,21 +188,24 @@ class Cache:
         with self._lock:
             key = (rel, verify)
             if key not in self._files:
-                entry = self.manifest["files"].get(rel)
-                if entry is None:
+                if rel not in self.manifest["files"]:
                     raise CacheError(f"{rel}: not listed in the manifest of {self.root}")
-                if verify and sha256_file(self.root / rel) != entry["sha256"]:
-                    raise CacheError(f"{rel}: sha256 does not match the manifest (the file changed or is corrupt); rebuild the cache")
+                if verify:
+                    self._check_hash(rel)
                 self._files[key] = mmap_tensors(self.root / rel, rel)
             return self._files[key]
+
+    def _check_hash(self, rel: str) -> None:
+        if sha256_file(self.root / rel) != self.manifest["files"][rel]["sha256"]:
+            raise CacheError(f"{rel}: sha256 does not match the manifest (the file changed or is corrupt); rebuild the cache")
 
     def verify(self) -> None:
         """Check every file's hash now rather than on first use."""
         for rel in self.manifest["files"]:
             if rel.endswith(".safetensors"):
                 self._mapped(rel)
-            elif sha256_file(self.root / rel) != self.manifest["files"][rel]["sha256"]:
-                raise CacheError(f"{rel}: sha256 does not match the manifest; rebuild the cache")
+            else:
+                self._check_hash(rel)
 
     # ------------------------------------------------------------ contents
     @property
@@ -254,8 +257,7 @@ class Cache:
         rel = "trajectory.csv"
         with self._lock:
             if self._trajectory is None:
-                if sha256_file(self.root / rel) != self.manifest["files"][rel]["sha256"]:
-                    raise CacheError(f"{rel}: sha256 does not match the manifest; rebuild the cache")
+                self._check_hash(rel)
                 self._trajectory = pd.read_csv(self.root / rel)
             return self._trajectory.copy()
 
