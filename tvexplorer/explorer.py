@@ -266,14 +266,8 @@ class Explorer:
         record = self.atm_runs()[variant]["rounds"][k - 1]
         if scaling == 1.0:  # exactly what run_atm evaluated and saved
             return summarize(dict(record["accuracy"]), self.metrics["finetuned"])
-        key = ("atm", str(self._atm_root), variant, k, scaling)
-        with self._lock:
-            if key in self._memo:
-                return self._memo[key]
-        result = self.evaluator.result(self.atm_cache.atm_delta(variant, k).float() * scaling)
-        with self._lock:
-            self._memo[key] = result
-        return result
+        return self._memoised(("atm", str(self._atm_root), variant, k, scaling),
+                              lambda: self.evaluator.result(self.atm_cache.atm_delta(variant, k).float() * scaling))
 
     def preset(self, name: str, method: str = "task_arithmetic", vectors: str = "tau") -> dict:
         """Settings of a preset: {method, scaling (None: keep), coefficients}."""
