@@ -14,6 +14,14 @@ def test_validation_is_ten_percent_seeded_and_disjoint():
     assert torch.equal(val.images, again_val.images)
 
 
+def test_validation_is_the_head_of_a_seed_0_permutation():
+    # the rule existing caches were built with: lazy and in-memory splits must both keep it
+    pool = Split(torch.zeros(50, 1, 1, 3, dtype=torch.uint8), torch.arange(50))
+    train, val = split_validation(pool)
+    order = torch.randperm(50, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(val.labels, order[:5]) and torch.equal(train.labels, order[5:])
+
+
 def test_validation_is_capped_at_5000():
     n = 60_000
     pool = Split(torch.zeros(n, 1, 1, 3, dtype=torch.uint8), torch.zeros(n, dtype=torch.int64))

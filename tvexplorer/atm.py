@@ -54,7 +54,7 @@ def run_atm(cache: Cache, rounds: int, variant: str = "standard", coefficient: f
     info = run_info(cache, variant, coefficient, budget_epochs)
     device = torch.device(device) if device else default_device()
     tasks = cache.tasks
-    cfg = TrainConfig(**cache.training)
+    cfg = TrainConfig(**(cache.training or {}))  # an imported cache has no record: ATM's own defaults
     encoder = build_image_encoder(cache.manifest["model"]["encoder"])
     evaluator = evaluator or Evaluator(cache, device=device)
     heads, logit_scale = cache.heads()

@@ -3,10 +3,20 @@
 For each task, from theta0: g0 (exact full-batch gradient of the training loss), then E epochs of
 fine-tuning keeping tau1 and tau, then per-epoch statistics. Metrics are measured on the vectors
 as stored (after any float16 rounding), so they agree with what the explorer evaluates later.
+
+A build is resumable per task: each finished task's files are written at once and recorded in
+OUT/.build/state.json together with the settings they were built with; a rerun with the same
+settings skips every recorded task whose files are intact. The manifest is written last, so a
+folder without one is never mistaken for a finished cache.
+
+`import_checkpoints` makes the same cache from published fine-tuned image encoders instead of
+fine-tuning; such a cache holds tau only (no g0, tau1 or trajectories).
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -16,8 +26,9 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .alignment import trajectory_table
-from .cache import DTYPES, SCHEMA_VERSION, Cache, write_manifest, write_table, write_tensors
-from .data import load_task
+from .cache import (DTYPES, SCHEMA_VERSION, VECTOR_KINDS, Cache, atomic_write, sha256_file, write_manifest,
+                    write_table, write_tensors)
+from .data import TaskData, load_task
 from .evaluation import Evaluator
 from .layout import Layout
 from .merging import merge_flat
@@ -26,85 +37,183 @@ from .training import (TrainConfig, default_device, finetune, full_batch_gradien
                        steps_per_epoch)
 
 TA_GRID = tuple(round(0.05 * i, 2) for i in range(1, 21))
+STATE = ".build/state.json"
 
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def build_cache(out: Path, spec: ModelSpec, task_specs: list[dict], cfg: TrainConfig,
-                vector_dtype: str = "float32", device: str | None = None) -> Cache:
-    out = Path(out)
-    device = torch.device(device) if device else default_device()
-    dtype = DTYPES[vector_dtype]
-    model, tokenizer, encoder_info = load_clip(spec, root=out)
-    data = [load_task(s) for s in task_specs]
-    heads = {d.name: zero_shot_head(model, tokenizer, d.classnames, d.templates) for d in data}
-    logit_scale = float(model.logit_scale.detach().exp())
-    encoder = model.visual.float()
-    del model  # the text tower is not needed past this point
-    layout = Layout.of(dict(encoder.named_parameters()))
-    theta0 = get_flat(encoder)
-    objectives = prepare(encoder, heads, logit_scale, encoder_info, cfg, device)
+class _Start:
+    """What every cache begins with: theta0, one zero-shot head per task, and the evaluation subsets."""
 
-    files = {"base.safetensors": write_tensors(out, "base.safetensors", layout.unflatten(theta0.clone())),
-             "heads.safetensors": write_tensors(out, "heads.safetensors",
-                                                {**heads, "logit_scale": torch.tensor([logit_scale])})}
-    trajectories = []
-    for i, task in enumerate(data):
-        log(f"[{i + 1}/{len(data)}] {task.name}: gradient at theta0, then {cfg.epochs} epochs ({len(task.train)} training images)")
-        objective = objectives[task.name]
-        set_flat(encoder, theta0)
-        g0 = full_batch_gradient(encoder, objective, task.train, cfg.batch_size)
-        steps = cfg.epochs * steps_per_epoch(len(task.train), cfg)
-        with tqdm(total=steps, desc=task.name, leave=False, file=sys.stderr) as bar:
-            thetas = finetune(encoder, objective, task.train, cfg, i, on_step=bar.update)
-        trajectories.append(trajectory_table(task.name, layout, theta0, thetas, g0))
-        vectors = {"tau": thetas[-1] - theta0.to(thetas[-1].dtype), "tau1": thetas[0] - theta0.to(thetas[0].dtype), "g0": g0}
-        rel = f"vectors/{task.name}.safetensors"
-        files[rel] = write_tensors(out, rel, {k: v.to(dtype) for k, v in vectors.items()})
+    def __init__(self, out: Path, spec: ModelSpec, task_specs: list[dict], n_eval: int | None, n_val: int | None):
+        model, tokenizer, self.encoder_info = load_clip(spec, root=out)
+        self.data: list[TaskData] = [load_task(s) for s in task_specs]
+        self.heads = {d.name: zero_shot_head(model, tokenizer, d.classnames, d.templates) for d in self.data}
+        self.logit_scale = float(model.logit_scale.detach().exp())
+        self.encoder = model.visual.float()
+        del model  # the text tower is not needed past this point
+        self.layout = Layout.of(dict(self.encoder.named_parameters()))
+        self.theta0 = get_flat(self.encoder)
+        self.files = {
+            "base.safetensors": write_tensors(out, "base.safetensors", self.layout.unflatten(self.theta0.clone())),
+            "heads.safetensors": write_tensors(out, "heads.safetensors", {**self.heads, "logit_scale": torch.tensor([self.logit_scale])}),
+        }
+        self.out, self.n_eval, self.n_val = out, n_eval, n_val
+
+    def write_eval(self, task: TaskData) -> dict:
+        """The fixed evaluation subsets (seeded, at most n_eval test and n_val validation images)."""
+        test, val = task.test.take(self.n_eval), task.val.take(self.n_val)
         rel = f"eval/{task.name}.safetensors"
-        files[rel] = write_tensors(out, rel, {"test_images": task.test.images, "test_labels": task.test.labels,
-                                              "val_images": task.val.images, "val_labels": task.val.labels})
-    files["trajectory.csv"] = write_table(out, "trajectory.csv", pd.concat(trajectories, ignore_index=True))
+        return {rel: write_tensors(self.out, rel, {"test_images": test.images, "test_labels": test.labels,
+                                                   "val_images": val.images, "val_labels": val.labels})}
 
-    manifest = {
-        "schema_version": SCHEMA_VERSION,
-        "created_by": f"tvexplorer {__version__}",
-        "model": {"name": spec.name, "pretrained": spec.pretrained, "encoder": encoder_info},
-        "layout": layout.to_json(),
-        "vector_dtype": vector_dtype,
-        "tasks": [{"name": d.name, "classnames": list(d.classnames), "templates": list(d.templates), "data": s,
-                   "sizes": {"train": len(d.train), "val": len(d.val), "test": len(d.test)}}
-                  for d, s in zip(data, task_specs)],
-        "training": cfg.to_json(),
-        "metrics": {},
-        "files": files,
-    }
+    def manifest(self, spec: ModelSpec, task_specs: list[dict], training: dict | None, vector_dtype: str,
+                 vector_kinds: tuple[str, ...], files: dict, source: dict) -> dict:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "created_by": f"tvexplorer {__version__}",
+            "model": {"name": spec.name, "pretrained": spec.pretrained, "encoder": self.encoder_info},
+            "layout": self.layout.to_json(),
+            "vector_dtype": vector_dtype,
+            "vector_kinds": list(vector_kinds),
+            "source": source,
+            "tasks": [{"name": d.name, "classnames": list(d.classnames), "templates": list(d.templates), "data": s,
+                       "sizes": {"train": len(d.train), "val": len(d.val), "test": len(d.test)}}
+                      for d, s in zip(self.data, task_specs)],
+            "training": training,
+            "metrics": {},
+            "files": {**self.files, **files},
+        }
+
+
+def _finish(out: Path, manifest: dict, device) -> Cache:
     manifest["metrics"] = reference_metrics(Cache(out, manifest), device)
     write_manifest(out, manifest)
+    shutil.rmtree(out / ".build", ignore_errors=True)
     log(json.dumps({k: v for k, v in manifest["metrics"].items() if k.endswith("average")}))
     return Cache.open(out)
 
 
+# ------------------------------------------------------------------ resumable per-task progress
+
+class _State:
+    """OUT/.build/state.json: the settings of an unfinished build and the tasks it has finished."""
+
+    def __init__(self, out: Path, settings: dict):
+        self.out, self.path = out, out / STATE
+        self.key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+        self.done: dict[str, dict] = {}
+        if self.path.is_file():
+            saved = json.loads(self.path.read_text())
+            if saved["key"] != self.key:
+                raise ValueError(f"{out} holds an unfinished build with other settings; rerun with the same settings "
+                                 f"to resume it, or delete {out / '.build'} (or choose another --out) to start over")
+            self.done = {t: r for t, r in saved["done"].items() if self._intact(r["files"])}
+
+    def _intact(self, files: dict) -> bool:
+        return all((self.out / rel).is_file() and sha256_file(self.out / rel) == e["sha256"] for rel, e in files.items())
+
+    def record(self, task: str, files: dict) -> None:
+        self.done[task] = {"files": files}
+        text = json.dumps({"key": self.key, "done": self.done}, indent=1)
+        atomic_write(self.path, lambda tmp: tmp.write_text(text))
+
+
+def build_cache(out: Path, spec: ModelSpec, task_specs: list[dict], cfg: TrainConfig, vector_dtype: str = "float32",
+                device: str | None = None, n_eval: int | None = None, n_val: int | None = None) -> Cache:
+    """Fine-tune every task from `spec` and write a cache to `out`, resuming an interrupted build."""
+    out = Path(out)
+    device = torch.device(device) if device else default_device()
+    dtype = DTYPES[vector_dtype]
+    state = _State(out, {"model": [spec.name, spec.pretrained], "tasks": task_specs, "training": cfg.to_json(),
+                         "vector_dtype": vector_dtype, "n_eval": n_eval, "n_val": n_val})
+    start = _Start(out, spec, task_specs, n_eval, n_val)
+    objectives = prepare(start.encoder, start.heads, start.logit_scale, start.encoder_info, cfg, device)
+    todo = [(i, d) for i, d in enumerate(start.data) if d.name not in state.done]
+    if len(todo) < len(start.data):
+        log(f"resuming: {len(start.data) - len(todo)} of {len(start.data)} tasks already built")
+    total = sum(-(-len(d.train) // cfg.batch_size) + cfg.epochs * steps_per_epoch(len(d.train), cfg) for _, d in todo)
+    with tqdm(total=total, unit="step", file=sys.stderr, dynamic_ncols=True) as bar:  # its ETA spans every task left
+        for i, task in todo:
+            bar.set_description(f"[{i + 1}/{len(start.data)}] {task.name}: gradient at theta0")
+            objective = objectives[task.name]
+            set_flat(start.encoder, start.theta0)
+            g0 = full_batch_gradient(start.encoder, objective, task.train, cfg.batch_size)
+            bar.update(-(-len(task.train) // cfg.batch_size))
+            bar.set_description(f"[{i + 1}/{len(start.data)}] {task.name}: {cfg.epochs} epochs")
+            thetas = finetune(start.encoder, objective, task.train, cfg, i, on_step=bar.update)
+            theta0 = start.theta0.to(thetas[0].dtype)
+            vectors = {"tau": thetas[-1] - theta0, "tau1": thetas[0] - theta0, "g0": g0}
+            rel = f"vectors/{task.name}.safetensors"
+            files = {rel: write_tensors(out, rel, {k: v.to(dtype) for k, v in vectors.items()}), **start.write_eval(task)}
+            rel = f".build/{task.name}.trajectory.csv"
+            write_table(out, rel, trajectory_table(task.name, start.layout, start.theta0, thetas, g0))
+            state.record(task.name, files)
+            del thetas, vectors, g0
+    trajectory = pd.concat([pd.read_csv(out / f".build/{d.name}.trajectory.csv") for d in start.data], ignore_index=True)
+    files = {rel: e for d in start.data for rel, e in state.done[d.name]["files"].items()}
+    files["trajectory.csv"] = write_table(out, "trajectory.csv", trajectory)
+    manifest = start.manifest(spec, task_specs, cfg.to_json(), vector_dtype, VECTOR_KINDS, files, {"kind": "fine-tuned"})
+    return _finish(out, manifest, device)
+
+
+def import_checkpoints(out: Path, spec: ModelSpec, task_specs: list[dict], checkpoints: dict[str, Path],
+                       base_checkpoint: Path | None = None, vector_dtype: str = "float32", device: str | None = None,
+                       n_eval: int | None = None, n_val: int | None = None) -> Cache:
+    """A cache of tau = finetuned - theta0 from published fine-tuned image encoders (one file per task).
+
+    theta0 is `spec`'s pretrained image encoder, or `base_checkpoint` (for example the task-arithmetic
+    authors' zeroshot.pt) when given; the heads always come from `spec`'s text tower."""
+    from .checkpoints import check_against, read_image_encoder
+    out = Path(out)
+    device = torch.device(device) if device else default_device()
+    start = _Start(out, spec, task_specs, n_eval, n_val)
+    missing = [d.name for d in start.data if d.name not in checkpoints]
+    if missing:
+        raise ValueError(f"no checkpoint given for task(s) {', '.join(missing)}; pass TASK=PATH for each")
+    expected = dict(zip(start.layout.names, start.layout.shapes))
+    base = start.layout.unflatten(start.theta0)
+    if base_checkpoint is not None:
+        base = read_image_encoder(base_checkpoint)
+        check_against(base, expected, spec.name)
+        start.theta0 = start.layout.flatten(base, dtype=torch.float32)
+        start.files["base.safetensors"] = write_tensors(out, "base.safetensors", start.layout.unflatten(start.theta0.clone()))
+    files = {}
+    for task in tqdm(start.data, desc="importing", unit="task", file=sys.stderr):
+        params = read_image_encoder(checkpoints[task.name], base=base)
+        check_against(params, expected, spec.name)
+        tau = start.layout.flatten(params, dtype=torch.float32) - start.theta0
+        rel = f"vectors/{task.name}.safetensors"
+        files[rel] = write_tensors(out, rel, {"tau": tau.to(DTYPES[vector_dtype])})
+        files.update(start.write_eval(task))
+    source = {"kind": "imported", "checkpoints": {t: str(p) for t, p in checkpoints.items()},
+              "base": str(base_checkpoint) if base_checkpoint else None}
+    manifest = start.manifest(spec, task_specs, None, vector_dtype, ("tau",), files, source)
+    return _finish(out, manifest, device)
+
+
 def reference_metrics(cache: Cache, device) -> dict:
-    """Zero-shot, fine-tuned and 1-epoch accuracies per task, and task arithmetic with its scaling
-    chosen on the validation subsets (for the full and the 1-epoch task vectors)."""
+    """Zero-shot and fine-tuned (and, with a gradient record, 1-epoch) accuracies per task, and task
+    arithmetic with its scaling chosen on the validation subsets."""
     test = Evaluator(cache, device=device)
     val = Evaluator(cache, device=device, split="val")
     metrics = {"zero_shot": test.accuracy(None)}
-    for kind, key in (("tau", "finetuned"), ("tau1", "one_epoch")):
+    pairs = [("tau", "finetuned", "task_arithmetic"), ("tau1", "one_epoch", "task_arithmetic_one_epoch")]
+    pairs = [p for p in pairs if p[0] in cache.vector_kinds]
+    for kind, key, _ in pairs:
         metrics[key] = {t: test.accuracy(cache.vector(t, kind), [t])[t] for t in cache.tasks}
-    for kind, key in (("tau", "task_arithmetic"), ("tau1", "task_arithmetic_one_epoch")):
+    for kind, _, key in pairs:
         vectors = cache.vectors(kind)
         sweep = {s: val.accuracy(merge_flat("task_arithmetic", vectors, cache.layout, scaling=s)) for s in TA_GRID}
         best = max(TA_GRID, key=lambda s: sum(sweep[s].values()))
         accuracy = test.accuracy(merge_flat("task_arithmetic", vectors, cache.layout, scaling=best))
         metrics[key] = {"best_scaling": best, "accuracy": accuracy,
                         "val_average_by_scaling": {str(s): sum(a.values()) / len(a) for s, a in sweep.items()}}
-    for key in ("zero_shot", "finetuned", "one_epoch"):
+    for key in ("zero_shot", *(k for _, k, _ in pairs)):
         metrics[f"{key}_average"] = sum(metrics[key].values()) / len(metrics[key])
-    for key in ("task_arithmetic", "task_arithmetic_one_epoch"):
+    for _, _, key in pairs:
         acc = metrics[key]["accuracy"]
         metrics[f"{key}_average"] = sum(acc.values()) / len(acc)
     return metrics

@@ -5,7 +5,8 @@
     base.safetensors              image encoder at theta0, named tensors, float32
     heads.safetensors             one frozen zero-shot head per task [embed_dim, classes], logit_scale
     vectors/<task>.safetensors    flat, contiguous tau (final), tau1 (after epoch 1), g0 (full-batch
-                                  gradient at theta0)
+                                  gradient at theta0); a cache imported from published checkpoints
+                                  holds tau only (manifest "vector_kinds") and no trajectory.csv
     eval/<task>.safetensors       fixed evaluation subsets: test and validation images (uint8), labels
     trajectory.csv                per task, epoch and layer: update norms and cosines
     atm/<variant>/round_NNNN.safetensors   merged delta after each ATM round
@@ -179,7 +180,11 @@ class Cache:
             raise CacheError("base.safetensors: parameter names or shapes do not match the manifest's layout of the base model")
         for task in self.tasks:
             rel = self._vector_file(task)
-            for kind, t in self._mapped(rel, verify=False).items():
+            tensors = self._mapped(rel, verify=False)
+            missing = [k for k in self.vector_kinds if k not in tensors]
+            if missing:
+                raise CacheError(f"{rel}: has no {', '.join(missing)}, which the manifest lists; rebuild the cache")
+            for kind, t in tensors.items():
                 if tuple(t.shape) != (n,):
                     raise CacheError(f"{rel}: {kind} has shape {tuple(t.shape)}, the base model has {n} parameters")
 
@@ -238,9 +243,22 @@ class Cache:
         tensors = self._mapped("heads.safetensors")
         return {t: tensors[t].float() for t in self.tasks}, float(tensors["logit_scale"].reshape(-1)[0])
 
+    @property
+    def vector_kinds(self) -> tuple[str, ...]:
+        """The kinds of flat vector stored per task: all of VECTOR_KINDS for a cache built by
+        fine-tuning, only tau for one imported from published checkpoints."""
+        return tuple(self.manifest.get("vector_kinds", VECTOR_KINDS))
+
+    @property
+    def has_gradient_record(self) -> bool:
+        return set(VECTOR_KINDS) <= set(self.vector_kinds)
+
     def vector(self, task: str, kind: str = "tau") -> torch.Tensor:
         if kind not in VECTOR_KINDS:
             raise KeyError(f"unknown vector kind {kind!r}; choose one of {', '.join(VECTOR_KINDS)}")
+        if kind not in self.vector_kinds:
+            raise CacheError(f"this cache has no {kind} vectors: it was imported from fine-tuned checkpoints, which "
+                             "carry no first-epoch record (tau1, g0); build the cache by fine-tuning to get one")
         self.task(task)
         return self._mapped(self._vector_file(task))[kind]
 
@@ -255,6 +273,9 @@ class Cache:
     def trajectory(self) -> pd.DataFrame:
         """Per-epoch statistics (read and hash-checked once; callers get a copy)."""
         rel = "trajectory.csv"
+        if rel not in self.manifest["files"]:
+            raise CacheError("this cache has no trajectory record: it was imported from fine-tuned checkpoints; "
+                             "build the cache by fine-tuning to get one")
         with self._lock:
             if self._trajectory is None:
                 self._check_hash(rel)
@@ -275,11 +296,28 @@ class Cache:
 
     def add_atm_round(self, variant: str, run_info: dict, record: dict, delta: torch.Tensor) -> None:
         """Save one finished round: its delta file first, then the manifest that lists it."""
-        manifest = json.loads(json.dumps(self.manifest))
-        run = manifest.setdefault("atm", {}).setdefault(variant, {**run_info, "rounds": []})
+        run = self.atm_runs().get(variant, {**run_info, "rounds": []})
         k = len(run["rounds"]) + 1
         rel = f"atm/{variant}/round_{k:04d}.safetensors"
-        manifest["files"][rel] = write_tensors(self.root, rel, {"delta": delta.to(self.vector_dtype)})
-        run["rounds"].append({"round": k, "file": rel, **record})
+
+        def update(manifest: dict) -> None:
+            run = manifest.setdefault("atm", {}).setdefault(variant, {**run_info, "rounds": []})
+            run["rounds"].append({"round": k, "file": rel, **record})
+        self.add_files({rel: {"delta": delta.to(self.vector_dtype)}}, update)
+
+    def add_files(self, files: dict[str, dict[str, torch.Tensor]], update: Callable[[dict], None] | None = None) -> None:
+        """Add (or replace) tensor files, then the manifest that lists them, changed by `update`.
+
+        Each file is written atomically before the manifest names it, so an interruption leaves the
+        previous cache readable; a replaced file is re-hashed on its next use."""
+        manifest = json.loads(json.dumps(self.manifest))
+        for rel, tensors in files.items():
+            manifest["files"][rel] = write_tensors(self.root, rel, tensors)
+        if update is not None:
+            update(manifest)
         write_manifest(self.root, manifest)
-        self.manifest = manifest
+        with self._lock:
+            for rel in files:
+                self._files.pop((rel, True), None)
+                self._files.pop((rel, False), None)
+            self.manifest = manifest

@@ -9,6 +9,7 @@ import argparse
 import json
 import math
 import sys
+from pathlib import Path
 
 from tqdm.auto import tqdm
 
@@ -39,8 +40,8 @@ def _key_value(text: str) -> tuple[str, float]:
     return key, number
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:5.1f}"
+def _pct(x: float | None) -> str:
+    return "    -" if x is None else f"{100 * x:5.1f}"
 
 
 def _table(rows: list[list], header: list[str]) -> str:
@@ -57,23 +58,91 @@ def cmd_build_demo(args):
     return _info(cache)
 
 
-def cmd_build(args):
-    from .build import build_cache
+def _task_specs(args, spec) -> list[dict]:
+    """Data specs of the tasks named by --suite / --tasks / --folder (demo tasks, benchmarks, image folders)."""
     from .demo.build import demo_task_specs
     from .demo.world import TASKS
+    from .datasets import benchmark_specs
+    if args.suite and args.tasks:
+        raise UserError("give either --suite or --tasks, not both")
+    tasks = args.suite or args.tasks
+    if tasks is None and not args.folder:
+        raise UserError("choose the tasks: --suite 8|14|20, --tasks NAME,NAME (benchmarks or 'demo[:task,...]'), or --folder NAME=DIR")
+    specs = []
+    if tasks and (tasks == "demo" or tasks.startswith("demo:")):
+        names = tasks.partition(":")[2].split(",") if ":" in tasks else list(TASKS)
+        unknown = [n for n in names if n not in TASKS]
+        if unknown:
+            raise UserError(f"unknown demo task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}")
+        specs = demo_task_specs({"n_train": args.n_train, "n_test": args.n_test, "seed": args.seed, "only": names})
+    elif tasks or args.folder:
+        if args.data_root is None:
+            raise UserError("real benchmarks need --data-root DIR (the folder that holds, or will hold, the datasets)")
+        size = spec.model_config(Path(args.out))["vision_cfg"]["image_size"]
+        size = size[0] if isinstance(size, (list, tuple)) else size
+        specs = benchmark_specs(tasks, args.data_root, size, args.download) if tasks else []
+        for item in args.folder:
+            name, sep, folder = item.partition("=")
+            if not sep or not name:
+                raise UserError(f"--folder expects NAME=DIR, got {item!r}")
+            specs.append({"source": "folder", "name": name, "root": folder, "image_size": size})
+    return specs
+
+
+def cmd_build(args):
+    from .build import build_cache
     from .models import ModelSpec
-    from .training import TrainConfig
-    source, _, names = args.tasks.partition(":")
-    if source != "demo":
-        raise UserError(f"--tasks {args.tasks!r}: this version builds from the demo world only ('demo' or 'demo:name,name')")
-    names = names.split(",") if names else list(TASKS)
-    unknown = [n for n in names if n not in TASKS]
-    if unknown:
-        raise UserError(f"unknown demo task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}")
+    from .training import TrainConfig, default_device, default_precision
+    spec = ModelSpec(args.model, args.pretrained)
+    precision = default_precision(args.device or default_device()) if args.precision == "auto" else args.precision
     cfg = TrainConfig(optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, batch_size=args.batch_size,
-                      epochs=args.epochs, grad_clip=args.grad_clip, seed=args.seed)
-    specs = demo_task_specs({"n_train": args.n_train, "n_test": args.n_test, "seed": args.seed, "only": names})
-    cache = build_cache(args.out, ModelSpec(args.model, args.pretrained), specs, cfg, vector_dtype=args.dtype, device=args.device)
+                      epochs=args.epochs, grad_clip=args.grad_clip, seed=args.seed,
+                      precision="float32" if args.optimizer == "gd" else precision)
+    cache = build_cache(args.out, spec, _task_specs(args, spec), cfg, vector_dtype=args.dtype, device=args.device,
+                        n_eval=args.n_eval, n_val=args.n_val)
+    return _info(cache)
+
+
+def _checkpoint_files(args, tasks: list[str]) -> dict[str, Path]:
+    """TASK=PATH pairs, else each task's file under --checkpoint-dir in the layouts published checkpoints use."""
+    files = {}
+    for item in args.checkpoint:
+        task, sep, path = item.partition("=")
+        if not sep or not task:
+            raise UserError(f"--checkpoint expects TASK=PATH, got {item!r}")
+        files[task] = Path(path)
+    if args.checkpoint_dir:
+        root = Path(args.checkpoint_dir)
+        folders = {p.name.lower(): p for p in root.iterdir()} if root.is_dir() else {}
+        for task in tasks:
+            if task in files:
+                continue
+            folder = folders.get(task.lower())
+            candidates = [folder / n for n in ("finetuned.pt", "model.safetensors", "pytorch_model.bin")] if folder else []
+            candidates += [root / f"{task}.pt", root / f"{task}.safetensors"]
+            found = [c for c in candidates if c.is_file()]
+            if not found:
+                raise UserError(f"no checkpoint for task {task} under {root}: looked for {task}/finetuned.pt, "
+                                f"{task}/model.safetensors, {task}/pytorch_model.bin and {task}.pt")
+            files[task] = found[0]
+    for task, path in files.items():
+        if not path.is_file():
+            raise UserError(f"checkpoint for task {task}: {path} does not exist")
+    return files
+
+
+def cmd_import(args):
+    from .build import import_checkpoints
+    from .models import ModelSpec
+    spec = ModelSpec(args.model, args.pretrained)
+    specs = _task_specs(args, spec)
+    names = [s.get("dataset") or s.get("name") or s.get("task") for s in specs]
+    files = _checkpoint_files(args, names)
+    unknown = sorted(set(files) - set(names))
+    if unknown:
+        raise UserError(f"--checkpoint names task(s) {', '.join(unknown)} that are not among the tasks ({', '.join(names)})")
+    cache = import_checkpoints(args.out, spec, specs, files, base_checkpoint=Path(args.base) if args.base else None,
+                               vector_dtype=args.dtype, device=args.device, n_eval=args.n_eval, n_val=args.n_val)
     return _info(cache)
 
 
@@ -84,9 +153,10 @@ def _info(cache: Cache) -> dict:
         "model": cache.manifest["model"]["name"],
         "parameters": cache.layout.numel,
         "training": cache.training,
+        "source": cache.manifest.get("source", {"kind": "fine-tuned"}),
         "tasks": {t: {"classes": len(cache.task(t)["classnames"]), "zero_shot": m["zero_shot"][t],
-                      "finetuned": m["finetuned"][t], "one_epoch": m["one_epoch"][t]} for t in cache.tasks},
-        "averages": {k: m[f"{k}_average"] for k in ("zero_shot", "finetuned", "one_epoch", "task_arithmetic", "task_arithmetic_one_epoch")},
+                      "finetuned": m["finetuned"][t], "one_epoch": m.get("one_epoch", {}).get(t)} for t in cache.tasks},
+        "averages": {k: m.get(f"{k}_average") for k in ("zero_shot", "finetuned", "one_epoch", "task_arithmetic", "task_arithmetic_one_epoch")},
         "task_arithmetic_best_scaling": m["task_arithmetic"]["best_scaling"],
         "atm": {v: [{"round": r["round"], "average": r["average"]} for r in run["rounds"]] for v, run in cache.atm_runs().items()},
     }
@@ -106,7 +176,8 @@ def _print_info(info: dict) -> None:
     rows.append(["average", "", _pct(a["zero_shot"]), _pct(a["one_epoch"]), _pct(a["finetuned"])])
     print(_table(rows, ["task", "classes", "zero-shot %", "1 epoch %", "fine-tuned %"]))
     print(f"task arithmetic (scaling {info['task_arithmetic_best_scaling']} chosen on validation): {_pct(a['task_arithmetic'])} %"
-          f"; with 1-epoch vectors: {_pct(a['task_arithmetic_one_epoch'])} %")
+          + (f"; with 1-epoch vectors: {_pct(a['task_arithmetic_one_epoch'])} %" if a["task_arithmetic_one_epoch"] is not None
+             else "; imported task vectors, no 1-epoch record"))
     for variant, rounds in info["atm"].items():
         print(f"ATM {variant}: " + ", ".join(f"round {r['round']} {_pct(r['average'])} %" for r in rounds))
 
@@ -133,6 +204,9 @@ def _print_eval(r: dict) -> None:
 def cmd_align(args):
     from .alignment import task_alignment
     cache = Cache.open(args.cache)
+    if not cache.has_gradient_record:
+        raise UserError(f"{args.cache} was imported from fine-tuned checkpoints and has no gradient record (tau1, g0); "
+                        "build a cache by fine-tuning (`build`) to analyse alignment")
     tasks = [args.task] if args.task else cache.tasks
     for t in tasks:
         if t not in cache.tasks:
@@ -183,6 +257,7 @@ def _print_atm(r: dict) -> None:
 COMMANDS = {
     "build-demo": (cmd_build_demo, _print_info),
     "build": (cmd_build, _print_info),
+    "import": (cmd_import, _print_info),
     "info": (cmd_info, _print_info),
     "eval": (cmd_eval, _print_eval),
     "align": (cmd_align, _print_align),
@@ -194,7 +269,7 @@ def parser() -> argparse.ArgumentParser:
     from .atm import VARIANTS
     from .cache import DTYPES
     from .merging import METHODS
-    from .training import OPTIMIZERS, TrainConfig
+    from .training import OPTIMIZERS, PRECISIONS, TrainConfig
     p = _Parser(prog="tvexplorer", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -207,20 +282,40 @@ def parser() -> argparse.ArgumentParser:
     c = command("build-demo", "build the demo world (tiny CLIP, tasks, cache, ATM rounds) from nothing")
     c.add_argument("--out", required=True)
     c.add_argument("--quick", action="store_true", help="a miniature world for tests (about a minute)")
-    c = command("build", "fine-tune every task from a base model and write a cache")
-    c.add_argument("--out", required=True)
-    c.add_argument("--model", required=True, help="open_clip name (ViT-B-32), local-dir:PATH or hf-hub:ORG/REPO")
-    c.add_argument("--pretrained", default=None, help="pretrained tag for a built-in model name (e.g. openai)")
-    c.add_argument("--tasks", default="demo", help="'demo' or 'demo:task,task'")
+    def tasks_and_data(c):
+        c.add_argument("--out", required=True)
+        c.add_argument("--model", required=True, help="open_clip name (ViT-B-32), local-dir:PATH or hf-hub:ORG/REPO")
+        c.add_argument("--pretrained", default=None, help="pretrained tag for a built-in model name (e.g. openai)")
+        c.add_argument("--suite", choices=["8", "14", "20"], default=None, help="a standard benchmark suite")
+        c.add_argument("--tasks", default=None, help="benchmark names (MNIST,SVHN,...), or 'demo' / 'demo:task,task'")
+        c.add_argument("--folder", nargs="*", default=[], metavar="NAME=DIR",
+                       help="extra tasks from image folders (DIR/train/<class>/*, DIR/test/<class>/*)")
+        c.add_argument("--data-root", default=None, help="folder that holds the benchmark datasets")
+        c.add_argument("--download", action="store_true", help="let torchvision download datasets that it can")
+        c.add_argument("--n-eval", type=int, default=1000, help="test images kept per task for evaluation (seeded subset)")
+        c.add_argument("--n-val", type=int, default=500, help="validation images kept per task (seeded subset)")
+        c.add_argument("--n-train", type=int, default=2500, help="demo tasks only: training images per task")
+        c.add_argument("--n-test", type=int, default=250, help="demo tasks only: test images per task")
+        c.add_argument("--seed", type=int, default=d.seed)
+        c.add_argument("--dtype", choices=list(DTYPES), default="float32", help="storage dtype of the task vectors")
+
     d = TrainConfig()
+    c = command("build", "fine-tune every task from a base model and write a cache (resumes an interrupted build)")
+    tasks_and_data(c)
     c.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
     for name in ("lr", "weight_decay", "grad_clip"):
         c.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))
-    for name in ("batch_size", "epochs", "seed"):
+    for name in ("batch_size", "epochs"):
         c.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
-    c.add_argument("--n-train", type=int, default=2500)
-    c.add_argument("--n-test", type=int, default=250)
-    c.add_argument("--dtype", choices=list(DTYPES), default="float32", help="storage dtype of the task vectors")
+    c.add_argument("--precision", choices=["auto", *PRECISIONS], default="auto",
+                   help="fine-tuning forward pass: bf16 autocast or float32 (auto: bf16 on a GPU); g0 is always float32")
+    c = command("import", "make a cache from published fine-tuned image encoders instead of fine-tuning")
+    tasks_and_data(c)
+    c.add_argument("--checkpoint", nargs="*", default=[], metavar="TASK=PATH",
+                   help="a task-arithmetic .pt, an open_clip state dict, or a Hugging Face CLIPVisionModel file")
+    c.add_argument("--checkpoint-dir", default=None,
+                   help="folder with TASK/finetuned.pt, TASK/model.safetensors, TASK/pytorch_model.bin or TASK.pt per task")
+    c.add_argument("--base", default=None, help="theta0 from a checkpoint file (e.g. zeroshot.pt) instead of the pretrained model")
     c = command("info", "tasks with zero-shot and fine-tuned accuracies, task arithmetic and ATM")
     c.add_argument("cache")
     c.add_argument("--verify", action="store_true", help="check every file's sha256 now")

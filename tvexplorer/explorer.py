@@ -154,8 +154,11 @@ class Explorer:
             "parameters": self.source.layout.numel, "parameter_tensors": len(self.source.layout.names),
             "vector_dtype": man.get("vector_dtype"),
             "training": self.source.training,
+            "source": self.source.manifest.get("source", {"kind": "fine-tuned"}),
+            "gradient_record": self.source.has_gradient_record,
             "tasks": {t: {"classes": len(self.source.task(t)["classnames"]), "sizes": self.source.task(t).get("sizes"),
-                          "zero_shot": m["zero_shot"][t], "finetuned": m["finetuned"][t], "one_epoch": m["one_epoch"][t]}
+                          "zero_shot": m["zero_shot"][t], "finetuned": m["finetuned"][t],
+                          "one_epoch": m.get("one_epoch", {}).get(t)}
                       for t in self.tasks},
             "averages": {k: m.get(f"{k}_average") for k in ("zero_shot", "finetuned", "one_epoch", "task_arithmetic",
                                                              "task_arithmetic_one_epoch")},
@@ -254,6 +257,8 @@ class Explorer:
         else:
             if vectors not in VECTOR_KINDS:
                 raise ValueError(f"vectors must be one of {', '.join(VECTOR_KINDS)}, got {vectors!r}")
+            if vectors not in self.source.vector_kinds:
+                self.require_gradient_record()
             coefs = {t: coefs.get(t, 1.0) for t in self.tasks}
             checked = self.check_params(kind[1], params)
             result = self.evaluator.evaluate(kind[1], coefficients=coefs, scaling=s, vectors=vectors, **checked)
@@ -314,11 +319,19 @@ class Explorer:
             raise ValueError(f"unknown task {task!r}; this cache has: {', '.join(self.tasks)} (or '{ALL_TASKS}')")
         return [task]
 
+    def require_gradient_record(self) -> None:
+        if not self.source.has_gradient_record:
+            raise ValueError("this cache was imported from published fine-tuned checkpoints, which carry no first-epoch "
+                             "record (tau1, g0, trajectories); build a cache by fine-tuning to compare gradients "
+                             "with task vectors")
+
     def task_alignment(self, task: str) -> dict:
+        self.require_gradient_record()
         return self._memoised(("align", task), lambda: task_alignment(self.source, task))
 
     def layer_table(self, task: str) -> pd.DataFrame:
         c = self.source
+        self.require_gradient_record()
         return self._memoised(("layers", task), lambda: layer_alignment(
             c.layout, c.vector(task, "tau"), c.vector(task, "tau1"), c.vector(task, "g0")))
 
@@ -326,7 +339,7 @@ class Explorer:
         return self._memoised(("trajectory",), self.source.trajectory)
 
     def matrix_choices(self) -> list[tuple[str, str]]:
-        out = [(label, key) for key, label in MATRIX_KINDS.items()]
+        out = [(label, key) for key, label in MATRIX_KINDS.items() if key in self.source.vector_kinds]
         for variant, run in self.atm_runs().items():
             for r in run["rounds"]:
                 out.append((f"ATM {variant}, round {r['round']}: updates of every task", f"{ATM_KEY}{variant}:{r['round']}"))
@@ -335,6 +348,8 @@ class Explorer:
     def cosine_matrix(self, kind: str = "tau") -> pd.DataFrame:
         """Task-by-task cosines of tau, tau1, g0, or the task updates of a saved ATM round."""
         if kind in MATRIX_KINDS:
+            if kind not in self.source.vector_kinds:
+                self.require_gradient_record()
             return self._memoised(("cos", kind), lambda: cosine_matrix(self.source.vectors(kind)))
         if isinstance(kind, str) and kind.startswith(ATM_KEY):
             _, variant, k = self.parse_method(kind)
@@ -357,6 +372,7 @@ class Explorer:
         """Plain data for one task or all: alignment summaries with per-epoch records, per-layer
         records, and task-by-task cosine matrices (tau, tau1, g0 and every saved ATM round)."""
         tasks = self.check_task(task)
+        self.require_gradient_record()
         kinds = matrices or [k for _, k in self.matrix_choices()]
         return clean({
             "optimizer": self.source.training["optimizer"], "lr": self.source.training["lr"],
@@ -482,8 +498,10 @@ class Explorer:
                  + f"; image encoder ViT with width {i['vision']['width']}, {i['vision']['layers']} layers, "
                  f"patch {i['vision']['patch_size']}, images {i['vision']['image_size']} px",
                  f"- **Parameters:** {i['parameters']:,} in {i['parameter_tensors']} tensors; task vectors stored as {i['vector_dtype']}",
-                 f"- **Fine-tuning:** {t['optimizer']}, lr {t['lr']:g}, {t['epochs']} epochs, batch size {t['batch_size']}, "
-                 f"weight decay {t.get('weight_decay')}, gradient clipping {t.get('grad_clip')}",
+                 (f"- **Fine-tuning:** {t['optimizer']}, lr {t['lr']:g}, {t['epochs']} epochs, batch size {t['batch_size']}, "
+                  f"weight decay {t.get('weight_decay')}, gradient clipping {t.get('grad_clip')}" if t else
+                  "- **Task vectors:** imported from published fine-tuned checkpoints (no gradient record: the "
+                  "alignment panel and the 1-epoch vectors are not available)"),
                  f"- **Tasks ({len(i['tasks'])}):** " + ", ".join(f"{name} ({v['classes']} classes)" for name, v in i["tasks"].items()),
                  f"- **Files:** {mib(i['total_bytes'])} in all: "
                  + ", ".join(f"{k} {mib(v)}" for k, v in sorted(i["file_bytes"].items(), key=lambda kv: -kv[1])),

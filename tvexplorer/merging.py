@@ -63,20 +63,51 @@ def _zeros(vectors: list[Tensor]) -> Tensor:
     return torch.zeros(vectors[0].numel(), dtype=torch.float32, device=vectors[0].device)
 
 
+# Elementwise methods walk the vectors in blocks and finish each block for every task before moving
+# on: the output block stays in the CPU cache, so memory traffic is one read of each task vector and
+# one write of the result instead of a read-modify-write of the full-length output per task.
+BLOCK = 1 << 18
+
+
+def _blocks(vectors: list[Tensor]):
+    n = vectors[0].numel()
+    step = n if vectors[0].is_cuda else BLOCK  # a GPU streams whole vectors; small kernels only add launches
+    for start in range(0, n, step):
+        yield slice(start, min(n, start + step))
+
+
 def task_arithmetic(vectors: list[Tensor], coefficients: list[float], layout: Layout) -> Tensor:
     """Sum of task vectors: Ilharco et al., "Editing Models with Task Arithmetic", ICLR 2023."""
     out = _zeros(vectors)
-    for v, c in zip(vectors, coefficients):
-        out.add_(v, alpha=c)  # promotes float16 to float32 without a full-length copy
+    for sl in _blocks(vectors):
+        block = out[sl]
+        for v, c in zip(vectors, coefficients):
+            block.add_(v[sl], alpha=c)  # promotes float16 to float32 without a copy
     return out
 
 
 def average(vectors: list[Tensor], coefficients: list[float], layout: Layout) -> Tensor:
     """Mean of task vectors (weight averaging): Wortsman et al., "Model soups", ICML 2022."""
-    out = _zeros(vectors)
-    for v, c in zip(vectors, coefficients):
-        out.add_(v, alpha=c / len(vectors))
-    return out
+    return task_arithmetic(vectors, [c / len(vectors) for c in coefficients], layout)
+
+
+def _kth_largest_magnitude(v: Tensor, c: float, kept: int) -> Tensor:
+    """Exactly the kept-th largest |c * v|, by a two-level radix select on the float32 bit patterns
+    (for non-negative floats their order is the integer order): one pass counts the top 16 bits,
+    a second gathers the one bucket that holds the answer. kthvalue on the whole vector is ~10x slower."""
+    counts = torch.zeros(1 << 16, dtype=torch.int64, device=v.device)
+    for sl in _blocks([v]):
+        bits = _scaled(v[sl], c).abs_().view(torch.int32)
+        counts += torch.bincount(bits >> 16, minlength=1 << 16)
+    above = counts.flip(0).cumsum(0)  # above[i]: entries in buckets >= 65535 - i
+    i = int(torch.searchsorted(above, kept))
+    bucket, rank = (1 << 16) - 1 - i, kept - (int(above[i - 1]) if i else 0)
+    candidates = []
+    for sl in _blocks([v]):
+        magnitude = _scaled(v[sl], c).abs_()
+        candidates.append(magnitude[(magnitude.view(torch.int32) >> 16) == bucket])
+    candidates = torch.cat(candidates)
+    return candidates.kthvalue(len(candidates) - rank + 1).values
 
 
 def ties(vectors: list[Tensor], coefficients: list[float], layout: Layout, *, k: float) -> Tensor:
@@ -89,21 +120,14 @@ def ties(vectors: list[Tensor], coefficients: list[float], layout: Layout, *, k:
     """
     n = vectors[0].numel()
     kept = min(n, max(1, math.ceil(n * k / 100)))
-    thresholds, elected = [], _zeros(vectors)
-    for v, c in zip(vectors, coefficients):
-        t = _scaled(v, c)
-        magnitude = t.abs()
-        thresholds.append(magnitude.kthvalue(n - kept + 1).values)  # kept-th largest, exact
-        elected.add_(t.masked_fill_(magnitude < thresholds[-1], 0))
-    elected.sign_()
-    # Second pass recomputes the trimmed vectors instead of holding T of them in memory.
-    total, count = _zeros(vectors), _zeros(vectors)
-    for v, c, threshold in zip(vectors, coefficients, thresholds):
-        t = _scaled(v, c)
-        agree = (t.abs() >= threshold) & (t * elected > 0)
-        total.add_(t.masked_fill_(~agree, 0))
-        count.add_(agree)
-    return total.div_(count.clamp_(min=1))
+    thresholds = torch.stack([_kth_largest_magnitude(v, c, kept) for v, c in zip(vectors, coefficients)])[:, None]
+    out = _zeros(vectors)
+    for sl in _blocks(vectors):
+        trimmed = torch.stack([_scaled(v[sl], c) for v, c in zip(vectors, coefficients)])
+        trimmed.masked_fill_(trimmed.abs() < thresholds, 0)
+        agree = trimmed * trimmed.sum(0).sign() > 0  # trimmed-away entries are 0 and never agree
+        out[sl] = trimmed.mul_(agree).sum(0).div_(agree.sum(0).clamp_(min=1))
+    return out
 
 
 def dare(vectors: list[Tensor], coefficients: list[float], layout: Layout, *, p: float, seed: int) -> Tensor:
@@ -126,22 +150,44 @@ def _per_layer(vectors: list[Tensor], coefficients: list[float], layout: Layout,
     for _, shape, sl in layout.slices():
         scaled = [_scaled(v[sl], c).view(shape) for v, c in zip(vectors, coefficients)]
         merged = merge_matrices(scaled) if len(shape) == 2 else torch.stack(scaled).mean(0)
-        out[sl] = merged.reshape(-1)
+        out[sl] = merged.reshape(-1).to(torch.float32)
     return out
 
 
+# The SVD methods need singular vectors of matrices up to 3072 x 768. They take them from the
+# eigendecomposition of the smaller Gram matrix in float64, which is several times faster than an
+# SVD on a CPU; float64 keeps the squared condition number harmless for the leading triplets.
+
+def _svd(a: Tensor, k: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """The top k (default all min(m, n)) singular triplets (u [m, k], s [k], v [n, k]) of a, in float64."""
+    a = a.double()
+    wide = a.shape[0] < a.shape[1]
+    eigenvalues, q = torch.linalg.eigh(a @ a.T if wide else a.T @ a)
+    k = k or q.shape[1]
+    s = eigenvalues.flip(0)[:k].clamp(min=0).sqrt()
+    if not s[-1] > s[0] * 1e-6:
+        # Numerically rank-deficient: the Gram matrix cannot resolve singular vectors this small
+        # (its rounding error is ~1e-8 of the largest), so take them from a true SVD, as rare as it is slow.
+        u, s, vh = torch.linalg.svd(a, full_matrices=False)
+        return u[:, :k], s[:k], vh[:k].T
+    q = q.flip(1)[:, :k]
+    rest = (a.T @ q if wide else a @ q) / s
+    return (q, s, rest) if wide else (rest, s, q)
+
+
 def _polar(a: Tensor) -> Tensor:
-    """Orthogonal polar factor P Q^T of a = P Sigma Q^T: the nearest matrix with orthonormal columns."""
-    p, _, qh = torch.linalg.svd(a, full_matrices=False)
-    return p @ qh
+    """Orthogonal polar factor U V^T of a = U S V^T: the nearest matrix with orthonormal columns
+    (on a rank-deficient a, the partial isometry on its range)."""
+    u, _, v = _svd(a)
+    return u @ v.T
 
 
 def _tsv_matrices(mats: list[Tensor]) -> Tensor:
     k = max(1, min(mats[0].shape) // len(mats))
-    svds = [torch.linalg.svd(m, full_matrices=False) for m in mats]
-    u = torch.cat([u[:, :k] for u, _, _ in svds], dim=1)
-    s = torch.cat([s[:k] for _, s, _ in svds])
-    v = torch.cat([vh[:k].T for _, _, vh in svds], dim=1)
+    svds = [_svd(m, k) for m in mats]
+    u = torch.cat([u for u, _, _ in svds], dim=1)
+    s = torch.cat([s for _, s, _ in svds])
+    v = torch.cat([v for _, _, v in svds], dim=1)
     return (_polar(u) * s) @ _polar(v).T
 
 
@@ -154,8 +200,8 @@ def tsv(vectors: list[Tensor], coefficients: list[float], layout: Layout) -> Ten
 
 
 def _iso_c_matrices(mats: list[Tensor]) -> Tensor:
-    u, s, vh = torch.linalg.svd(sum(mats), full_matrices=False)
-    return s.mean() * (u @ vh)
+    u, s, v = _svd(sum(mats))
+    return s.mean() * (u @ v.T)
 
 
 def iso_c(vectors: list[Tensor], coefficients: list[float], layout: Layout) -> Tensor:

@@ -16,16 +16,19 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils import parameters_to_vector
 
-from .data import Split, to_input
+from .data import LazySplit, Split, to_input
 from .models import logits
 
 OPTIMIZERS = ("adamw", "gd")
+PRECISIONS = ("float32", "bf16")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Defaults are ATM's for real CLIP (AdamW lr 1e-5, weight decay 0.1, batch 128, clipping);
-    `optimizer="gd"` is plain full-batch gradient descent: one epoch is one step of -lr * g."""
+    `optimizer="gd"` is plain full-batch gradient descent: one epoch is one step of -lr * g.
+    `precision="bf16"` runs fine-tuning's forward pass under bfloat16 autocast (weights, optimizer
+    state and the gradient record g0 stay float32)."""
     optimizer: str = "adamw"
     lr: float = 1e-5
     weight_decay: float = 0.1
@@ -33,10 +36,15 @@ class TrainConfig:
     epochs: int = 10
     grad_clip: float = 10.0
     seed: int = 0
+    precision: str = "float32"
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if self.precision == "bf16" and self.optimizer == "gd":
+            raise ValueError("plain gradient descent runs in float64 to keep tau1 = -lr * g0 exact; use --precision float32")
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -79,6 +87,11 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def default_precision(device: torch.device) -> str:
+    """Mixed precision where it pays and is safe: bfloat16 autocast on a GPU, float32 elsewhere."""
+    return "bf16" if torch.device(device).type == "cuda" else "float32"
+
+
 def get_flat(encoder) -> torch.Tensor:
     """The parameters as one flat CPU vector, in the encoder's own dtype."""
     return parameters_to_vector(encoder.parameters()).detach().cpu()
@@ -98,7 +111,7 @@ def shuffle_seed(seed: int, task_index: int, epoch: int) -> int:
     return (seed * 1_000_003 + task_index) * 10_007 + epoch
 
 
-def full_batch_gradient(encoder, objective: Objective, split: Split, batch_size: int) -> torch.Tensor:
+def full_batch_gradient(encoder, objective: Objective, split: Split | LazySplit, batch_size: int) -> torch.Tensor:
     """g = grad of the mean training loss, accumulated exactly over the whole split (flat, CPU)."""
     encoder.eval()
     encoder.zero_grad(set_to_none=True)
@@ -109,7 +122,7 @@ def full_batch_gradient(encoder, objective: Objective, split: Split, batch_size:
     return grad
 
 
-def finetune(encoder, objective: Objective, split: Split, cfg: TrainConfig, task_index: int,
+def finetune(encoder, objective: Objective, split: Split | LazySplit, cfg: TrainConfig, task_index: int,
              first_epoch: int = 0, epochs: int | None = None,
              on_step: Callable[[], None] | None = None) -> list[torch.Tensor]:
     """Train `encoder` in place from its current weights with a fresh optimizer; returns the flat
@@ -129,7 +142,9 @@ def finetune(encoder, objective: Objective, split: Split, cfg: TrainConfig, task
         encoder.train()
         for images, labels in split.batches(cfg.batch_size, shuffle_seed(cfg.seed, task_index, epoch)):
             optimizer.zero_grad(set_to_none=True)
-            objective.loss(encoder, images, labels).backward()
+            with torch.autocast(objective.head.device.type, torch.bfloat16, enabled=cfg.precision == "bf16"):
+                loss = objective.loss(encoder, images, labels)
+            loss.backward()
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             optimizer.step()

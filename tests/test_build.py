@@ -1,0 +1,164 @@
+"""Building real caches: image-folder tasks through the lazy data path, resuming an interrupted build
+per task, and importing published fine-tuned checkpoints (tau only, no gradient record)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import tvexplorer.build as build
+from tvexplorer.build import build_cache, import_checkpoints
+from tvexplorer.cache import Cache, CacheError
+from tvexplorer.cli import main
+from tvexplorer.evaluation import Evaluator
+from tvexplorer.explorer import Explorer
+from tvexplorer.models import ModelSpec
+from tvexplorer.training import TrainConfig
+
+CFG = TrainConfig(lr=1e-3, epochs=2, batch_size=8)
+
+
+def image_folder(root, classes=("circle", "square", "stripe"), n_train=8, n_test=4, seed=0):
+    """DIR/train/<class>/*.png and DIR/test/<class>/*.png, odd-sized RGB images, a brightness per class."""
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("test", n_test)):
+        for c, name in enumerate(classes):
+            (root / split / name).mkdir(parents=True)
+            for i in range(n):
+                pixels = (rng.integers(0, 60, (30, 37, 3)) + 90 * c).astype(np.uint8)
+                Image.fromarray(pixels).save(root / split / name / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def folder_specs(tmp_path):
+    return [{"source": "folder", "name": name, "root": str(image_folder(tmp_path / "data" / name, seed=i)), "image_size": 24}
+            for i, name in enumerate(("alpha", "beta"))]
+
+
+def model(quick_demo):
+    return ModelSpec(f"local-dir:{quick_demo / 'model'}")
+
+
+def test_folder_tasks_build_with_chosen_evaluation_subsets(quick_demo, folder_specs, tmp_path):
+    cache = build_cache(tmp_path / "cache", model(quick_demo), folder_specs, CFG, device="cpu", n_eval=5, n_val=2)
+    assert cache.tasks == ["alpha", "beta"] and cache.has_gradient_record
+    for t in cache.tasks:
+        assert cache.task(t)["sizes"] == {"train": 22, "val": 2, "test": 12}
+        test = cache.eval_split(t, "test")
+        assert len(test) == 5 and test.images.shape[1:] == (24, 24, 3)
+        assert len(cache.eval_split(t, "val")) == 2
+    assert not (cache.root / ".build").exists()
+    assert cache.metrics["finetuned"] == {t: Evaluator(cache, device="cpu").accuracy(cache.vector(t), [t])[t] for t in cache.tasks}
+
+
+def test_an_interrupted_build_resumes_without_redoing_finished_tasks(quick_demo, folder_specs, tmp_path, monkeypatch):
+    out, real = tmp_path / "cache", build.finetune
+    trained = []
+
+    def interrupted(encoder, objective, split, cfg, task_index, **kw):
+        if task_index == 1:
+            raise KeyboardInterrupt
+        trained.append(task_index)
+        return real(encoder, objective, split, cfg, task_index, **kw)
+
+    monkeypatch.setattr(build, "finetune", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build_cache(out, model(quick_demo), folder_specs, CFG, device="cpu")
+    assert trained == [0] and not (out / "manifest.json").exists()
+    with pytest.raises(CacheError, match="missing"):
+        Cache.open(out)
+    assert list(json.loads((out / build.STATE).read_text())["done"]) == ["alpha"]
+    alpha = (out / "vectors/alpha.safetensors").read_bytes()
+
+    with pytest.raises(ValueError, match="unfinished build with other settings"):
+        build_cache(out, model(quick_demo), folder_specs, TrainConfig(lr=1e-3, epochs=3, batch_size=8), device="cpu")
+
+    def counted(encoder, objective, split, cfg, task_index, **kw):
+        trained.append(task_index)
+        return real(encoder, objective, split, cfg, task_index, **kw)
+
+    monkeypatch.setattr(build, "finetune", counted)
+    cache = build_cache(out, model(quick_demo), folder_specs, CFG, device="cpu")
+    assert trained == [0, 1]  # alpha was not fine-tuned again
+    assert (out / "vectors/alpha.safetensors").read_bytes() == alpha
+    assert cache.tasks == ["alpha", "beta"] and set(cache.trajectory()["task"]) == {"alpha", "beta"}
+
+    # a damaged finished task is redone rather than trusted
+    fresh = tmp_path / "fresh"
+    monkeypatch.setattr(build, "finetune", interrupted)
+    trained.clear()
+    with pytest.raises(KeyboardInterrupt):
+        build_cache(fresh, model(quick_demo), folder_specs, CFG, device="cpu")
+    (fresh / "vectors/alpha.safetensors").write_bytes(b"broken")
+    monkeypatch.setattr(build, "finetune", counted)
+    trained.clear()
+    build_cache(fresh, model(quick_demo), folder_specs, CFG, device="cpu")
+    assert trained == [0, 1]
+
+
+def save_open_clip_checkpoint(path, params: dict):
+    torch.save({f"model.visual.{k}": v.clone() for k, v in params.items()}, path)
+
+
+def test_imported_checkpoints_give_tau_and_an_honest_alignment_panel(quick_demo, tmp_path):
+    source = Cache.open(quick_demo)
+    theta0 = source.base()
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    for i, t in enumerate(source.tasks):
+        folder = ckpt / t.upper()  # the published layout: one folder per task, any letter case
+        folder.mkdir()
+        save_open_clip_checkpoint(folder / "finetuned.pt", source.layout.unflatten(theta0 + source.vector(t).float()))
+    out = tmp_path / "imported"
+    code = main(["import", "--out", str(out), "--model", f"local-dir:{quick_demo / 'model'}", "--tasks", "demo:" + ",".join(source.tasks),
+                 "--n-train", "300", "--n-test", "60", "--checkpoint-dir", str(ckpt), "--device", "cpu"])
+    assert code == 0
+    cache = Cache.open(out)
+    assert cache.vector_kinds == ("tau",) and not cache.has_gradient_record
+    assert cache.manifest["source"]["kind"] == "imported"
+    for t in cache.tasks:
+        assert torch.allclose(cache.vector(t), source.vector(t), atol=1e-6)
+        # the same model up to float32 rounding: at most one test image may change its prediction
+        assert abs(cache.metrics["finetuned"][t] - source.metrics["finetuned"][t]) <= 1 / 60
+    assert "one_epoch" not in cache.metrics
+    with pytest.raises(CacheError, match="imported"):
+        cache.vector(cache.tasks[0], "tau1")
+
+    ex = Explorer(out, device="cpu")
+    assert [k for _, k in ex.matrix_choices()] == ["tau"]
+    assert ex.info()["gradient_record"] is False
+    with pytest.raises(ValueError, match="no first-epoch record"):
+        ex.alignment("all")
+    with pytest.raises(ValueError, match="no first-epoch record"):
+        ex.evaluate("task_arithmetic", vectors="tau1")
+    assert ex.evaluate("task_arithmetic", scaling=0.3)["average"] > 0
+    assert "imported" in ex.about_cache()
+
+
+def test_import_refuses_a_checkpoint_of_another_architecture(quick_demo, tmp_path, capsys):
+    source = Cache.open(quick_demo)
+    params = source.layout.unflatten(source.base())
+    params["conv1.weight"] = torch.zeros(64, 3, 8, 8)  # patch 8 instead of the model's 4
+    bad = tmp_path / "bad.pt"
+    save_open_clip_checkpoint(bad, params)
+    code = main(["import", "--out", str(tmp_path / "x"), "--model", f"local-dir:{quick_demo / 'model'}", "--tasks", "demo:digits",
+                 "--checkpoint", f"digits={bad}", "--device", "cpu"])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]  # beside the progress bar's lines
+    assert code == 2 and "Traceback" not in err and len(errors) == 1 and "conv1.weight" in errors[0]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["build", "--out", "{tmp}/c", "--model", "ViT-B-32"], "choose the tasks"),
+    (["build", "--out", "{tmp}/c", "--model", "ViT-B-32", "--suite", "8"], "--data-root"),
+    (["build", "--out", "{tmp}/c", "--model", "ViT-B-32", "--tasks", "MNIST,Imagenette", "--data-root", "{tmp}"], "Imagenette"),
+    (["build", "--out", "{tmp}/c", "--model", "ViT-B-32", "--suite", "8", "--tasks", "MNIST"], "either --suite or --tasks"),
+    (["import", "--out", "{tmp}/c", "--model", "ViT-B-32", "--tasks", "MNIST", "--data-root", "{tmp}",
+      "--checkpoint", "MNIST={tmp}/none.pt"], "does not exist"),
+])
+def test_build_and_import_bad_input_is_one_line(tmp_path, capsys, args, message):
+    code = main([a.format(tmp=tmp_path) for a in args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
