@@ -361,3 +361,63 @@ def test_parameter_range_ends():
     # The closed ends are allowed: k=100 keeps everything (TIES of one task is then the task), p=0 drops nothing.
     assert torch.equal(run("ties", {"a": vec(1, -2)}, k=100), vec(1, -2))
     assert torch.equal(run("dare", {"a": vec(1, -2)}, p=0, seed=0, scaling=1), vec(1, -2))
+
+
+# --- fast implementations against plain references --------------------------------------------------
+# The methods stream over blocks, find TIES thresholds by radix select and take singular vectors from
+# Gram matrices; these references are the textbook formulas over whole tensors.
+
+def reference_ties(vs, cs, k):
+    t = torch.stack([v.double() * c for v, c in zip(vs, cs)])
+    n = t.shape[1]
+    kept = min(n, max(1, math.ceil(n * k / 100)))
+    thresholds = t.abs().kthvalue(n - kept + 1, dim=1, keepdim=True).values
+    t = torch.where(t.abs() >= thresholds, t, 0)
+    agree = t * t.sum(0).sign() > 0
+    return (t * agree).sum(0) / agree.sum(0).clamp(min=1)
+
+
+def reference_tsv(mats):
+    k = max(1, min(mats[0].shape) // len(mats))
+    svds = [torch.linalg.svd(m.double(), full_matrices=False) for m in mats]
+    u = torch.cat([u[:, :k] for u, _, _ in svds], 1)
+    s = torch.cat([s[:k] for _, s, _ in svds])
+    v = torch.cat([vh[:k].T for _, _, vh in svds], 1)
+    polar = lambda a: (lambda p, _, qh: p @ qh)(*torch.linalg.svd(a, full_matrices=False))
+    return (polar(u) * s) @ polar(v).T
+
+
+def reference_iso_c(mats):
+    u, s, vh = torch.linalg.svd(sum(m.double() for m in mats), full_matrices=False)
+    return s.mean() * u @ vh
+
+
+@pytest.mark.parametrize("k", [0.5, 20, 63.7, 100])
+def test_blocked_ties_and_task_arithmetic_match_the_whole_vector_formulas(monkeypatch, k):
+    import tvexplorer.merging as merging
+    monkeypatch.setattr(merging, "BLOCK", 1000)  # many blocks, the last one partial
+    g = torch.Generator().manual_seed(3)
+    n = 12_345
+    vs = [torch.randn(n, generator=g) * s for s in (1e-3, 2e-3, 5e-4)]
+    vs[1][:50] = vs[0][:50]  # exact ties in magnitude across tasks
+    vectors = {f"t{i}": v.half() if i == 2 else v for i, v in enumerate(vs)}
+    cs = [1.0, -0.5, 2.0]
+    coefs = dict(zip(vectors, cs))
+    got = run("ties", vectors, k=k, coefficients=coefs, scaling=1.0)
+    assert torch.allclose(got.double(), reference_ties(list(vectors.values()), cs, k), rtol=1e-6, atol=1e-12)
+    ta = run("task_arithmetic", vectors, coefficients=coefs, scaling=1.0)
+    expected = sum(v.double() * c for v, c in zip(vectors.values(), cs))
+    assert torch.allclose(ta.double(), expected, rtol=1e-6, atol=1e-10)
+
+
+@pytest.mark.parametrize("shape", [(40, 12), (12, 40), (24, 24)])
+def test_gram_svd_methods_match_full_svd_references(shape):
+    g = torch.Generator().manual_seed(5)
+    # decaying spectra, as task vectors have, plus one exactly rank-deficient task
+    mats = [torch.randn(*shape, generator=g) @ torch.diag(torch.logspace(0, -3, shape[1])) for _ in range(3)]
+    mats.append(torch.outer(torch.randn(shape[0], generator=g), torch.randn(shape[1], generator=g)))
+    tasks = {f"t{i}": {"w": m} for i, m in enumerate(mats)}
+    for method, reference in (("tsv", reference_tsv), ("iso_c", reference_iso_c)):
+        got = merge(method, tasks)["w"].double()
+        want = reference(mats)
+        assert torch.allclose(got, want, rtol=0, atol=1e-5 * want.abs().max()), method
