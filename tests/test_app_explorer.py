@@ -3,6 +3,7 @@ the ATM job manager, figures and the gradio handlers."""
 import json
 import math
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -370,12 +371,15 @@ def test_cache_locations_and_read_only_defaults(quick_demo, tmp_path, monkeypatc
     monkeypatch.setenv("TVEXPLORER_CACHE", str(quick_demo))
     assert explorer.resolve_location(explorer.default_cache_path()) == quick_demo
     calls = []
+    shutil.copytree(quick_demo, tmp_path / "snapshot" / "vit-b-32")
+    shutil.copytree(quick_demo, tmp_path / "snapshot", dirs_exist_ok=True)
 
     def fake_download(repo_id, repo_type, revision, allow_patterns):
         calls.append((repo_id, repo_type, revision, allow_patterns))
         return str(tmp_path / "snapshot")
     import huggingface_hub
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert explorer.resolve_location("hf://datasets/org/caches/vit-b-32@v1") == tmp_path / "snapshot" / "vit-b-32"
     assert explorer.resolve_location("hf://org/model") == tmp_path / "snapshot"
     assert calls == [("org/caches", "dataset", "v1", ["vit-b-32/**"]), ("org/model", "model", None, None)]
@@ -389,3 +393,48 @@ def test_cache_locations_and_read_only_defaults(quick_demo, tmp_path, monkeypatc
     monkeypatch.setenv("TVEXPLORER_WORKDIR", str(tmp_path / "work"))
     ex = explorer.open_explorer(copy)
     assert ex.read_only and ex.evaluator.device.type == "cpu" and ex.work_folder.parent == tmp_path / "work"
+
+
+def test_hub_caches_are_verified_once_and_used_offline(quick_demo, tmp_path, monkeypatch, capsys):
+    import huggingface_hub
+
+    from tvexplorer.cache import CacheError, resolve_location
+    snapshot = tmp_path / "hub" / "snapshot"
+    shutil.copytree(quick_demo, snapshot)
+    online, hashed = [True], []
+
+    def fake_download(repo_id, repo_type=None, revision=None, allow_patterns=None, local_files_only=False):
+        if not online[0] and not local_files_only:
+            raise ConnectionError("Max retries exceeded with url: https://huggingface.co/api/datasets/org/c")
+        return str(snapshot)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    import tvexplorer.cache as cache_module
+    real = cache_module.sha256_file
+    monkeypatch.setattr(cache_module, "sha256_file", lambda p: hashed.append(p.name) or real(p))
+
+    assert resolve_location("hf://datasets/org/c") == snapshot
+    assert {Path(rel).name for rel in Cache.open(snapshot).manifest["files"]} <= set(hashed)  # every file checked
+    hashed.clear()
+    assert resolve_location("hf://datasets/org/c") == snapshot
+    assert hashed == ["manifest.json"]  # the same download is not hashed again
+
+    online[0] = False
+    assert resolve_location("hf://datasets/org/c") == snapshot
+    err = capsys.readouterr().err
+    assert "offline" in err and str(snapshot) in err and "ConnectionError" in err
+
+    # a download whose files do not match its manifest is refused, naming the file
+    damaged = Path(snapshot / "heads.safetensors")
+    data = bytearray(damaged.read_bytes())
+    data[-1] ^= 1
+    damaged.write_bytes(bytes(data))
+    online[0] = True
+    (snapshot / "manifest.json").write_text((snapshot / "manifest.json").read_text() + " ")  # a new manifest: checked again
+    with pytest.raises(CacheError, match="heads.safetensors: sha256"):
+        resolve_location("hf://datasets/org/c")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda *a, **k: (_ for _ in ()).throw(ConnectionError("no route to host")))
+    with pytest.raises(CacheError, match="no copy was downloaded before"):
+        resolve_location("hf://datasets/org/other")

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 import tvexplorer.build as build
-from tvexplorer.build import build_cache, import_checkpoints
+from tvexplorer.build import build_cache
 from tvexplorer.cache import Cache, CacheError
 from tvexplorer.cli import main
 from tvexplorer.evaluation import Evaluator

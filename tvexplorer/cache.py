@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import struct
+import sys
 import threading
 from pathlib import Path
 from typing import Callable
@@ -321,3 +322,58 @@ class Cache:
                 self._files.pop((rel, True), None)
                 self._files.pop((rel, False), None)
             self.manifest = manifest
+
+
+# ---------------------------------------------------------------- caches on the Hugging Face Hub
+
+HF_PREFIX = "hf://"
+
+
+def _verified_record() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "tvexplorer" / "verified.json"
+
+
+def _verify_once(folder: Path) -> None:
+    """Check every file of a downloaded cache against its manifest, once per manifest: a later open of
+    the same download is then as cheap as a local one."""
+    record = _verified_record()
+    seen = json.loads(record.read_text()) if record.is_file() else {}
+    key, digest = str(folder.resolve()), sha256_file(folder / MANIFEST)
+    if seen.get(key) == digest:
+        return
+    Cache.open(folder).verify()
+    seen[key] = digest
+    text = json.dumps(seen, indent=1)
+    atomic_write(record, lambda tmp: tmp.write_text(text))
+
+
+def resolve_location(location) -> Path:
+    """A cache folder from a path, or from `hf://[datasets/]ORG/REPO[/SUBFOLDER][@REVISION]`: downloaded
+    with huggingface_hub into its cache folder and verified against the manifest; offline, the copy
+    downloaded earlier is used, and a line on stderr says so."""
+    text = str(location)
+    if not text.startswith(HF_PREFIX):
+        return Path(text).expanduser()
+    rest, _, revision = text[len(HF_PREFIX):].partition("@")
+    repo_type = "model"
+    for prefix, kind in (("datasets/", "dataset"), ("spaces/", "space"), ("models/", "model")):
+        if rest.startswith(prefix):
+            repo_type, rest = kind, rest[len(prefix):]
+    parts = [p for p in rest.split("/") if p]
+    if len(parts) < 2:
+        raise CacheError(f"{text}: expected hf://[datasets/]ORG/REPO[/SUBFOLDER][@REVISION]")
+    repo_id, sub = "/".join(parts[:2]), "/".join(parts[2:])
+    from huggingface_hub import snapshot_download
+    where = dict(repo_type=repo_type, revision=revision or None, allow_patterns=[f"{sub}/**"] if sub else None)
+    try:
+        local = snapshot_download(repo_id, **where)
+    except Exception as e:  # network, authentication, unknown repository
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        try:
+            local = snapshot_download(repo_id, local_files_only=True, **where)
+        except Exception:
+            raise CacheError(f"{text}: could not download the cache ({reason}), and no copy was downloaded before") from None
+        print(f"note: {text}: offline ({reason}); using the copy downloaded earlier at {local}", file=sys.stderr, flush=True)
+    folder = Path(local) / sub if sub else Path(local)
+    _verify_once(folder)
+    return folder

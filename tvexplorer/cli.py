@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .cache import Cache, CacheError
+from .cache import Cache, CacheError, resolve_location
 
 EXIT_BAD_INPUT = 2
 
@@ -163,7 +163,7 @@ def _info(cache: Cache) -> dict:
 
 
 def cmd_info(args):
-    cache = Cache.open(args.cache)
+    cache = Cache.open(resolve_location(args.cache))
     if args.verify:
         cache.verify()
     return _info(cache)
@@ -184,7 +184,7 @@ def _print_info(info: dict) -> None:
 
 def cmd_eval(args):
     from .evaluation import Evaluator
-    cache = Cache.open(args.cache)
+    cache = Cache.open(resolve_location(args.cache))
     coefficients = dict(_key_value(c) for c in args.coef)
     params = dict(_key_value(p) for p in args.param)
     result = Evaluator(cache, device=args.device).evaluate(args.method, coefficients=coefficients, scaling=args.scaling,
@@ -203,7 +203,7 @@ def _print_eval(r: dict) -> None:
 
 def cmd_align(args):
     from .alignment import task_alignment
-    cache = Cache.open(args.cache)
+    cache = Cache.open(resolve_location(args.cache))
     if not cache.has_gradient_record:
         raise UserError(f"{args.cache} was imported from fine-tuned checkpoints and has no gradient record (tau1, g0); "
                         "build a cache by fine-tuning (`build`) to analyse alignment")
@@ -227,7 +227,7 @@ def _print_align(r: dict) -> None:
 
 def cmd_atm(args):
     from .atm import run_atm
-    cache = Cache.open(args.cache)
+    cache = Cache.open(resolve_location(args.cache))
     bar = None
 
     def progress(done, total, what):
@@ -317,20 +317,20 @@ def parser() -> argparse.ArgumentParser:
                    help="folder with TASK/finetuned.pt, TASK/model.safetensors, TASK/pytorch_model.bin or TASK.pt per task")
     c.add_argument("--base", default=None, help="theta0 from a checkpoint file (e.g. zeroshot.pt) instead of the pretrained model")
     c = command("info", "tasks with zero-shot and fine-tuned accuracies, task arithmetic and ATM")
-    c.add_argument("cache")
+    c.add_argument("cache", help="cache folder, or hf://datasets/OWNER/NAME[/SUBFOLDER][@REVISION]")
     c.add_argument("--verify", action="store_true", help="check every file's sha256 now")
     c = command("eval", "merge the task vectors with a method and evaluate exactly")
-    c.add_argument("cache")
+    c.add_argument("cache", help="cache folder, or hf://datasets/OWNER/NAME[/SUBFOLDER][@REVISION]")
     c.add_argument("--method", required=True, help=f"one of {', '.join(METHODS)}")
     c.add_argument("--scaling", type=float, default=None, help="global scaling (default: the method's own)")
     c.add_argument("--coef", nargs="*", default=[], metavar="TASK=VALUE", help="per-task coefficients (default 1)")
     c.add_argument("--param", nargs="*", default=[], metavar="NAME=VALUE", help="method parameters, e.g. k=20 or p=0.5")
     c.add_argument("--vectors", choices=["tau", "tau1"], default="tau", help="full or 1-epoch task vectors")
     c = command("align", "first-epoch gradient against the task vectors, per epoch")
-    c.add_argument("cache")
+    c.add_argument("cache", help="cache folder, or hf://datasets/OWNER/NAME[/SUBFOLDER][@REVISION]")
     c.add_argument("--task", default=None)
     c = command("atm", "run more rounds of ATM (alternating tuning and merging), saving each")
-    c.add_argument("cache")
+    c.add_argument("cache", help="cache folder, or hf://datasets/OWNER/NAME[/SUBFOLDER][@REVISION]")
     c.add_argument("--rounds", type=int, required=True, help="how many more rounds to run")
     c.add_argument("--variant", choices=list(VARIANTS), default="standard")
     c.add_argument("--coefficient", type=float, default=None, help="merge coefficient of a new run (default 1/T)")

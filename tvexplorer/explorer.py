@@ -26,7 +26,7 @@ import pandas as pd
 from . import jobs, workcopy
 from .alignment import cosine_matrix, layer_alignment, task_alignment
 from .atm import VARIANTS
-from .cache import Cache, CacheError
+from .cache import Cache, CacheError, resolve_location
 from .evaluation import EvalResult, Evaluator, summarize
 from .merging import METHODS
 
@@ -509,30 +509,6 @@ class Explorer:
                  "- **ATM rounds saved:** " + (", ".join(f"{v} {n}" for v, n in i["atm"].items()) or "none"),
                  f"- **Writes:** {self.where_saved()}"]
         return "\n".join(lines)
-
-
-def resolve_location(location) -> Path:
-    """A cache folder from a path, or from `hf://[datasets/]ORG/REPO[/SUBFOLDER][@REVISION]`, downloaded
-    (once, into the Hugging Face cache) with huggingface_hub.snapshot_download."""
-    text = str(location)
-    if not text.startswith("hf://"):
-        return Path(text).expanduser()
-    rest, _, revision = text[len("hf://"):].partition("@")
-    repo_type = "model"
-    for prefix, kind in (("datasets/", "dataset"), ("spaces/", "space"), ("models/", "model")):
-        if rest.startswith(prefix):
-            repo_type, rest = kind, rest[len(prefix):]
-    parts = [p for p in rest.split("/") if p]
-    if len(parts) < 2:
-        raise ValueError(f"{text}: expected hf://[datasets/]ORG/REPO[/SUBFOLDER][@REVISION]")
-    repo_id, sub = "/".join(parts[:2]), "/".join(parts[2:])
-    from huggingface_hub import snapshot_download
-    try:
-        local = snapshot_download(repo_id, repo_type=repo_type, revision=revision or None,
-                                  allow_patterns=[f"{sub}/**"] if sub else None)
-    except Exception as e:  # network, authentication, unknown repository: one line
-        raise CacheError(f"{text}: could not download the cache ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
-    return Path(local) / sub if sub else Path(local)
 
 
 def open_explorer(path=None, **kwargs) -> Explorer:
