@@ -25,6 +25,7 @@ def add_api(h) -> None:
     gr.api(h.api_info, api_name="info")
     gr.api(h.api_methods, api_name="methods")
     gr.api(h.api_evaluate, api_name="evaluate", **EVAL)
+    gr.api(h.api_preview, api_name="preview")
     gr.api(h.api_preset, api_name="preset")
     gr.api(h.api_alignment, api_name="alignment", concurrency_limit=2)
     gr.api(h.api_atm, api_name="atm", concurrency_limit=None)  # the run lock answers "busy" at once
@@ -122,10 +123,14 @@ def build(h) -> gr.Blocks:
         gr.on([s.input for s in sliders] + [n.input for n in numbers], None, None, [status],
               js=ui.STALE_ON_INPUT_JS, queue=False, show_progress="hidden")
         gr.on(commit, None, None, [status], js=ui.STALE_ON_RUN_JS, queue=False, show_progress="hidden")
-        gr.on(commit, h.evaluate, inputs, outputs, **evaluating).success(None, [status], None, js=ui.FRESH_JS)
+        # The first-order preview answers at once (task arithmetic and averaging), the exact numbers replace it.
+        previewing = dict(queue=False, show_progress="hidden", api_visibility="private")
+        gr.on(commit, h.preview, inputs, outputs, trigger_mode="always_last", **previewing) \
+            .then(h.evaluate, inputs, outputs, **evaluating).success(None, [status], None, js=ui.FRESH_JS)
 
         def then_evaluate(dep):
             dep.then(None, None, [status], js=ui.STALE_ON_RUN_JS, queue=False, show_progress="hidden") \
+               .then(h.preview, inputs, outputs, **previewing) \
                .then(h.evaluate, inputs, outputs, **evaluating).success(None, [status], None, js=ui.FRESH_JS)
 
         then_evaluate(method.input(h.on_method, [method], settings, queue=False, api_visibility="private"))

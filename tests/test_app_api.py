@@ -18,7 +18,7 @@ from gradio_client.exceptions import AppError  # noqa: E402
 pytestmark = [pytest.mark.filterwarnings("ignore:.*no_silent_downcasting"),
               pytest.mark.filterwarnings("ignore:The copy keyword is deprecated")]
 
-ENDPOINTS = {"/info", "/methods", "/evaluate", "/preset", "/alignment", "/atm", "/atm_status", "/atm_cancel"}
+ENDPOINTS = {"/info", "/methods", "/evaluate", "/preview", "/preset", "/alignment", "/atm", "/atm_status", "/atm_cancel"}
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +39,8 @@ def test_named_endpoints(client):
     methods = client.predict(api_name="/methods")
     assert methods["methods"]["ties"]["params"][0]["name"] == "k" and "atm:standard:1" in methods["atm_rounds"]
     assert client.predict("inverse_t", api_name="/preset")["scaling"] == round(1 / 3, 4)
+    preview = client.predict(method="task_arithmetic", scaling=0.0, api_name="/preview")
+    assert preview["preview"] is True and preview["accuracy"] == client.predict(scaling=0.0, api_name="/evaluate")["accuracy"]
 
 
 def test_evaluate(client, reference):

@@ -294,6 +294,29 @@ def test_ui_evaluate_handler(handlers, ex):
     assert n == 3  # ties k, dare p, dare seed
 
 
+def test_preview_is_labelled_and_matches_the_stored_linearisation(ex, handlers):
+    from tvexplorer.preview import Preview
+    preview = Preview.open(Cache.open(ex.source.root))
+    coefficients = {ex.tasks[0]: 0.5}
+    got = ex.preview("task_arithmetic", coefficients=coefficients, scaling=0.4)
+    assert got["preview"] is True and "preview" in got["label"] and "differed by up to" in got["error_note"]
+    assert got["accuracy"] == preview.accuracy({**dict.fromkeys(ex.tasks, 1.0), **coefficients}, 0.4)
+    # averaging is task arithmetic at scaling / T; at scaling 0 the preview is the exact zero-shot model
+    assert ex.preview("average", scaling=0.9)["accuracy"] == preview.accuracy(None, 0.9 / len(ex.tasks))
+    assert ex.preview("task_arithmetic", scaling=0.0)["accuracy"] == ex.evaluate("task_arithmetic", scaling=0.0)["accuracy"]
+    assert ex.preview("ties", scaling=1.0) is None and ex.preview("atm:standard:1") is None
+    with pytest.raises(ValueError, match="between -1 and 2"):
+        ex.preview("task_arithmetic", coefficients={ex.tasks[0]: 5.0})
+    defaults = [p.default for _, p in handlers.params]
+    status, fig, table, csv, raw = handlers.preview("task_arithmetic", "tau1", 0.3, *defaults, *[1.0] * len(ex.tasks))
+    assert status.startswith("◔ **Preview** (first-order, not exact)") and "exact numbers on their way" in status
+    assert csv == ui.gr.skip() and raw == ui.gr.skip()  # the download and raw JSON wait for the exact numbers
+    expected = preview.accuracy(None, 0.3, kind="tau1")
+    assert list(table["merged %"])[:-1] == [round(100 * expected[t], 2) for t in ex.tasks]
+    assert all(o == ui.gr.skip() for o in handlers.preview("tsv", "tau", 1.0, *defaults, *[1.0] * len(ex.tasks)))
+    assert handlers.api_preview("ties") == {}
+
+
 def test_ui_method_and_presets(handlers, ex):
     updates = handlers.on_method("atm:standard:1")
     scaling, vectors, tasks = updates[1], updates[2], updates[3 + len(handlers.param_methods):-1]

@@ -9,6 +9,7 @@
                                   holds tau only (manifest "vector_kinds") and no trajectory.csv
     eval/<task>.safetensors       fixed evaluation subsets: test and validation images (uint8), labels
     trajectory.csv                per task, epoch and layer: update norms and cosines
+    preview/<task>.safetensors    linearised features for the instant preview (tvexplorer/preview.py)
     atm/<variant>/round_NNNN.safetensors   merged delta after each ATM round
 
 Tensor files are memory-mapped copy-on-write, so opening a large cache reads only headers; each
@@ -200,6 +201,10 @@ class Cache:
                     self._check_hash(rel)
                 self._files[key] = mmap_tensors(self.root / rel, rel)
             return self._files[key]
+
+    def tensors(self, rel: str) -> dict[str, torch.Tensor]:
+        """The tensors of one file listed in the manifest, memory-mapped, hash-checked on first use."""
+        return self._mapped(rel)
 
     def _check_hash(self, rel: str) -> None:
         if sha256_file(self.root / rel) != self.manifest["files"][rel]["sha256"]:

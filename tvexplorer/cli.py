@@ -169,6 +169,21 @@ def cmd_info(args):
     return _info(cache)
 
 
+def cmd_preview(args):
+    from .preview import Preview, compute_preview
+    cache = Cache.open(resolve_location(args.cache))
+    with tqdm(total=len(cache.tasks), desc="preview", unit="task", file=sys.stderr, leave=False) as bar:
+        compute_preview(cache, args.device, progress=lambda done, total, what: bar.update(done - bar.n))
+    return {"cache": str(cache.root), "preview": cache.manifest["preview"], "note": Preview.open(cache).error_note()}
+
+
+def _print_preview(r: dict) -> None:
+    print(f"{r['cache']}: instant preview stored for {', '.join(r['preview']['kinds'])} vectors")
+    rows = [[c["setting"], _pct(c["preview_average"]), _pct(c["exact_average"]), _pct(c["max_abs_diff"]), c["worst_task"]]
+            for c in r["preview"]["checks"]]
+    print(_table(rows, ["setting", "preview %", "exact %", "largest task difference (points)", "on"]))
+
+
 def _print_info(info: dict) -> None:
     print(f"{info['cache']}: {info['model']}, {info['parameters']:,} image-encoder parameters, {len(info['tasks'])} tasks")
     rows = [[t, v["classes"], _pct(v["zero_shot"]), _pct(v["one_epoch"]), _pct(v["finetuned"])] for t, v in info["tasks"].items()]
@@ -258,6 +273,7 @@ COMMANDS = {
     "build-demo": (cmd_build_demo, _print_info),
     "build": (cmd_build, _print_info),
     "import": (cmd_import, _print_info),
+    "preview": (cmd_preview, _print_preview),
     "info": (cmd_info, _print_info),
     "eval": (cmd_eval, _print_eval),
     "align": (cmd_align, _print_align),
@@ -316,6 +332,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--checkpoint-dir", default=None,
                    help="folder with TASK/finetuned.pt, TASK/model.safetensors, TASK/pytorch_model.bin or TASK.pt per task")
     c.add_argument("--base", default=None, help="theta0 from a checkpoint file (e.g. zeroshot.pt) instead of the pretrained model")
+    c = command("preview", "(re)compute a cache's instant preview: linearised features at theta0, checked against exact")
+    c.add_argument("cache", help="cache folder")
     c = command("info", "tasks with zero-shot and fine-tuned accuracies, task arithmetic and ATM")
     c.add_argument("cache", help="cache folder, or hf://datasets/OWNER/NAME[/SUBFOLDER][@REVISION]")
     c.add_argument("--verify", action="store_true", help="check every file's sha256 now")

@@ -29,11 +29,13 @@ from .atm import VARIANTS
 from .cache import Cache, CacheError, resolve_location
 from .evaluation import EvalResult, Evaluator, summarize
 from .merging import METHODS
+from .preview import Preview
 
 COEFFICIENT_RANGE = (-1.0, 2.0)   # per-task coefficient, inclusive
 SCALING_RANGE = (-1.0, 2.0)       # global scaling, inclusive
 SLIDER_STEP = 0.01
 MAX_ATM_ROUNDS = 10
+PREVIEW_METHODS = ("task_arithmetic", "average")  # linear in the task vectors, so the preview applies
 VECTOR_KINDS = {"tau": "full task vectors (tau, after all epochs)", "tau1": "first-epoch task vectors (tau1)"}
 MATRIX_KINDS = {"tau": "full task vectors tau", "tau1": "first-epoch task vectors tau1",
                 "g0": "first-epoch gradients g0 at theta0"}
@@ -120,6 +122,7 @@ class Explorer:
                  workdir: str | os.PathLike | None = None):
         self.source = Cache.open(path)
         self.evaluator = Evaluator(self.source, device=device)
+        self._preview = Preview.open(self.source)  # None for a cache built without one
         self.read_only = (not workcopy.is_writable(self.source.root)) if read_only is None else bool(read_only)
         self.work_folder = workcopy.work_folder(self.source, Path(workdir) if workdir else None) if self.read_only else None
         self._atm_root = Path(self.source.root)
@@ -266,6 +269,21 @@ class Explorer:
         return clean({**settings, "label": self.method_label(method), "scaling": s, **result.to_json(),
                       "zero_shot": self.metrics["zero_shot"], "finetuned": self.metrics["finetuned"],
                       "seconds": round(time.perf_counter() - t0, 4)})
+
+    def preview(self, method: str = "task_arithmetic", coefficients=None, scaling=None, vectors: str = "tau") -> dict | None:
+        """The instant, first-order prediction of evaluate() for task arithmetic and averaging (see
+        tvexplorer/preview.py), labelled as such with its build-time error; None where there is none."""
+        if self._preview is None or method not in PREVIEW_METHODS or vectors not in self._preview.kinds:
+            return None
+        t0 = time.perf_counter()
+        s = self.check_scaling(scaling, method)
+        coefs = {t: 1.0 for t in self.tasks} | self.check_coefficients(coefficients)
+        step = s / len(self.tasks) if method == "average" else s
+        result = summarize(self._preview.accuracy(coefs, step, vectors), self.metrics["finetuned"])
+        return clean({"method": method, "vectors": vectors, "coefficients": coefs, "params": {}, "preview": True,
+                      "label": f"{self.method_label(method)} (first-order preview)", "scaling": s, **result.to_json(),
+                      "zero_shot": self.metrics["zero_shot"], "finetuned": self.metrics["finetuned"],
+                      "error_note": self._preview.error_note(), "seconds": round(time.perf_counter() - t0, 4)})
 
     def _atm_result(self, variant: str, k: int, scaling: float) -> EvalResult:
         record = self.atm_runs()[variant]["rounds"][k - 1]

@@ -151,6 +151,21 @@ class Handlers:
                   f"normalized **{_percent(result['normalized_average'])}** (evaluated in {result['seconds']:.2f} s)")
         return status, figures.merge_figure(result, self.tasks), table, str(csv), result
 
+    def preview(self, method, vectors, scaling, *values):
+        """UI: the first-order preview at once, where there is one (task arithmetic, averaging); the exact
+        evaluation that follows replaces it. Anything else leaves the outputs to the exact evaluation."""
+        params, coefficients = self._split(values)
+        try:
+            result = self.ex.preview(method, coefficients, scaling, vectors)
+        except USER_ERRORS:
+            result = None  # the exact evaluation reports the problem
+        if result is None:
+            return (gr.skip(),) * 5
+        status = (f"◔ **Preview** (first-order, not exact) — {result['label']}, scaling {result['scaling']:g}: average "
+                  f"**{_percent(result['average'])}**, normalized **{_percent(result['normalized_average'])}** "
+                  f"({1000 * result['seconds']:.0f} ms); exact numbers on their way. _{result['error_note']}_")
+        return status, figures.merge_figure(result, self.tasks), self.ex.result_table(result), gr.skip(), gr.skip()
+
     def settings_updates(self, method, scaling=None, coefficients=None):
         """Updates for [method, scaling, vectors, *param groups, *task sliders, hint] after a method change or preset."""
         try:
@@ -297,6 +312,12 @@ class Handlers:
         ATM round, 'atm:<variant>:<round>'. Returns accuracies in [0, 1] per task, average and normalized."""
         return api_errors(self.ex.evaluate)(method, coefficients, scaling, params, vectors)
 
+    def api_preview(self, method: str = "task_arithmetic", coefficients: dict | None = None, scaling: float | None = None,
+                    vectors: str = "tau") -> dict:
+        """The instant first-order (linearised) prediction of /evaluate for task_arithmetic and average, with
+        the build-time difference to exact evaluation in error_note; {} where the cache has no preview."""
+        return api_errors(self.ex.preview)(method, coefficients, scaling, vectors) or {}
+
     def api_preset(self, name: str = "equal", method: str = "task_arithmetic", vectors: str = "tau") -> dict:
         """The settings a preset button applies: equal, inverse_t, best_val, zero (scaling null = unchanged)."""
         return api_errors(self.ex.preset)(name, method, vectors)
@@ -353,6 +374,10 @@ class Unavailable:
 
     def api_evaluate(self, method: str = "task_arithmetic", coefficients: dict | None = None, scaling: float | None = None,
                      params: dict | None = None, vectors: str = "tau") -> dict:
+        self._fail()
+
+    def api_preview(self, method: str = "task_arithmetic", coefficients: dict | None = None, scaling: float | None = None,
+                    vectors: str = "tau") -> dict:
         self._fail()
 
     def api_preset(self, name: str = "equal", method: str = "task_arithmetic", vectors: str = "tau") -> dict:
