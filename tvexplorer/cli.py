@@ -184,6 +184,20 @@ def _print_preview(r: dict) -> None:
     print(_table(rows, ["setting", "preview %", "exact %", "largest task difference (points)", "on"]))
 
 
+def cmd_bench(args):
+    from .bench import SECTIONS, run
+    only = args.only.split(",") if args.only else None
+    unknown = sorted(set(only or ()) - set(SECTIONS))
+    if unknown:
+        raise UserError(f"--only {args.only!r}: unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    return run(quick=args.quick, only=only, device=args.device, app_cache=args.app_cache)
+
+
+def _print_bench(result: dict) -> None:
+    from .bench import format_report
+    print(format_report(result))
+
+
 def _print_info(info: dict) -> None:
     print(f"{info['cache']}: {info['model']}, {info['parameters']:,} image-encoder parameters, {len(info['tasks'])} tasks")
     rows = [[t, v["classes"], _pct(v["zero_shot"]), _pct(v["one_epoch"]), _pct(v["finetuned"])] for t, v in info["tasks"].items()]
@@ -274,6 +288,7 @@ COMMANDS = {
     "build": (cmd_build, _print_info),
     "import": (cmd_import, _print_info),
     "preview": (cmd_preview, _print_preview),
+    "bench": (cmd_bench, _print_bench),
     "info": (cmd_info, _print_info),
     "eval": (cmd_eval, _print_eval),
     "align": (cmd_align, _print_align),
@@ -334,6 +349,10 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--base", default=None, help="theta0 from a checkpoint file (e.g. zeroshot.pt) instead of the pretrained model")
     c = command("preview", "(re)compute a cache's instant preview: linearised features at theta0, checked against exact")
     c.add_argument("cache", help="cache folder")
+    c = command("bench", "benchmarks: merging against memory bandwidth and FusionBench, evaluation, opening a cache, the app")
+    c.add_argument("--quick", action="store_true", help="a small smoke run (seconds) instead of ViT-B/32 sizes")
+    c.add_argument("--only", default=None, help="comma-separated sections: merge, fusionbench, evaluation, cache, app")
+    c.add_argument("--app-cache", default=None, help="the cache the app section serves (default: the shipped demo)")
     c = command("info", "tasks with zero-shot and fine-tuned accuracies, task arithmetic and ATM")
     c.add_argument("cache", help="cache folder, or hf://datasets/OWNER/NAME[/SUBFOLDER][@REVISION]")
     c.add_argument("--verify", action="store_true", help="check every file's sha256 now")
