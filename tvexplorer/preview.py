@@ -46,6 +46,10 @@ Tensor = torch.Tensor
 BATCH_SIZE = 500  # the Evaluator's default, so that f0 is computed exactly as it computes features
 CHECK_SCALINGS = (0.3, 1.0)  # besides 0 (exact by construction) and the best on validation
 CHECK_SEED = 0
+# Forward-mode passes hold a few float32 copies of the parameters per tangent (the stacked tangents,
+# their dual tensors); chunks of tangents are sized to stay within TANGENT_MEMORY.
+COPIES_PER_TANGENT = 4
+TANGENT_MEMORY = 4 << 30
 
 
 # ---------------------------------------------------------------- the linearisation
@@ -69,13 +73,14 @@ def _forward_ad_attention() -> Iterator[None]:
 
 def linearise(encoder: torch.nn.Module, params: Mapping[str, Tensor], tangents: Sequence[Mapping[str, Tensor]],
               images: Tensor, prepare: Callable[[Tensor], Tensor] = lambda x: x, batch_size: int = BATCH_SIZE,
-              tangents_at_once: int = 16) -> tuple[Tensor, Tensor]:
+              tangents_at_once: int | None = None) -> tuple[Tensor, Tensor]:
     """(f0 [N, D], jvps [T, N, D]) on the CPU, float32: the encoder's outputs at `params` and their
     derivatives along each tangent (a parameter-shaped mapping, any float dtype or device).
 
     `prepare` turns a slice of `images` into the encoder's input on its device. Tangents go through
-    the network `tangents_at_once` at a time (vmap shares the primal pass among them), which bounds
-    memory to that many float32 copies of the parameters."""
+    the network `tangents_at_once` at a time (vmap shares the primal pass among them); by default as
+    many as fit TANGENT_MEMORY, since each costs several parameter-sized copies (one at a time for a
+    ViT-B/32; all 18 at once for the demo's tiny ViT)."""
     device = next(iter(params.values())).device
 
     def features(p, x):
@@ -90,6 +95,9 @@ def linearise(encoder: torch.nn.Module, params: Mapping[str, Tensor], tangents: 
 
     with torch.inference_mode():
         f0 = torch.cat([features(params, x).float().cpu() for x in batches()])
+    if tangents_at_once is None:
+        param_bytes = 4 * sum(p.numel() for p in params.values())
+        tangents_at_once = max(1, TANGENT_MEMORY // (COPIES_PER_TANGENT * param_bytes))
     chunks = -(-len(tangents) // tangents_at_once)
     size = -(-len(tangents) // max(1, chunks))  # balanced chunks: 18 tangents as 9 + 9, not 16 + 2
     columns = []
@@ -128,7 +136,9 @@ def compute_preview(cache: Cache, device: str | torch.device | None = None, batc
     kinds = _stored_kinds(cache, kinds)
     info = cache.manifest["model"]["encoder"]
     encoder = build_image_encoder(info).to(device)
-    params = cache.layout.unflatten(cache.base().to(device))
+    # Separate tensors, not views of one flat vector: forward-mode AD gives a view's whole base a
+    # tangent, which for ~150 views of a ViT-B/32 is ~150 full-size copies (it ran out of 24 GB).
+    params = {name: t.clone() for name, t in cache.layout.unflatten(cache.base().to(device)).items()}
 
     def prepare(images: Tensor) -> Tensor:
         return to_input(images.to(device), info["mean"], info["std"])
