@@ -39,6 +39,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -125,6 +126,26 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _cpu_clock() -> tuple[float, float, float]:
+    """(wall seconds, busy CPU seconds of the whole machine, CPU seconds of this process and of its
+    children that have been waited for)."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (
+        int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9])
+    busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")  # steal: other VMs took it
+    own = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+              for f in ("ru_utime", "ru_stime"))
+    return time.perf_counter(), busy, own
+
+
+def _others_share(start: tuple[float, float, float]) -> float:
+    """Share of all cores that other processes kept busy since `start`: 0 when this benchmark had the
+    machine to itself. On 2 cores even 0.25 slows multi-threaded torch a lot (see the report)."""
+    now = _cpu_clock()
+    wall = now[0] - start[0]
+    others = (now[1] - start[1]) - (now[2] - start[2])
+    return max(0.0, others / (wall * (os.cpu_count() or 1))) if wall > 0 else 0.0
+
+
 # ---------------------------------------------------------------------------------------- the machine
 
 def _proc_field(path: str, field: str) -> str | None:
@@ -145,15 +166,15 @@ def _meminfo_bytes(field: str) -> int:
 
 def _git(*args: str) -> str | None:
     try:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
         return None
 
 
 def code_version() -> dict:
     """The commit measured, and which package files differ from it (the figures are of those edits)."""
-    changed = _git("status", "--porcelain", "--", "tvexplorer")
-    return {"commit": _git("rev-parse", "--short", "HEAD"),
+    commit, changed = _git("rev-parse", "--short", "HEAD"), _git("status", "--porcelain", "--", "tvexplorer")
+    return {"commit": commit.strip() if commit else None,
             "uncommitted": [line[3:] for line in changed.splitlines()] if changed else []}
 
 
@@ -197,9 +218,9 @@ def _libc():
 
 def _resident_pages(libc, path: Path) -> tuple[int, int]:
     size = path.stat().st_size
-    pages = -(-size // _PAGE)
     if size == 0:
         return 0, 0
+    pages = -(-size // _PAGE)
     fd = os.open(path, os.O_RDONLY)
     try:
         addr = libc.mmap(None, size, 1, 1, fd, 0)  # PROT_READ, MAP_SHARED: maps without reading
@@ -209,7 +230,7 @@ def _resident_pages(libc, path: Path) -> tuple[int, int]:
             flags = (ctypes.c_ubyte * pages)()
             if libc.mincore(addr, size, flags) != 0:
                 raise OSError(ctypes.get_errno(), "mincore failed")
-            return sum(f & 1 for f in flags), pages
+            return int((np.frombuffer(flags, dtype=np.uint8) & 1).sum()), pages
         finally:
             libc.munmap(addr, size)
     finally:
@@ -395,6 +416,19 @@ def merge_worker(spec_path: str) -> None:
     run_jobs(spec_path, _prepare_ours)
 
 
+def _worker(command: list[str], spec: dict, spec_path: Path, log_path: Path, timeout_s: int) -> str | None:
+    """Run one worker on its spec; returns why it failed, or None."""
+    spec_path.write_text(json.dumps(spec))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    with open(log_path, "w") as log:
+        try:
+            proc = subprocess.run([*command, str(spec_path)], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                                  timeout=timeout_s, check=False)
+        except subprocess.TimeoutExpired:
+            return f"timed out after {timeout_s} s"
+    return None if proc.returncode == 0 else _exit_reason(proc.returncode)
+
+
 def _run_workers(command: list[str], world: World, tasks: list[str], methods: list[str], plan: Plan,
                  out_dir: Path, tag: str) -> tuple[list[dict], dict]:
     """Run the merge jobs in subprocesses (one per job in the full plan); returns the job records
@@ -402,30 +436,25 @@ def _run_workers(command: list[str], world: World, tasks: list[str], methods: li
     groups = [[m] for m in methods] if plan.fresh_process else [methods]
     records, extra = [], {}
     for group in groups:
-        spec_path, result_path = out_dir / f"{tag}-{group[0]}.spec.json", out_dir / f"{tag}-{group[0]}.result.json"
-        spec = {"cache": str(world.root), "tasks": tasks, "tag": tag, "out_dir": str(out_dir), "result": str(result_path),
+        name = f"{tag}-{group[0]}"
+        spec = {"cache": str(world.root), "tasks": tasks, "tag": tag, "out_dir": str(out_dir),
+                "result": str(out_dir / f"{name}.result.json"),
                 "jobs": [{"method": m, "params": MERGES[m], "calls": plan.calls[m] if tag.startswith("ours") else 1}
                          for m in group],
                 "allowance_bytes": max(0, _meminfo_bytes("MemAvailable") - _reserve())}
-        spec_path.write_text(json.dumps(spec))
         _log(f"{tag}: {', '.join(group)} on {len(tasks)} tasks")
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-        log_path = out_dir / f"{tag}-{group[0]}.log"
-        with open(log_path, "w") as log:
-            try:
-                proc = subprocess.run([*command, str(spec_path)], stdout=log, stderr=subprocess.STDOUT, env=env,
-                                      cwd=ROOT, timeout=plan.timeout_s, check=False)
-                failure = None if proc.returncode == 0 else _exit_reason(proc.returncode)
-            except subprocess.TimeoutExpired:
-                failure = f"timed out after {plan.timeout_s} s"
-        done = json.loads(result_path.read_text()) if result_path.exists() else {"jobs": []}
+        start = _cpu_clock()
+        failure = _worker(command, spec, out_dir / f"{name}.spec.json", out_dir / f"{name}.log", plan.timeout_s)
+        others = _others_share(start)
+        done = json.loads(Path(spec["result"]).read_text()) if Path(spec["result"]).exists() else {"jobs": []}
         extra.update({k: v for k, v in done.items() if k != "jobs"})
         finished = {r["method"] for r in done["jobs"]}
-        records += done["jobs"]
+        records += [{**r, "others_cpu_share": others} for r in done["jobs"]]
         if failure:
-            tail = [x.strip(" │╭╰─") for x in log_path.read_text().splitlines() if x.strip(" │╭╰─")][-2:]
+            tail = [x.strip(" │╭╰─") for x in (out_dir / f"{name}.log").read_text().splitlines() if x.strip(" │╭╰─")][-2:]
             records += [{"method": m, "seconds": [], "error": f"worker {failure}: {' | '.join(tail)}"[:500],
-                         "out_of_memory": "SIGKILL" in failure} for m in group if m not in finished]
+                         "out_of_memory": "SIGKILL" in failure, "others_cpu_share": others}
+                        for m in group if m not in finished]
     return records, extra
 
 
@@ -444,7 +473,8 @@ def _exit_reason(code: int) -> str:
 # ---------------------------------------------------------------------------------------- 1. merge
 
 def _merge_row(record: dict, vector_bytes: int, copy_gbps: float) -> dict:
-    row = {"error": record.get("error"), "out_of_memory": record.get("out_of_memory", False)}
+    row = {"error": record.get("error"), "out_of_memory": record.get("out_of_memory", False),
+           "others_cpu_share": record.get("others_cpu_share")}
     if record.get("seconds"):
         best = min(record["seconds"])
         gbps = vector_bytes / best / GB
@@ -496,11 +526,14 @@ def _comparison_rows(ours: dict, ours_out: dict, theirs: list[dict], tasks: int,
     rows = {}
     for record in theirs:
         m = record["method"]
-        row = {"tasks": tasks, "error": record.get("error"), "out_of_memory": record.get("out_of_memory", False)}
+        row = {"tasks": tasks, "error": record.get("error"), "out_of_memory": record.get("out_of_memory", False),
+               "theirs_others_cpu_share": record.get("others_cpu_share"),
+               "ours_others_cpu_share": ours.get(m, {}).get("others_cpu_share")}
         if record.get("seconds"):
             row["theirs_s"] = min(record["seconds"])
         if record.get("peak_bytes", 0) > 0:
-            row |= {"theirs_peak_bytes": record["peak_bytes"], "theirs_peak_multiple": record["peak_bytes"] / vector_bytes}
+            row |= {"theirs_peak_bytes": record["peak_bytes"], "theirs_peak_multiple": record["peak_bytes"] / vector_bytes,
+                    "guard_bytes": record.get("guard_bytes")}
         if ours.get(m, {}).get("best_s"):
             row |= {"ours_s": ours[m]["best_s"], "ours_peak_bytes": ours[m].get("peak_bytes"),
                     "ours_peak_multiple": ours[m].get("peak_multiple")}
@@ -772,12 +805,13 @@ def _choose(only: list[str] | None) -> set[str]:
 
 
 def _timed_section(result: dict, name: str, fn: Callable[[], object]) -> object:
-    """Log, run and time one part; its wall time goes to result['wall_s'][name], and the load average
-    as it starts (other work on the machine) to result['load_average'][name]."""
+    """Log, run and time one part; its wall time goes to result['wall_s'][name], and the share of the
+    CPU that other processes used meanwhile to result['others_cpu_share'][name]."""
     _log(name)
-    result.setdefault("load_average", {})[name] = os.getloadavg()[0]
+    start = _cpu_clock()
     seconds, out = _timed(fn)
     result.setdefault("wall_s", {})[name] = seconds
+    result.setdefault("others_cpu_share", {})[name] = _others_share(start)
     gc.collect()
     return out
 
@@ -850,9 +884,11 @@ def _pct(x) -> str:
     return "unknown" if x is None else f"{100 * x:.0f} %"
 
 
-def _table(rows: list[list], header: list[str]) -> list[str]:
+def _table(rows: list[list], header: list[str], text_last: bool = False) -> list[str]:
+    """Numbers right-aligned; the first column, and the last when it holds text, left-aligned."""
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    return ["  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    left = {0, len(header) - 1} if text_last else {0}
+    return ["  ".join(str(c).ljust(w) if i in left else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
             for r in [header, *rows]]
 
 
@@ -867,7 +903,7 @@ def _report_header(result: dict) -> list[str]:
     lines = [(f"tvexplorer bench ({result['mode']}): {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads), "
               f"{_gb(m['ram_bytes'])} RAM ({_gb(m['available_at_start_bytes'])} available), torch {m['torch']}, device {m['device']}{gpu}"),
              (f"Code: commit {code['commit'] or '?'}{edits}; load average {m['load_average_at_start']:.2f} at start, "
-              f"{m['load_average_at_end']:.2f} at end (above 0, other work competed for the {m['cores']} cores)")]
+              f"{m['load_average_at_end']:.2f} at end (1-minute averages; they count this benchmark's own processes too)")]
     if "inputs" in result:
         i = result["inputs"]
         lines.append(f"Inputs: {i['tasks']} task vectors of {i['parameters']:,} parameters ({i['model']}, random), "
@@ -881,33 +917,36 @@ def _report_merge(result: dict) -> list[str]:
     rows = []
     for m, r in merge["methods"].items():
         if r.get("error"):
-            rows.append([m, "failed", "", "", "", "", "", r["error"][:80]])
+            rows.append([m, "failed", "", "", "", "", "", "", r["error"][:80]])
         else:
             rows.append([m, _s(r["best_s"]), f"({_s(r['first_s'])})", r["calls"], f"{r['gbps']:.2f}",
                          _pct(r["bandwidth_fraction"]), _gb(r.get("peak_bytes")),
-                         f"{r['peak_multiple']:.2f} x" if "peak_multiple" in r else "-"])
+                         f"{r['peak_multiple']:.2f} x" if "peak_multiple" in r else "-", _pct(r["others_cpu_share"])])
     return ["", f"Merge (ours; CPU; memory-mapped float32 inputs; best of n calls, the first, after mapping, in brackets; {process})",
             (f"  against the memory bandwidth: {bw['copy_gbps']:.1f} GB/s (dst.copy_(src) of {_gb(bw['buffer_bytes'])}, "
              "read + write counted, best of 5)"),
             *_indent(_table(rows, ["method", "time", "(first)", "n", "GB/s read", "of bandwidth", "peak memory",
-                                   "x task vectors"])),
+                                   "x task vectors", "others' CPU"])),
             ("  peak memory: the merge process's peak resident size above its size before it touched an input; "
-             "it includes the input pages read")]
+             "it includes the input pages read; others' CPU: share of all cores other processes used meanwhile")]
 
 
 def _fb_row(name: str, r: dict) -> list:
     multiple = lambda k: f"{r[k]:.2f} x" if r.get(k) is not None else "-"
     theirs = _s(r["theirs_s"]) if "theirs_s" in r else ("out of memory" if r.get("out_of_memory") else "failed")
-    if r.get("explained"):
+    if r.get("out_of_memory"):
+        same = f"- (out of memory: it may allocate {_gb(r.get('guard_bytes'))} beyond its inputs, and needed more)"
+    elif r.get("explained"):
         same = (f"yes but {r['differing_entries']} entries, where ours is 0 (the exact-zero-sum rule, note 2) "
                 f"({r['rel_max_diff']:.1e}, {r['rel_l2_diff']:.1e})")
     elif "same" in r:
         same = f"{'yes' if r['same'] else 'NO'} ({r['rel_max_diff']:.1e}, {r['rel_l2_diff']:.1e})"
     else:
         same = (r.get("error") or "-")[:90]
+    others = f"{_pct(r.get('ours_others_cpu_share'))} / {_pct(r.get('theirs_others_cpu_share'))}"
     return [name, r["tasks"], _s(r.get("ours_s")), theirs, f"{r['ratio']:.3f}" if "ratio" in r else "-",
             f"{r['speedup']:.1f}x" if "speedup" in r else "-", multiple("ours_peak_multiple"),
-            multiple("theirs_peak_multiple"), same]
+            multiple("theirs_peak_multiple"), others, same]
 
 
 def _report_fusionbench(result: dict) -> list[str]:
@@ -924,7 +963,7 @@ def _report_fusionbench(result: dict) -> list[str]:
     return ["", (f"Against FusionBench {fb.get('version') or '?'} (its own functions on the same inputs, accelerator cpu, "
                  f"one call each{guard})"),
             *_indent(_table(rows, ["method", "tasks", "ours", "FusionBench", "ours/theirs", "speedup", "peak ours",
-                                   "peak theirs", "same weights (rel max|d|, rel L2)"])),
+                                   "peak theirs", "others' CPU", "same weights (rel max|d|, rel L2)"], text_last=True)),
             f"  same weights: |ours - theirs| / |ours| (L2) <= {SAME_RESULT_RTOL:g}; rel max|d| is max|ours - theirs| / max|ours|",
             "  semantic differences, read from both sources:", *[f"  {i}. {n}" for i, n in enumerate(fb["notes"], 1)]]
 
@@ -974,7 +1013,8 @@ def format_report(result: dict) -> str:
         if key in result:
             lines += part(result)
     lines += ["", "Wall time: " + ", ".join(f"{k} {_s(v)}" for k, v in result["wall_s"].items()),
-              "Load average as each part started: " + ", ".join(f"{k} {v:.2f}" for k, v in result["load_average"].items()),
+              ("CPU used by other processes during each part (share of all cores): "
+               + ", ".join(f"{k} {_pct(v)}" for k, v in result["others_cpu_share"].items())),
               "", "Targets"]
     for t in result["targets"]:
         mark = {True: "met", False: "NOT MET", None: "unknown"}[t["met"]]

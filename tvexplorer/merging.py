@@ -155,21 +155,22 @@ def _per_layer(vectors: list[Tensor], coefficients: list[float], layout: Layout,
 
 
 # The SVD methods need singular vectors of matrices up to 3072 x 768. They take them from the
-# eigendecomposition of the smaller Gram matrix in float64, which is several times faster than an
-# SVD on a CPU; float64 keeps the squared condition number harmless for the leading triplets.
+# eigendecomposition of the smaller Gram matrix, several times faster than an SVD on a CPU. Each
+# task's leading triplets come from a float32 Gram matrix (as accurate as FusionBench's float32
+# SVD, ~1e-6); full decompositions, whose small singular values matter, use float64.
 
-def _svd(a: Tensor, k: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """The top k (default all min(m, n)) singular triplets (u [m, k], s [k], v [n, k]) of a, in float64."""
-    a = a.double()
+def _svd(a: Tensor, k: int | None = None, dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor, Tensor]:
+    """The top k (default all min(m, n)) singular triplets (u [m, k], s [k], v [n, k]) of a."""
+    a = a.to(dtype)
     wide = a.shape[0] < a.shape[1]
     eigenvalues, q = torch.linalg.eigh(a @ a.T if wide else a.T @ a)
     k = k or q.shape[1]
     s = eigenvalues.flip(0)[:k].clamp(min=0).sqrt()
-    if not s[-1] > s[0] * 1e-6:
-        # Numerically rank-deficient: the Gram matrix cannot resolve singular vectors this small
-        # (its rounding error is ~1e-8 of the largest), so take them from a true SVD, as rare as it is slow.
-        u, s, vh = torch.linalg.svd(a, full_matrices=False)
-        return u[:, :k], s[:k], vh[:k].T
+    if not s[-1] > s[0] * 10 * math.sqrt(torch.finfo(dtype).eps):
+        # Numerically rank-deficient at this precision: the Gram matrix cannot resolve singular vectors
+        # this small relative to the largest, so take them from a true SVD, as rare as it is slow.
+        u, s, vh = torch.linalg.svd(a.double(), full_matrices=False)
+        return u[:, :k].to(dtype), s[:k].to(dtype), vh[:k].T.to(dtype)
     q = q.flip(1)[:, :k]
     rest = (a.T @ q if wide else a @ q) / s
     return (q, s, rest) if wide else (rest, s, q)
@@ -184,10 +185,10 @@ def _polar(a: Tensor) -> Tensor:
 
 def _tsv_matrices(mats: list[Tensor]) -> Tensor:
     k = max(1, min(mats[0].shape) // len(mats))
-    svds = [_svd(m, k) for m in mats]
-    u = torch.cat([u for u, _, _ in svds], dim=1)
-    s = torch.cat([s for _, s, _ in svds])
-    v = torch.cat([v for _, _, v in svds], dim=1)
+    svds = [_svd(m, k, torch.float32) for m in mats]
+    u = torch.cat([u for u, _, _ in svds], dim=1).double()
+    s = torch.cat([s for _, s, _ in svds]).double()
+    v = torch.cat([v for _, _, v in svds], dim=1).double()
     return (_polar(u) * s) @ _polar(v).T
 
 
