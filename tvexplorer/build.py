@@ -90,15 +90,20 @@ class _Start:
 
 def _finish(out: Path, manifest: dict, device) -> Cache:
     """Reference metrics, the manifest, then the instant preview (a finished cache is usable without it)."""
-    from .preview import compute_preview
     manifest["metrics"] = reference_metrics(Cache(out, manifest), device)
     write_manifest(out, manifest)
     shutil.rmtree(out / ".build", ignore_errors=True)
     log(json.dumps({k: v for k, v in manifest["metrics"].items() if k.endswith("average")}))
     cache = Cache.open(out)
+    add_preview(cache, device)
+    return cache
+
+
+def add_preview(cache: Cache, device) -> None:
+    """The instant preview (tvexplorer/preview.py) of a finished cache, with a progress bar."""
+    from .preview import compute_preview
     with tqdm(total=len(cache.tasks), desc="preview", unit="task", file=sys.stderr, leave=False) as bar:
         compute_preview(cache, device, progress=lambda done, total, what: bar.update(done - bar.n))
-    return cache
 
 
 # ------------------------------------------------------------------ resumable per-task progress

@@ -170,10 +170,10 @@ def cmd_info(args):
 
 
 def cmd_preview(args):
-    from .preview import Preview, compute_preview
+    from .build import add_preview
+    from .preview import Preview
     cache = Cache.open(resolve_location(args.cache))
-    with tqdm(total=len(cache.tasks), desc="preview", unit="task", file=sys.stderr, leave=False) as bar:
-        compute_preview(cache, args.device, progress=lambda done, total, what: bar.update(done - bar.n))
+    add_preview(cache, args.device)
     return {"cache": str(cache.root), "preview": cache.manifest["preview"], "note": Preview.open(cache).error_note()}
 
 
