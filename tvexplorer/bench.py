@@ -572,23 +572,16 @@ def bench_fusionbench(world: World, plan: Plan, ours: dict, ours_out: dict, copy
 
 # ---------------------------------------------------------------------------------------- 3. evaluation
 
-def _best_of(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
+def _seconds(fn: Callable[[], object], device: torch.device) -> float:
     def once():
-        out = fn()
+        fn()
         _sync(device)
-        return out
-    return min(_timed(once)[0] for _ in range(repeats))
+    return _timed(once)[0]
 
 
-def _evaluator_seconds(cache: Cache, delta: torch.Tensor, device: torch.device, repeats: int) -> float:
-    from .evaluation import Evaluator
-    evaluator = Evaluator(cache, device=device)
-    return _best_of(lambda: evaluator.accuracy(delta), repeats, device)
-
-
-def _bare_seconds(world: World, cache: Cache, delta: torch.Tensor, device: torch.device, repeats: int) -> tuple[float, int]:
+def _bare_loop(world: World, cache: Cache, delta: torch.Tensor, device: torch.device) -> tuple[Callable[[], None], int]:
     """A bare forward loop over each task's evaluation images as one batch (the Evaluator's batches
-    hold up to 500 images, more than a task has here); returns (seconds, images)."""
+    hold up to 500 images, more than a task has here); returns (the loop, images)."""
     from .data import to_input
     from .models import build_image_encoder
     from .training import set_flat
@@ -601,18 +594,25 @@ def _bare_seconds(world: World, cache: Cache, delta: torch.Tensor, device: torch
     def bare():
         for x in batches:
             encoder(x)
-    return _best_of(bare, repeats, device), sum(len(x) for x in batches)
+    return bare, sum(len(x) for x in batches)
 
 
-def bench_evaluation(world: World, device: torch.device, repeats: int = 3) -> dict:
+def bench_evaluation(world: World, device: torch.device, repeats: int = 4) -> dict:
     """Evaluator.accuracy of theta0 + delta against a bare forward loop over the same images."""
+    from .evaluation import Evaluator
     cache = Cache.open(world.root)
     delta = mapped_tau(world.root, [world.tasks[0]])[world.tasks[0]]
-    evaluator_s = _evaluator_seconds(cache, delta, device, repeats)
-    bare_s, images = _bare_seconds(world, cache, delta, device, repeats)
+    evaluator = Evaluator(cache, device=device)
+    bare, images = _bare_loop(world, cache, delta, device)
+    evaluator_runs, bare_runs = [], []
+    for _ in range(repeats):  # alternated, so that a drift in the machine's speed hits both alike
+        evaluator_runs.append(_seconds(lambda: evaluator.accuracy(delta), device))
+        bare_runs.append(_seconds(bare, device))
+    evaluator_s, bare_s = min(evaluator_runs), min(bare_runs)
     return {"device": str(device), "images": images, "image_size": world.encoder["image_size"], "calls": repeats,
-            "evaluator_s": evaluator_s, "bare_s": bare_s, "evaluator_images_per_s": images / evaluator_s,
-            "bare_images_per_s": images / bare_s, "overhead_pct": 100 * (evaluator_s / bare_s - 1)}
+            "evaluator_s": evaluator_s, "bare_s": bare_s, "evaluator_runs_s": evaluator_runs, "bare_runs_s": bare_runs,
+            "evaluator_images_per_s": images / evaluator_s, "bare_images_per_s": images / bare_s,
+            "overhead_pct": 100 * (evaluator_s / bare_s - 1)}
 
 
 # ---------------------------------------------------------------------------------------- 4. opening a cache
@@ -970,7 +970,8 @@ def _report_fusionbench(result: dict) -> list[str]:
 
 def _report_evaluation(result: dict) -> list[str]:
     ev = result["evaluation"]
-    return ["", f"Evaluation ({ev['images']} images at {ev['image_size']} px, device {ev['device']}, best of {ev['calls']})",
+    return ["", (f"Evaluation ({ev['images']} images at {ev['image_size']} px, device {ev['device']}, best of {ev['calls']} "
+                 "calls of each, alternated)"),
             f"  Evaluator.accuracy(delta):            {ev['evaluator_images_per_s']:8.1f} images/s ({_s(ev['evaluator_s'])})",
             f"  bare visual(x) loop, inference_mode:  {ev['bare_images_per_s']:8.1f} images/s ({_s(ev['bare_s'])})",
             f"  overhead: {ev['overhead_pct']:.1f} %"]
