@@ -94,6 +94,9 @@ def build(h) -> gr.Blocks:
                 with gr.Row():
                     layers_plot = gr.Plot(label="Per parameter tensor")
                     matrix_plot = gr.Plot(label="Task-by-task cosines", elem_id="matrix-plot")
+                gr.Markdown("### Theory: paper B's theorem under plain SGD")
+                theory_note = gr.Markdown(elem_id="theory-note")
+                theory_plot = gr.Plot(label="Relative error against learning rate", elem_id="theory-plot")
             # ---------------------------------------------------------------- ATM
             with gr.Tab("ATM", id="atm"):
                 with gr.Row():
@@ -140,7 +143,7 @@ def build(h) -> gr.Blocks:
 
         # -------------------------------------------------------------------- alignment wiring
         gr.on([align_task.input, align_tab.select], h.alignment, [align_task, matrix_kind],
-              [note, align_table, epochs_plot, layers_plot, matrix_plot], trigger_mode="always_last",
+              [note, align_table, epochs_plot, layers_plot, matrix_plot, theory_note, theory_plot], trigger_mode="always_last",
               concurrency_limit=2, concurrency_id="alignment", api_visibility="private")
         matrix_kind.input(h.matrix, [matrix_kind], [matrix_plot], trigger_mode="always_last",
                           concurrency_limit=2, concurrency_id="alignment", api_visibility="private")

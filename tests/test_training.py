@@ -108,5 +108,5 @@ def test_to_input_normalises_channels_first():
 
 
 def test_unknown_optimizer_is_rejected():
-    with pytest.raises(ValueError, match="unknown optimizer 'sgd'"):
-        TrainConfig(optimizer="sgd")
+    with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'"):
+        TrainConfig(optimizer="rmsprop")

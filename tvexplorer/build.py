@@ -33,11 +33,22 @@ from .evaluation import Evaluator
 from .layout import Layout
 from .merging import merge_flat
 from .models import ModelSpec, load_clip, zero_shot_head
-from .training import (TrainConfig, default_device, finetune, full_batch_gradient, get_flat, prepare, set_flat,
-                       steps_per_epoch)
+from .probe import features, probe_accuracy
+from .theory import theory_record
+from .training import (TrainConfig, default_device, finetune, finetune_jointly, full_batch_gradient, get_flat, prepare,
+                       set_flat, steps_per_epoch)
 
-TA_GRID = tuple(round(0.05 * i, 2) for i in range(1, 21))
+# Scalings tried on the validation subsets: 0 (theta0 itself) to 1.5, so that a best value at
+# either end shows the grid, not the method, is the limit.
+SCALING_GRID = tuple(round(0.05 * i, 2) for i in range(0, 31))
+# Methods besides task arithmetic whose best validation scaling the build records.
+TUNED_METHODS = ("ties", "tsv", "iso_c")
+# Metric keys that hold one accuracy per task, and every key that has an "<key>_average".
+PER_TASK_METRICS = ("zero_shot", "linear_probe", "one_epoch", "finetuned", "multitask")
+AVERAGED_METRICS = (*PER_TASK_METRICS, "task_arithmetic", "task_arithmetic_one_epoch", *TUNED_METHODS)
 STATE = ".build/state.json"
+MULTITASK = "multitask.safetensors"
+THEORY = "theory.csv"
 
 
 def log(message: str) -> None:
@@ -88,9 +99,13 @@ class _Start:
         }
 
 
-def _finish(out: Path, manifest: dict, device) -> Cache:
-    """Reference metrics, the manifest, then the instant preview (a finished cache is usable without it)."""
+def _finish(out: Path, manifest: dict, device, measured: dict | None = None) -> Cache:
+    """Reference metrics, the manifest, then the instant preview (a finished cache is usable without it).
+    `measured`: metrics that the build took along the way (per task), added with their averages."""
     manifest["metrics"] = reference_metrics(Cache(out, manifest), device)
+    for key, per_task in (measured or {}).items():
+        manifest["metrics"][key] = per_task
+        manifest["metrics"][f"{key}_average"] = sum(per_task.values()) / len(per_task)
     write_manifest(out, manifest)
     shutil.rmtree(out / ".build", ignore_errors=True)
     log(json.dumps({k: v for k, v in manifest["metrics"].items() if k.endswith("average")}))
@@ -132,19 +147,26 @@ class _State:
 
 
 def build_cache(out: Path, spec: ModelSpec, task_specs: list[dict], cfg: TrainConfig, vector_dtype: str = "float32",
-                device: str | None = None, n_eval: int | None = None, n_val: int | None = None) -> Cache:
-    """Fine-tune every task from `spec` and write a cache to `out`, resuming an interrupted build."""
+                device: str | None = None, n_eval: int | None = None, n_val: int | None = None,
+                multitask: bool = False, theory: dict | None = None) -> Cache:
+    """Fine-tune every task from `spec` and write a cache to `out`, resuming an interrupted build.
+
+    `multitask` adds the joint fine-tuning baseline (training.finetune_jointly); `theory` (keys
+    tasks, lrs, epochs, n_train, batch_size) adds the SGD record of tvexplorer/theory.py."""
     out = Path(out)
     device = torch.device(device) if device else default_device()
     dtype = DTYPES[vector_dtype]
     state = _State(out, {"model": [spec.name, spec.pretrained], "tasks": task_specs, "training": cfg.to_json(),
-                         "vector_dtype": vector_dtype, "n_eval": n_eval, "n_val": n_val})
+                         "vector_dtype": vector_dtype, "n_eval": n_eval, "n_val": n_val, "multitask": multitask,
+                         "theory": theory})
     start = _Start(out, spec, task_specs, n_eval, n_val)
     objectives = prepare(start.encoder, start.heads, start.logit_scale, start.encoder_info, cfg, device)
     todo = [(i, d) for i, d in enumerate(start.data) if d.name not in state.done]
     if len(todo) < len(start.data):
         log(f"resuming: {len(start.data) - len(todo)} of {len(start.data)} tasks already built")
+    joint_steps = cfg.epochs * sum(-(-len(d.train) // cfg.batch_size) for d in start.data)
     total = sum(-(-len(d.train) // cfg.batch_size) + cfg.epochs * steps_per_epoch(len(d.train), cfg) for _, d in todo)
+    total += joint_steps if multitask and MULTITASK not in state.done else 0
     with tqdm(total=total, unit="step", file=sys.stderr, dynamic_ncols=True) as bar:  # its ETA spans every task left
         for i, task in todo:
             bar.set_description(f"[{i + 1}/{len(start.data)}] {task.name}: gradient at theta0")
@@ -162,11 +184,47 @@ def build_cache(out: Path, spec: ModelSpec, task_specs: list[dict], cfg: TrainCo
             write_table(out, rel, trajectory_table(task.name, start.layout, start.theta0, thetas, g0))
             state.record(task.name, files)
             del thetas, vectors, g0
+        if multitask and MULTITASK not in state.done:
+            bar.set_description("multi-task baseline: all tasks jointly")
+            set_flat(start.encoder, start.theta0)
+            theta = finetune_jointly(start.encoder, objectives, {d.name: d.train for d in start.data}, cfg,
+                                     on_step=bar.update)
+            delta = (theta - start.theta0.to(theta.dtype)).to(dtype)
+            state.record(MULTITASK, {MULTITASK: write_tensors(out, MULTITASK, {"delta": delta})})
+    if theory and THEORY not in state.done:
+        state.record(THEORY, {THEORY: write_table(out, THEORY, _theory_table(start, theory, device))})
     trajectory = pd.concat([pd.read_csv(out / f".build/{d.name}.trajectory.csv") for d in start.data], ignore_index=True)
-    files = {rel: e for d in start.data for rel, e in state.done[d.name]["files"].items()}
+    files = {rel: e for record in state.done.values() for rel, e in record["files"].items()}
     files["trajectory.csv"] = write_table(out, "trajectory.csv", trajectory)
+    set_flat(start.encoder, start.theta0)
+    probe = {d.name: _probe(start, d, device) for d in start.data}
     manifest = start.manifest(spec, task_specs, cfg.to_json(), vector_dtype, VECTOR_KINDS, files, {"kind": "fine-tuned"})
-    return _finish(out, manifest, device)
+    return _finish(out, manifest, device, {"linear_probe": probe})
+
+
+def _probe(start: _Start, task: TaskData, device) -> float:
+    """Linear-probe accuracy of theta0's features on the task's evaluation subset (tvexplorer/probe.py)."""
+    mean, std = start.encoder_info["mean"], start.encoder_info["std"]
+    test = task.test.take(start.n_eval)
+    return probe_accuracy(features(start.encoder, task.train, mean, std, device), task.train.labels,
+                          features(start.encoder, test, mean, std, device), test.labels)
+
+
+def _theory_table(start: _Start, theory: dict, device) -> pd.DataFrame:
+    """The SGD record for the chosen tasks, in float64 (the encoder stays float64 afterwards)."""
+    cfg = TrainConfig(optimizer="sgd", batch_size=theory["batch_size"])
+    objectives = prepare(start.encoder, start.heads, start.logit_scale, start.encoder_info, cfg, device)
+    names = [d.name for d in start.data]
+    unknown = sorted(set(theory["tasks"]) - set(names))
+    if unknown:
+        raise ValueError(f"theory record: unknown task(s) {', '.join(unknown)}; choose among {', '.join(names)}")
+    tables = []
+    for name in tqdm(theory["tasks"], desc="theory record (SGD, float64)", unit="task", file=sys.stderr):
+        task = start.data[names.index(name)]
+        train = task.train.take(theory["n_train"])
+        tables.append(theory_record(start.encoder, start.theta0, objectives[name], train, name, names.index(name),
+                                    theory["lrs"], theory["epochs"], theory["batch_size"]))
+    return pd.concat(tables, ignore_index=True)
 
 
 def import_checkpoints(out: Path, spec: ModelSpec, task_specs: list[dict], checkpoints: dict[str, Path],
@@ -204,9 +262,21 @@ def import_checkpoints(out: Path, spec: ModelSpec, task_specs: list[dict], check
     return _finish(out, manifest, device)
 
 
+def _best_on_validation(method: str, vectors: dict, cache: Cache, val: Evaluator, test: Evaluator) -> dict:
+    """The method's merge at every scaling of SCALING_GRID on validation; the best one on test.
+    Every method here is linear in its final scaling, so the merge is computed once."""
+    unit = merge_flat(method, vectors, cache.layout, scaling=1.0)
+    sweep = {s: val.accuracy(unit * s) for s in SCALING_GRID}
+    best = max(SCALING_GRID, key=lambda s: sum(sweep[s].values()))
+    accuracy = test.accuracy(unit * best)
+    return {"best_scaling": best, "accuracy": accuracy, "average": sum(accuracy.values()) / len(accuracy),
+            "val_average_by_scaling": {str(s): sum(a.values()) / len(a) for s, a in sweep.items()}}
+
+
 def reference_metrics(cache: Cache, device) -> dict:
-    """Zero-shot and fine-tuned (and, with a gradient record, 1-epoch) accuracies per task, and task
-    arithmetic with its scaling chosen on the validation subsets."""
+    """Zero-shot and fine-tuned (and, with a gradient record, 1-epoch) accuracies per task; task
+    arithmetic and the TUNED_METHODS with their scaling chosen on the validation subsets; the
+    multi-task baseline when the cache holds one."""
     test = Evaluator(cache, device=device)
     val = Evaluator(cache, device=device, split="val")
     metrics = {"zero_shot": test.accuracy(None)}
@@ -214,16 +284,14 @@ def reference_metrics(cache: Cache, device) -> dict:
     pairs = [p for p in pairs if p[0] in cache.vector_kinds]
     for kind, key, _ in pairs:
         metrics[key] = {t: test.accuracy(cache.vector(t, kind), [t])[t] for t in cache.tasks}
-    for kind, _, key in pairs:
-        vectors = cache.vectors(kind)
-        sweep = {s: val.accuracy(merge_flat("task_arithmetic", vectors, cache.layout, scaling=s)) for s in TA_GRID}
-        best = max(TA_GRID, key=lambda s: sum(sweep[s].values()))
-        accuracy = test.accuracy(merge_flat("task_arithmetic", vectors, cache.layout, scaling=best))
-        metrics[key] = {"best_scaling": best, "accuracy": accuracy,
-                        "val_average_by_scaling": {str(s): sum(a.values()) / len(a) for s, a in sweep.items()}}
-    for key in ("zero_shot", *(k for _, k, _ in pairs)):
+    if MULTITASK in cache.manifest["files"]:
+        metrics["multitask"] = test.accuracy(cache.tensors(MULTITASK)["delta"].float())
+    for key in [k for k in ("zero_shot", "finetuned", "one_epoch", "multitask") if k in metrics]:
         metrics[f"{key}_average"] = sum(metrics[key].values()) / len(metrics[key])
-    for _, _, key in pairs:
-        acc = metrics[key]["accuracy"]
-        metrics[f"{key}_average"] = sum(acc.values()) / len(acc)
+    for kind, _, key in pairs:
+        metrics[key] = _best_on_validation("task_arithmetic", cache.vectors(kind), cache, val, test)
+        metrics[f"{key}_average"] = metrics[key]["average"]
+    for method in TUNED_METHODS:
+        metrics[method] = _best_on_validation(method, cache.vectors("tau"), cache, val, test)
+        metrics[f"{method}_average"] = metrics[method]["average"]
     return metrics

@@ -288,6 +288,14 @@ class Cache:
                 self._trajectory = pd.read_csv(self.root / rel)
             return self._trajectory.copy()
 
+    def theory(self) -> pd.DataFrame | None:
+        """The SGD theory record (tvexplorer/theory.py), or None when the build made none."""
+        rel = "theory.csv"
+        if rel not in self.manifest["files"]:
+            return None
+        self._check_hash(rel)
+        return pd.read_csv(self.root / rel)
+
     # ------------------------------------------------------------ ATM rounds
     @property
     def vector_dtype(self) -> torch.dtype:

@@ -53,9 +53,9 @@ def _table(rows: list[list], header: list[str]) -> str:
 # ------------------------------------------------------------------ commands
 
 def cmd_build_demo(args):
-    from .demo.build import build_demo
-    cache = build_demo(args.out, quick=args.quick, device=args.device)
-    return _info(cache)
+    from .demo.build import build_demo, diagnostics
+    cache = build_demo(args.out, quick=args.quick, device=args.device, recipe_path=args.recipe)
+    return {**_info(cache), "diagnostics": diagnostics(cache)}
 
 
 def _task_specs(args, spec) -> list[dict]:
@@ -92,14 +92,18 @@ def _task_specs(args, spec) -> list[dict]:
 def cmd_build(args):
     from .build import build_cache
     from .models import ModelSpec
-    from .training import TrainConfig, default_device, default_precision
+    from .training import FLOAT64_OPTIMIZERS, TrainConfig, default_device, default_precision
     spec = ModelSpec(args.model, args.pretrained)
     precision = default_precision(args.device or default_device()) if args.precision == "auto" else args.precision
     cfg = TrainConfig(optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, batch_size=args.batch_size,
                       epochs=args.epochs, grad_clip=args.grad_clip, seed=args.seed,
-                      precision="float32" if args.optimizer == "gd" else precision)
+                      precision="float32" if args.optimizer in FLOAT64_OPTIMIZERS else precision)
+    theory = None
+    if args.theory_tasks:
+        theory = {"tasks": args.theory_tasks, "lrs": args.theory_lrs, "epochs": args.theory_epochs,
+                  "n_train": args.theory_n_train, "batch_size": args.theory_batch_size}
     cache = build_cache(args.out, spec, _task_specs(args, spec), cfg, vector_dtype=args.dtype, device=args.device,
-                        n_eval=args.n_eval, n_val=args.n_val)
+                        n_eval=args.n_eval, n_val=args.n_val, multitask=args.multitask, theory=theory)
     return _info(cache)
 
 
@@ -147,6 +151,7 @@ def cmd_import(args):
 
 
 def _info(cache: Cache) -> dict:
+    from .build import AVERAGED_METRICS, PER_TASK_METRICS
     m = cache.metrics
     return {
         "cache": str(cache.root),
@@ -154,12 +159,21 @@ def _info(cache: Cache) -> dict:
         "parameters": cache.layout.numel,
         "training": cache.training,
         "source": cache.manifest.get("source", {"kind": "fine-tuned"}),
-        "tasks": {t: {"classes": len(cache.task(t)["classnames"]), "zero_shot": m["zero_shot"][t],
-                      "finetuned": m["finetuned"][t], "one_epoch": m.get("one_epoch", {}).get(t)} for t in cache.tasks},
-        "averages": {k: m.get(f"{k}_average") for k in ("zero_shot", "finetuned", "one_epoch", "task_arithmetic", "task_arithmetic_one_epoch")},
+        "tasks": {t: {"classes": len(cache.task(t)["classnames"]), **{k: m.get(k, {}).get(t) for k in PER_TASK_METRICS}}
+                  for t in cache.tasks},
+        "averages": {k: m.get(f"{k}_average") for k in AVERAGED_METRICS},
         "task_arithmetic_best_scaling": m["task_arithmetic"]["best_scaling"],
+        "best_scalings": {k: m[k]["best_scaling"] for k in AVERAGED_METRICS if isinstance(m.get(k), dict) and "best_scaling" in m[k]},
         "atm": {v: [{"round": r["round"], "average": r["average"]} for r in run["rounds"]] for v, run in cache.atm_runs().items()},
+        "theory_slopes": _theory_slopes(cache),
     }
+
+
+def _theory_slopes(cache: Cache) -> list[dict] | None:
+    """Slopes of log relative error against log lr in the cache's SGD record (the theorem says 1)."""
+    from .theory import error_slopes
+    table = cache.theory()
+    return None if table is None else error_slopes(table).to_dict("records")
 
 
 def cmd_info(args):
@@ -199,16 +213,26 @@ def _print_bench(result: dict) -> None:
 
 
 def _print_info(info: dict) -> None:
+    from .build import PER_TASK_METRICS
     print(f"{info['cache']}: {info['model']}, {info['parameters']:,} image-encoder parameters, {len(info['tasks'])} tasks")
-    rows = [[t, v["classes"], _pct(v["zero_shot"]), _pct(v["one_epoch"]), _pct(v["finetuned"])] for t, v in info["tasks"].items()]
+    rows = [[t, v["classes"], *(_pct(v[k]) for k in PER_TASK_METRICS)] for t, v in info["tasks"].items()]
     a = info["averages"]
-    rows.append(["average", "", _pct(a["zero_shot"]), _pct(a["one_epoch"]), _pct(a["finetuned"])])
-    print(_table(rows, ["task", "classes", "zero-shot %", "1 epoch %", "fine-tuned %"]))
+    rows.append(["average", "", *(_pct(a[k]) for k in PER_TASK_METRICS)])
+    print(_table(rows, ["task", "classes", "zero-shot %", "linear probe %", "1 epoch %", "fine-tuned %", "multi-task %"]))
     print(f"task arithmetic (scaling {info['task_arithmetic_best_scaling']} chosen on validation): {_pct(a['task_arithmetic'])} %"
           + (f"; with 1-epoch vectors: {_pct(a['task_arithmetic_one_epoch'])} %" if a["task_arithmetic_one_epoch"] is not None
              else "; imported task vectors, no 1-epoch record"))
+    others = [f"{k} {_pct(a[k])} % (scaling {info['best_scalings'][k]})" for k in ("ties", "tsv", "iso_c") if a.get(k) is not None]
+    if others:
+        print("at their best validation scaling: " + ", ".join(others))
     for variant, rounds in info["atm"].items():
         print(f"ATM {variant}: " + ", ".join(f"round {r['round']} {_pct(r['average'])} %" for r in rounds))
+    if info.get("theory_slopes"):
+        first = [r["slope"] for r in info["theory_slopes"] if r["epoch"] == 1 and r["prediction"] == "sum_of_epoch_gradients"]
+        print(f"SGD theory record: slope of log error against log lr after one epoch {min(first):.2f} to {max(first):.2f} (theorem: 1)")
+    if "diagnostics" in info:
+        d = info["diagnostics"]
+        print(_table([[str(v) for v in d.values()]], list(d)))
 
 
 def cmd_eval(args):
@@ -313,6 +337,7 @@ def parser() -> argparse.ArgumentParser:
     c = command("build-demo", "build the demo world (tiny CLIP, tasks, cache, ATM rounds) from nothing")
     c.add_argument("--out", required=True)
     c.add_argument("--quick", action="store_true", help="a miniature world for tests (about a minute)")
+    c.add_argument("--recipe", default=None, help="a recipe file like tvexplorer/demo/recipe.json (default: that one)")
     def tasks_and_data(c):
         c.add_argument("--out", required=True)
         c.add_argument("--model", required=True, help="open_clip name (ViT-B-32), local-dir:PATH or hf-hub:ORG/REPO")
@@ -340,6 +365,13 @@ def parser() -> argparse.ArgumentParser:
         c.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
     c.add_argument("--precision", choices=["auto", *PRECISIONS], default="auto",
                    help="fine-tuning forward pass: bf16 autocast or float32 (auto: bf16 on a GPU); g0 is always float32")
+    c.add_argument("--multitask", action="store_true", help="also fine-tune on all tasks jointly (the multi-task baseline)")
+    c.add_argument("--theory-tasks", nargs="*", default=[], metavar="TASK",
+                   help="record paper B's SGD test (tvexplorer/theory.py) for these tasks")
+    c.add_argument("--theory-lrs", nargs="+", type=float, default=[1e-4, 3e-4, 1e-3, 3e-3, 1e-2], metavar="LR")
+    c.add_argument("--theory-epochs", type=int, default=3)
+    c.add_argument("--theory-n-train", type=int, default=512, help="training images per task in the SGD record")
+    c.add_argument("--theory-batch-size", type=int, default=32)
     c = command("import", "make a cache from published fine-tuned image encoders instead of fine-tuning")
     tasks_and_data(c)
     c.add_argument("--checkpoint", nargs="*", default=[], metavar="TASK=PATH",

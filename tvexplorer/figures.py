@@ -7,6 +7,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 ZERO_SHOT, MERGED, FINETUNED = "#b8b8b8", "#2b7bba", "#505050"
+MULTITASK, PROBE = "#3a9e5a", "#8c6bb1"
 PALETTE = ["#2b7bba", "#e6842a", "#3a9e5a", "#c9463d", "#8c6bb1", "#8c564b", "#d46fb0", "#7f7f7f", "#b5b82b", "#17becf"]
 LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=60, b=50), hoverlabel=dict(namelength=-1),
               font=dict(size=12))
@@ -39,6 +40,15 @@ def merge_figure(result: dict, tasks: list[str]) -> go.Figure:
         fig.add_bar(name=name, x=x, y=y, marker_color=color, text=[f"{v:.1f}" for v in y],
                     textposition="outside", cliponaxis=False,
                     hovertemplate="%{x}<br>" + name + ": %{y:.2f} %<extra></extra>")
+    # The ceilings a merge is judged against: what the pretrained features allow, and one model trained on all tasks.
+    for name, key, color, symbol in (("multi-task (joint fine-tuning)", "multitask", MULTITASK, "line-ew"),
+                                     ("linear probe of theta0", "linear_probe", PROBE, "line-ew")):
+        values = result.get(key)
+        if not values:
+            continue
+        y = [_pct(values[t]) for t in tasks] + [_pct(avg(values))]
+        fig.add_scatter(name=name, x=x, y=y, mode="markers", marker=dict(symbol=symbol, size=34, color=color,
+                        line=dict(width=3, color=color)), hovertemplate="%{x}<br>" + name + ": %{y:.2f} %<extra></extra>")
     na = result.get("normalized_average")
     title = (f"{result['label']}, scaling {result['scaling']:g}: average {100 * result['average']:.1f} %"
              + (f", normalized {100 * na:.1f} % of fine-tuned" if na is not None else ""))
@@ -127,7 +137,8 @@ def atm_figure(summary: dict, tasks: list[str]) -> go.Figure:
     fig = go.Figure()
     refs = summary["references"]
     styles = {"task arithmetic": ("#c9463d", "dash"), "zero-shot": (ZERO_SHOT, "dot"), "fine-tuned": (FINETUNED, "dot"),
-              "task arithmetic (tau1)": ("#e6842a", "dashdot")}
+              "task arithmetic (tau1)": ("#e6842a", "dashdot"), "multi-task (joint fine-tuning)": (MULTITASK, "longdash"),
+              "linear probe of theta0": (PROBE, "dot")}
     n_max = max([len(v["rounds"]) for v in summary["variants"].values()] + [1])
     for name, (color, dash) in styles.items():
         y = refs.get(name)
@@ -151,4 +162,34 @@ def atm_figure(summary: dict, tasks: list[str]) -> go.Figure:
                       xaxis=dict(title="ATM round", dtick=1, range=[-0.2, n_max + 0.3]),
                       yaxis=dict(title="average test accuracy (%)", rangemode="tozero"),
                       legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def theory_figure(theory: dict) -> go.Figure:
+    """Paper B's SGD record: relative error of each prediction against lr (log-log), one line per task
+    and epoch, with a slope-1 guide through the smallest lr of the first line."""
+    rows = pd.DataFrame(theory["rows"])
+    slopes = {(r["task"], r["epoch"], r["prediction"]): r["slope"] for r in theory["slopes"]}
+    names = {"sum_of_epoch_gradients": "-lr K Σ g(theta_e)", "epochs_times_g0": "-lr K e g0 (g0 only)"}
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.04,
+                        subplot_titles=tuple(f"tau_e against {n}" for n in names.values()))
+    for c, prediction in enumerate(names, start=1):
+        part = rows[rows["prediction"] == prediction]
+        for i, ((task, epoch), line) in enumerate(part.groupby(["task", "epoch"], sort=False)):
+            color = PALETTE[list(dict.fromkeys(rows["task"])).index(task) % len(PALETTE)]
+            label = f"{task}, epoch {epoch}"
+            fig.add_scatter(x=line["lr"], y=line["rel_error"], mode="lines+markers", name=label, legendgroup=label,
+                            showlegend=c == 1, line=dict(color=color, dash=["solid", "dash", "dot", "dashdot"][(epoch - 1) % 4]),
+                            customdata=line[["cosine"]].values, row=1, col=c,
+                            hovertemplate=f"{label}<br>lr %{{x:.3g}}<br>relative error %{{y:.3g}}<br>cosine %{{customdata[0]:.5f}}"
+                                          f"<br>slope {slopes[(task, epoch, prediction)]:.2f}<extra></extra>")
+        first = part[(part["task"] == part["task"].iloc[0]) & (part["epoch"] == 1)].sort_values("lr")
+        lr0, err0 = first["lr"].iloc[0], first["rel_error"].iloc[0]
+        lrs = [lr0, first["lr"].iloc[-1]]
+        fig.add_scatter(x=lrs, y=[err0, err0 * lrs[1] / lr0], mode="lines", name="slope 1 (theorem)", showlegend=c == 1,
+                        line=dict(color="black", dash="dot", width=1), hoverinfo="skip", row=1, col=c)
+    fig.update_xaxes(type="log", title_text="learning rate")
+    fig.update_yaxes(type="log", title_text="|tau_e - prediction| / |prediction|", row=1, col=1)
+    fig.update_layout(**LAYOUT, height=460, title=dict(text="Paper B with plain SGD: the error is second order in lr",
+                                                       font=dict(size=14)), legend=dict(font=dict(size=10)))
     return fig

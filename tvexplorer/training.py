@@ -19,7 +19,8 @@ from torch.nn.utils import parameters_to_vector
 from .data import LazySplit, Split, to_input
 from .models import logits
 
-OPTIMIZERS = ("adamw", "gd")
+OPTIMIZERS = ("adamw", "gd", "sgd")
+FLOAT64_OPTIMIZERS = ("gd", "sgd")  # plain steps, tiny next to the weights: kept in float64
 PRECISIONS = ("float32", "bf16")
 
 
@@ -27,6 +28,8 @@ PRECISIONS = ("float32", "bf16")
 class TrainConfig:
     """Defaults are ATM's for real CLIP (AdamW lr 1e-5, weight decay 0.1, batch 128, clipping);
     `optimizer="gd"` is plain full-batch gradient descent: one epoch is one step of -lr * g.
+    `optimizer="sgd"` is plain mini-batch SGD (constant lr; no momentum, weight decay or clipping;
+    the same batch order every epoch, and only full batches), the setting of paper B's theorem.
     `precision="bf16"` runs fine-tuning's forward pass under bfloat16 autocast (weights, optimizer
     state and the gradient record g0 stay float32)."""
     optimizer: str = "adamw"
@@ -43,8 +46,8 @@ class TrainConfig:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
-        if self.precision == "bf16" and self.optimizer == "gd":
-            raise ValueError("plain gradient descent runs in float64 to keep tau1 = -lr * g0 exact; use --precision float32")
+        if self.precision == "bf16" and self.optimizer in FLOAT64_OPTIMIZERS:
+            raise ValueError(f"plain {self.optimizer} runs in float64 so that no step is rounded away; use --precision float32")
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -65,9 +68,9 @@ class Objective:
 
 
 def training_dtype(cfg: TrainConfig) -> torch.dtype:
-    """Plain GD runs in float64: one step of -lr * g is tiny next to the weights, and float32 weights
-    would round much of it away; in float64 the identity tau1 = -lr * g0 holds to ~1e-10."""
-    return torch.float64 if cfg.optimizer == "gd" else torch.float32
+    """Plain GD and SGD run in float64: one step of -lr * g is tiny next to the weights, and float32
+    weights would round much of it away; in float64 the identity tau1 = -lr * g0 holds to ~1e-10."""
+    return torch.float64 if cfg.optimizer in FLOAT64_OPTIMIZERS else torch.float32
 
 
 def prepare(encoder, heads: dict[str, torch.Tensor], logit_scale: float, encoder_info: dict, cfg: TrainConfig,
@@ -80,7 +83,9 @@ def prepare(encoder, heads: dict[str, torch.Tensor], logit_scale: float, encoder
 
 
 def steps_per_epoch(n: int, cfg: TrainConfig) -> int:
-    return 1 if cfg.optimizer == "gd" else -(-n // cfg.batch_size)
+    if cfg.optimizer == "gd":
+        return 1
+    return n // cfg.batch_size if cfg.optimizer == "sgd" else -(-n // cfg.batch_size)
 
 
 def default_device() -> torch.device:
@@ -122,6 +127,26 @@ def full_batch_gradient(encoder, objective: Objective, split: Split | LazySplit,
     return grad
 
 
+def _sgd_epoch(encoder, objective: Objective, split: Split | LazySplit, cfg: TrainConfig, task_index: int,
+               on_step: Callable[[], None] | None) -> None:
+    """One epoch of plain SGD: theta -= lr * (mean gradient of the batch), over full batches only,
+    in the order of epoch 0 every time (the theorem's fixed order and equal batch sizes)."""
+    if len(split) < cfg.batch_size:
+        raise ValueError(f"sgd needs at least one full batch: {len(split)} training samples, batch size {cfg.batch_size}")
+    params = [p for p in encoder.parameters() if p.requires_grad]
+    encoder.train()
+    for images, labels in split.batches(cfg.batch_size, shuffle_seed(cfg.seed, task_index, 0)):
+        if len(labels) < cfg.batch_size:  # the remainder: every step averages over equally many samples
+            break
+        grads = torch.autograd.grad(objective.loss(encoder, images, labels), params)
+        with torch.no_grad():
+            for p, g in zip(params, grads):
+                p.sub_(cfg.lr * g)
+        if on_step:
+            on_step()
+    encoder.eval()
+
+
 def finetune(encoder, objective: Objective, split: Split | LazySplit, cfg: TrainConfig, task_index: int,
              first_epoch: int = 0, epochs: int | None = None,
              on_step: Callable[[], None] | None = None) -> list[torch.Tensor]:
@@ -129,27 +154,70 @@ def finetune(encoder, objective: Objective, split: Split | LazySplit, cfg: Train
     parameters after each epoch. `first_epoch` offsets the data order (ATM's later rounds)."""
     params = [p for p in encoder.parameters() if p.requires_grad]
     snapshots = []
-    if cfg.optimizer == "gd":
+    if cfg.optimizer in FLOAT64_OPTIMIZERS:
         for _ in range(epochs or cfg.epochs):
-            grad = full_batch_gradient(encoder, objective, split, cfg.batch_size)
-            set_flat(encoder, get_flat(encoder) - cfg.lr * grad)
+            if cfg.optimizer == "sgd":
+                _sgd_epoch(encoder, objective, split, cfg, task_index, on_step)
+            else:
+                grad = full_batch_gradient(encoder, objective, split, cfg.batch_size)
+                set_flat(encoder, get_flat(encoder) - cfg.lr * grad)
+                if on_step:
+                    on_step()
             snapshots.append(get_flat(encoder))
-            if on_step:
-                on_step()
         return snapshots
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     for epoch in range(first_epoch, first_epoch + (epochs or cfg.epochs)):
         encoder.train()
         for images, labels in split.batches(cfg.batch_size, shuffle_seed(cfg.seed, task_index, epoch)):
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(objective.head.device.type, torch.bfloat16, enabled=cfg.precision == "bf16"):
-                loss = objective.loss(encoder, images, labels)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            optimizer.step()
+            _adamw_step(encoder, optimizer, params, objective.loss, (images, labels), cfg)
             if on_step:
                 on_step()
         snapshots.append(get_flat(encoder))
     encoder.eval()
     return snapshots
+
+
+def _adamw_step(encoder, optimizer, params, loss_fn, batch, cfg: TrainConfig) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    device = params[0].device
+    with torch.autocast(device.type, torch.bfloat16, enabled=cfg.precision == "bf16"):
+        loss = loss_fn(encoder, *batch)
+    loss.backward()
+    if cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    optimizer.step()
+
+
+def finetune_jointly(encoder, objectives: dict[str, Objective], splits: dict[str, Split | LazySplit],
+                     cfg: TrainConfig, on_step: Callable[[], None] | None = None) -> torch.Tensor:
+    """The multi-task baseline: one AdamW run on all tasks' training sets at once, as many steps as
+    the individual fine-tunes together, each sample scored with its own task's frozen head.
+    Returns the flat parameters at the end."""
+    if cfg.optimizer != "adamw":
+        raise ValueError(f"the multi-task baseline is defined for AdamW fine-tuning, not {cfg.optimizer!r}")
+    tasks = list(splits)
+    owner = torch.cat([torch.full((len(splits[t]),), i) for i, t in enumerate(tasks)])  # pooled sample -> task
+    position = torch.cat([torch.arange(len(splits[t])) for t in tasks])                # -> index in its split
+    steps = cfg.epochs * sum(-(-len(splits[t]) // cfg.batch_size) for t in tasks)
+
+    def loss(encoder, batch):  # the batch's mean loss, each task's samples through its own head
+        total = 0.0
+        for i in owner[batch].unique().tolist():
+            images, labels = next(splits[tasks[i]].subset(position[batch][owner[batch] == i]).batches(len(batch)))
+            total = total + objectives[tasks[i]].loss(encoder, images, labels, reduction="sum")
+        return total / len(batch)
+
+    params = [p for p in encoder.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    encoder.train()
+    generator = torch.Generator().manual_seed(cfg.seed)
+    order = torch.empty(0, dtype=torch.long)
+    for _ in range(steps):
+        if len(order) < cfg.batch_size:  # a new pass over the pool when the current one runs short
+            order = torch.cat([order, torch.randperm(len(owner), generator=generator)])
+        idx, order = order[:cfg.batch_size], order[cfg.batch_size:]
+        _adamw_step(encoder, optimizer, params, loss, (idx,), cfg)
+        if on_step:
+            on_step()
+    encoder.eval()
+    return get_flat(encoder)

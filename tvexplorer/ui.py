@@ -207,7 +207,8 @@ class Handlers:
         return [("all tasks", ALL_TASKS), *((t, t) for t in self.tasks)]
 
     def alignment(self, task, matrix_kind):
-        """UI: (note, summary table, per-epoch figure, per-layer figure, cosine matrix figure)."""
+        """UI: (note, summary table, per-epoch figure, per-layer figure, cosine matrix figure, theory
+        note, theory figure)."""
         try:
             tasks = self.ex.check_task(task)
             alignments = {t: self.ex.task_alignment(t) for t in tasks}
@@ -219,8 +220,18 @@ class Handlers:
             layers = figures.layers_figure({t: self.ex.layer_table(t) for t in tasks})
         except USER_ERRORS as e:
             gr.Warning(_one_line(e))
-            return (f"⚠ {_one_line(e)}", gr.skip(), gr.skip(), gr.skip(), gr.skip())
-        return note, summary, epochs, layers, self.matrix(matrix_kind)
+            return (f"⚠ {_one_line(e)}", gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
+        return (note, summary, epochs, layers, self.matrix(matrix_kind), *self.theory())
+
+    def theory(self):
+        """UI: (note, figure) of the Theory section: the SGD record, or a line saying there is none."""
+        record = self.ex.theory()
+        if record is None:
+            return ("This cache has no SGD theory record; build one with `build --theory-tasks TASK ...` (the demo recipe makes one).",
+                    figures.empty("no SGD theory record in this cache"))
+        first = [r["slope"] for r in record["slopes"] if r["epoch"] == 1]
+        note = f"{record['note']} Measured slopes after one epoch: {min(first):.2f} to {max(first):.2f}."
+        return note, figures.theory_figure(record)
 
     def matrix(self, kind):
         try:

@@ -1,8 +1,12 @@
-"""`build-demo`: the whole demo world from nothing, following recipe.json.
+"""`build-demo`: the whole demo world from nothing, following a recipe (recipe.json by default).
 
 1. pretrain the tiny CLIP contrastively on the procedural corpus -> OUT/model (local-dir model);
-2. build the cache over the demo tasks (heads, g0, fine-tuning, trajectories, metrics);
+2. build the cache over the demo tasks (heads, g0, fine-tuning, trajectories, the multi-task
+   baseline, the SGD theory record, metrics);
 3. run the recipe's ATM rounds (standard and post-hoc) into the cache.
+
+`diagnostics` condenses a built world into the one row that the world search compares: whether
+merging and ATM behave as on real CLIP (see the README's demo section).
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from pathlib import Path
 
 from ..atm import run_atm
 from ..build import build_cache, log
+from ..cache import Cache
 from ..models import ModelSpec
 from ..training import TrainConfig
 from .pretrain import pretrain_clip
@@ -19,10 +24,17 @@ from .world import TASKS
 RECIPE = Path(__file__).with_name("recipe.json")
 
 
-def recipe(quick: bool = False) -> dict:
-    full = json.loads(RECIPE.read_text())
-    quick_overrides = full.pop("quick")
-    full.pop("_doc")
+def recipe(quick: bool = False, path: Path | None = None) -> dict:
+    """The recipe in `path` (default: the shipped one); with `quick`, its 'quick' overrides applied."""
+    path = Path(path) if path else RECIPE
+    try:
+        full = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read recipe {path}: {e}") from None
+    full.pop("_doc", None)
+    quick_overrides = full.pop("quick", None)
+    if quick and quick_overrides is None:
+        raise ValueError(f"recipe {path} has no 'quick' section; drop --quick or add one")
     return {**full, **quick_overrides} if quick else full
 
 
@@ -32,14 +44,44 @@ def demo_task_specs(sizes: dict) -> list[dict]:
             for name in names]
 
 
-def build_demo(out: Path, quick: bool = False, device: str | None = None):
-    r = recipe(quick)
+def build_demo(out: Path, quick: bool = False, device: str | None = None, recipe_path: Path | None = None) -> Cache:
+    r = recipe(quick, recipe_path)
     out = Path(out)
     log(f"pretraining the demo CLIP on {r['pretrain']['corpus_size']} procedural image-caption pairs")
     pretrain_clip(out / "model", r["model_cfg"], r["preprocess_cfg"], **r["pretrain"])
     cache = build_cache(out, ModelSpec("local-dir:model"), demo_task_specs(r["tasks"]), TrainConfig(**r["finetune"]),
-                        vector_dtype=r["vector_dtype"], device=device)
+                        vector_dtype=r["vector_dtype"], device=device, multitask=r.get("multitask", False),
+                        theory=r.get("theory"))
     for variant, rounds in r["atm_rounds"].items():
         log(f"ATM ({variant}): {rounds} rounds")
         run_atm(cache, rounds, variant=variant, device=device)
     return cache
+
+
+def diagnostics(cache: Cache) -> dict:
+    """One row of the world search: averages in percent, and the ratios that the targets name."""
+    m = cache.metrics
+    zs, ft, ta = m["zero_shot_average"], m["finetuned_average"], m["task_arithmetic_average"]
+    atm = {r["round"]: r["average"] for r in cache.atm_runs().get("standard", {}).get("rounds", [])}
+    probe = m.get("linear_probe", {})
+    at_best = [c for c in cache.manifest.get("preview", {}).get("checks", [])
+               if c["kind"] == "tau" and c["scaling"] == m["task_arithmetic"]["best_scaling"] and not c["coefficients"]]
+
+    def pct(x):
+        return None if x is None else round(100 * x, 1)
+
+    def climb(k):  # the share of the gap from task arithmetic to fine-tuned that k rounds of ATM close
+        return round((atm[k] - ta) / (ft - ta), 2) if k in atm and ft > ta else None
+
+    return {
+        "probe/FT": round(m["linear_probe_average"] / ft, 2) if probe else None,
+        "min probe/FT": round(min(probe[t] / m["finetuned"][t] for t in probe), 2) if probe else None,
+        "ZS": pct(zs), "FT": pct(ft), "TA": pct(ta),
+        "TA gain": round((ta - zs) / (ft - zs), 2) if ft > zs else None,
+        "best λ": m["task_arithmetic"]["best_scaling"],
+        "1-epoch TA": pct(m.get("task_arithmetic_one_epoch_average")),
+        "multi-task": pct(m.get("multitask_average")),
+        **{f"ATM@{k}": pct(atm.get(k)) for k in (3, 5, 10)},
+        "climb@5": climb(5), "climb@10": climb(10),
+        "preview err": pct(abs(at_best[0]["preview_average"] - at_best[0]["exact_average"])) if at_best else None,
+    }

@@ -24,7 +24,8 @@ WEIGHTS = "open_clip_model.safetensors"
 
 
 def pretrain_clip(out: Path, model_cfg: dict, preprocess_cfg: dict, corpus_size: int, unshifted_fraction: float,
-                  epochs: int, batch_size: int, lr: float, weight_decay: float, seed: int) -> Path:
+                  epochs: int, batch_size: int, lr: float, weight_decay: float, seed: int,
+                  name_rate: float | dict[str, float] = 1.0) -> Path:
     """Train a CLIP from scratch on `corpus_size` pairs; write it to `out` as a local-dir model."""
     from safetensors.torch import save_file
 
@@ -34,7 +35,7 @@ def pretrain_clip(out: Path, model_cfg: dict, preprocess_cfg: dict, corpus_size:
     torch.manual_seed(seed)
     model = open_clip.model.CLIP(**model_cfg)
     tokenizer = open_clip.get_tokenizer(f"local-dir:{out.resolve()}")
-    images, captions = corpus(corpus_size, seed=seed, unshifted_fraction=unshifted_fraction)
+    images, captions = corpus(corpus_size, seed=seed, unshifted_fraction=unshifted_fraction, name_rate=name_rate)
     images, tokens = torch.from_numpy(images), tokenizer(captions)
     mean, std = preprocess_cfg["mean"], preprocess_cfg["std"]
 

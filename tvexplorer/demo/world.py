@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -1180,28 +1182,20 @@ TASKS: dict[str, DemoTask] = {
     )
 }
 
-# Caption phrasing for the contrastive pretraining corpus (deliberately not the zero-shot templates).
-CORPUS_TEMPLATES: dict[str, tuple[str, ...]] = {
-    "digits": ("a picture of a handwritten {}", "handwriting showing the digit {}", "{} written by hand",
-               "a scan of the number {}"),
-    "street_digits": ("a picture of a house number {}", "the digit {} on a wall", "a door number {}",
-                      "street number {} in colour"),
-    "letters": ("a picture of a capital {}", "the character {} printed", "a big letter {}", "{} in a random font"),
-    "signs": ("a picture of a {} sign", "a road sign: {}", "{} sign by the street", "a traffic sign meaning {}"),
-    "textures": ("a {} surface", "a picture of {} fabric", "a close-up of a {} texture", "{} wallpaper"),
-    "scenes": ("a picture of a {}", "a landscape: {}", "a drawing of a {}", "outdoors, {}"),
-    "landuse": ("an aerial picture of a {}", "{} seen from above", "a map tile showing a {}", "overhead view: {}"),
-    "counting": ("count: {}", "how many shapes? {}", "the number of objects is {}", "a count of {}"),
-    "positions": ("a picture of a dot at the {}", "a shape in the {} area", "position: {}", "placed at the {}"),
-}
+# The pretraining corpus's caption templates and the other name of every class (see captions.json).
+_CAPTIONS = json.loads(Path(__file__).with_name("captions.json").read_text())
+CORPUS_TEMPLATES: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in _CAPTIONS["templates"].items()}
+OTHER_NAMES: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in _CAPTIONS["other_names"].items()}
 
 
-def corpus(n: int, seed: int = 0, unshifted_fraction: float = 0.0) -> tuple[np.ndarray, list[str]]:
+def corpus(n: int, seed: int = 0, unshifted_fraction: float = 0.0,
+           name_rate: float | dict[str, float] = 1.0) -> tuple[np.ndarray, list[str]]:
     """The contrastive pretraining corpus: n image-caption pairs, mixed evenly over TASKS.
 
     Images come from each task's split="train": a share `unshifted_fraction` in the task's own
-    domain, the rest with shifted=True; each caption puts the class name
-    into one of CORPUS_TEMPLATES[task] (phrasing that differs from the tasks' zero-shot templates).
+    domain, the rest with shifted=True; each caption puts a name of the class into one of
+    CORPUS_TEMPLATES[task] (phrasing that differs from the tasks' zero-shot templates): the class's
+    own word with probability `name_rate` (one number, or one per task), else OTHER_NAMES[task].
     The pairs are shuffled; deterministic in (n, seed). Returns uint8 [n, 24, 24, 3] and n strings.
     """
     n = int(n)
@@ -1223,8 +1217,10 @@ def corpus(n: int, seed: int = 0, unshifted_fraction: float = 0.0) -> tuple[np.n
             img, lab = np.concatenate([img, img_in]), np.concatenate([lab, lab_in])
         tpl = CORPUS_TEMPLATES[name]
         which = rng.integers(0, len(tpl), k)
+        rate = name_rate[name] if isinstance(name_rate, dict) else name_rate
+        own = rng.random(k) < rate
         images.append(img)
-        captions += [tpl[w].format(task.classnames[c]) for w, c in zip(which, lab)]
+        captions += [tpl[w].format((task.classnames if o else OTHER_NAMES[name])[c]) for w, c, o in zip(which, lab, own)]
     order = rng.permutation(n)
     allimg = np.concatenate(images, 0) if images else np.zeros((0, _S, _S, 3), np.uint8)
     return allimg[order], [captions[i] for i in order]
