@@ -158,8 +158,30 @@ def test_alignment_plain_data(ex):
         ex.alignment("nope")
     with pytest.raises(ValueError, match="unknown matrix"):
         ex.cosine_matrix("nope")
+    # under AdamW the text shows cosines and points to the SGD record, never |tau1 + lr g0| as a check
     text = ex.full_batch_text(ex.tasks)
-    assert "plain gradient descent" in text and f"{one['full_batch_rel_err']:.3g}" in text
+    assert ex.source.training["optimizer"] == "adamw"
+    assert f"{one['cos_tau1_neg_g0']:.3f}" in text and "Theory section" in text and "no test of the theorem" in text
+    assert f"{one['full_batch_rel_err']:.3g}" not in text
+    assert "|tau1 + lr g0| / |lr g0|" not in ex.alignment_summary(ex.tasks).columns
+
+
+def test_theory_record_and_references(ex):
+    theory = ex.theory()
+    assert {r["task"] for r in theory["rows"]} == set(ex.source.theory()["task"])
+    assert all(r["slope"] > 0 for r in theory["slopes"])
+    refs = ex.references()
+    m = ex.metrics
+    assert refs["multi-task (joint fine-tuning)"] == m["multitask_average"]
+    assert refs["linear probe of theta0"] == m["linear_probe_average"]
+    result = ex.evaluate("task_arithmetic", scaling=0.3)
+    assert result["multitask"] == m["multitask"] and result["linear_probe"] == m["linear_probe"]
+    fig = figures.theory_figure(theory)
+    assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "log"
+    guides = [tr for tr in fig.data if tr.name == "slope 1 (theorem)"]
+    assert guides and all(tr.y[1] / tr.y[0] == pytest.approx(tr.x[1] / tr.x[0]) for tr in guides)
+    merge = figures.merge_figure(result, ex.tasks)
+    assert {"multi-task (joint fine-tuning)", "linear probe of theta0"} <= {tr.name for tr in merge.data}
 
 
 def test_cosine_matrix_matches_pairwise_cosines(ex):

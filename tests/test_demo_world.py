@@ -6,7 +6,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from tvexplorer.demo.world import CORPUS_TEMPLATES, IMAGE_SIZE, TASKS, DemoTask, corpus, sk_digits_split
+from tvexplorer.demo.world import CORPUS_TEMPLATES, OTHER_NAMES, IMAGE_SIZE, TASKS, DemoTask, corpus, sk_digits_split
 
 NAMES = list(TASKS)
 
@@ -153,3 +153,29 @@ def test_linear_probe_beats_chance(name):
     chance = 1 / len(task.classnames)
     print(f"{name}: linear probe accuracy {acc:.3f} (chance {chance:.3f})")
     assert acc >= 2 * chance
+
+
+def test_corpus_names_classes_by_their_own_word_at_the_given_rate():
+    n = 9 * 200
+    _, own = corpus(n, seed=3, unshifted_fraction=1.0, name_rate=1.0)
+    _, other = corpus(n, seed=3, unshifted_fraction=1.0, name_rate=0.0)
+    _, mixed = corpus(n, seed=3, unshifted_fraction=1.0, name_rate={name: 0.25 for name in TASKS})
+    fills = {name: {tpl.format(w): (name, "own" if w in t.classnames else "other")
+                    for tpl in CORPUS_TEMPLATES[name] for w in (*t.classnames, *OTHER_NAMES[name])}
+             for name, t in TASKS.items()}
+    kind = lambda cap: next(f[cap][1] for f in fills.values() if cap in f)
+    assert all(kind(c) == "own" for c in own) and all(kind(c) == "other" for c in other)
+    share = sum(kind(c) == "own" for c in mixed) / n
+    assert 0.2 < share < 0.3
+    # an unnamed word never appears, in any task that uses it; the other words keep their own name
+    _, partial = corpus(n, seed=3, unshifted_fraction=1.0, unnamed=("three", "stop"))
+    assert not any(" three" in c or c.startswith("three") or "stop" in c for c in partial)
+    assert any(" five" in c for c in partial) and any("warning" in c for c in partial)
+    # shifted images always carry the class's own word; name_rate applies to in-domain images only
+    images, half = corpus(n, seed=3, unshifted_fraction=0.5, name_rate=0.0)
+    shifted = {im.tobytes() for name, t in TASKS.items() for im in t.sample("train", n // 18, seed=3, shifted=True)[0]}
+    assert all((kind(c) == "own") == (im.tobytes() in shifted) for im, c in zip(images, half))
+    # every class has exactly one other name, and it is not one of the task's own class words
+    for name, t in TASKS.items():
+        assert len(OTHER_NAMES[name]) == len(t.classnames)
+        assert not set(OTHER_NAMES[name]) & set(t.classnames)

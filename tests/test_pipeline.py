@@ -132,6 +132,7 @@ def test_cli_summary_in_process(quick_demo, capsys):
     (["align", "{cache}", "--task", "mnist"], "unknown task 'mnist'"),
     (["atm", "{cache}", "--rounds", "0"], "at least 1"),
     (["eval", "{cache}"], "--method"),
+    (["build-demo", "--out", "{missing}", "--recipe", "{missing}.json"], "cannot read recipe"),
 ])
 def test_cli_bad_input_is_one_line(quick_demo, tmp_path, args, message):
     args = [a.format(cache=quick_demo, missing=tmp_path / "missing") for a in args]
@@ -140,3 +141,32 @@ def test_cli_bad_input_is_one_line(quick_demo, tmp_path, args, message):
     assert "Traceback" not in r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], r.stderr
+
+
+def test_cli_info_shows_every_reference_and_the_theory_slopes(quick_demo):
+    info = json.loads(run_cli("info", quick_demo, "--json").stdout)
+    cache = Cache.open(quick_demo)
+    m = cache.metrics
+    for key in ("linear_probe", "multitask", "ties", "tsv", "iso_c"):
+        assert info["averages"][key] == pytest.approx(m[f"{key}_average"])
+    assert info["tasks"]["signs"]["linear_probe"] == m["linear_probe"]["signs"]
+    assert info["best_scalings"]["tsv"] == m["tsv"]["best_scaling"]
+    assert {r["task"] for r in info["theory_slopes"]} == set(cache.theory()["task"])
+    summary = run_cli("info", quick_demo).stdout
+    assert "linear probe %" in summary and "multi-task %" in summary and "SGD theory record" in summary
+
+
+def test_diagnostics_row_is_what_the_cache_records(quick_demo):
+    from tvexplorer.demo.build import diagnostics
+    cache = Cache.open(quick_demo)
+    m = cache.metrics
+    row = diagnostics(cache)
+    zs, ft, ta = m["zero_shot_average"], m["finetuned_average"], m["task_arithmetic_average"]
+    assert row["ZS"] == round(100 * zs, 1) and row["FT"] == round(100 * ft, 1)
+    assert row["TA gain"] == round((ta - zs) / (ft - zs), 2)
+    assert row["best λ"] == m["task_arithmetic"]["best_scaling"]
+    assert row["probe/FT"] == round(m["linear_probe_average"] / ft, 2)
+    assert row["ATM@3"] is None and row["preview err"] is not None  # the quick world runs one ATM round
+    traj = cache.trajectory()
+    first = traj[(traj["layer"] == "all") & (traj["epoch"] == 1)]
+    assert row["min cos(τ1,τ)"] == round(float(first["cos_tau_e_tau"].min()), 2)

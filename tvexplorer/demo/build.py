@@ -84,4 +84,18 @@ def diagnostics(cache: Cache) -> dict:
         **{f"ATM@{k}": pct(atm.get(k)) for k in (3, 5, 10)},
         "climb@5": climb(5), "climb@10": climb(10),
         "preview err": pct(abs(at_best[0]["preview_average"] - at_best[0]["exact_average"])) if at_best else None,
+        **{f"{k} − TA": round(100 * (m[f"{k}_average"] - ta), 1) if f"{k}_average" in m else None
+           for k in ("ties", "tsv", "iso_c")},
+        **_first_epoch(cache),
     }
+
+
+def _first_epoch(cache: Cache) -> dict:
+    """Paper B's "the first epoch dominates", as the two numbers the targets name."""
+    if not cache.has_gradient_record:
+        return {}
+    traj = cache.trajectory()
+    whole = traj[traj["layer"] == "all"]
+    largest = whole.loc[whole.groupby("task")["norm_share"].idxmax()]
+    return {"epoch 1 largest": f"{int((largest['epoch'] == 1).sum())}/{whole['task'].nunique()}",
+            "min cos(τ1,τ)": round(float(whole[whole["epoch"] == 1]["cos_tau_e_tau"].min()), 2)}

@@ -21,21 +21,31 @@ from .world import corpus
 
 CONFIG = "open_clip_config.json"
 WEIGHTS = "open_clip_model.safetensors"
+SETTINGS = "pretraining.json"  # what the weights were trained with, so a rerun can reuse them
 
 
 def pretrain_clip(out: Path, model_cfg: dict, preprocess_cfg: dict, corpus_size: int, unshifted_fraction: float,
                   epochs: int, batch_size: int, lr: float, weight_decay: float, seed: int,
-                  name_rate: float | dict[str, float] = 1.0) -> Path:
-    """Train a CLIP from scratch on `corpus_size` pairs; write it to `out` as a local-dir model."""
+                  name_rate: float | dict[str, float] = 1.0, unnamed: tuple[str, ...] = ()) -> Path:
+    """Train a CLIP from scratch on `corpus_size` pairs; write it to `out` as a local-dir model.
+    A folder that already holds a model pretrained with exactly these settings is kept as it is
+    (training is deterministic, so it would come out the same)."""
     from safetensors.torch import save_file
 
     out = Path(out)
     config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}
+    settings = {**config, "corpus_size": corpus_size, "unshifted_fraction": unshifted_fraction, "epochs": epochs,
+                "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "seed": seed, "name_rate": name_rate,
+                "unnamed": list(unnamed)}
+    if (out / WEIGHTS).is_file() and (out / SETTINGS).is_file() and json.loads((out / SETTINGS).read_text()) == settings:
+        print(f"{out}: reusing the model pretrained with these settings", file=sys.stderr)
+        return out
     atomic_write(out / CONFIG, lambda tmp: tmp.write_text(json.dumps(config, indent=1)))
     torch.manual_seed(seed)
     model = open_clip.model.CLIP(**model_cfg)
     tokenizer = open_clip.get_tokenizer(f"local-dir:{out.resolve()}")
-    images, captions = corpus(corpus_size, seed=seed, unshifted_fraction=unshifted_fraction, name_rate=name_rate)
+    images, captions = corpus(corpus_size, seed=seed, unshifted_fraction=unshifted_fraction, name_rate=name_rate,
+                              unnamed=tuple(unnamed))
     images, tokens = torch.from_numpy(images), tokenizer(captions)
     mean, std = preprocess_cfg["mean"], preprocess_cfg["std"]
 
@@ -65,4 +75,5 @@ def pretrain_clip(out: Path, model_cfg: dict, preprocess_cfg: dict, corpus_size:
     # cache's theta0 is read back from this file, so every later number uses the rounded weights.
     state = {k: v.detach().half().contiguous() for k, v in model.state_dict().items()}
     atomic_write(out / WEIGHTS, lambda tmp: save_file(state, str(tmp)))
+    atomic_write(out / SETTINGS, lambda tmp: tmp.write_text(json.dumps(settings, indent=1)))
     return out

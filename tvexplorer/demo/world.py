@@ -1189,13 +1189,16 @@ OTHER_NAMES: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in _CAPTIONS["ot
 
 
 def corpus(n: int, seed: int = 0, unshifted_fraction: float = 0.0,
-           name_rate: float | dict[str, float] = 1.0) -> tuple[np.ndarray, list[str]]:
+           name_rate: float | dict[str, float] = 1.0, unnamed: tuple[str, ...] = ()) -> tuple[np.ndarray, list[str]]:
     """The contrastive pretraining corpus: n image-caption pairs, mixed evenly over TASKS.
 
     Images come from each task's split="train": a share `unshifted_fraction` in the task's own
     domain, the rest with shifted=True; each caption puts a name of the class into one of
-    CORPUS_TEMPLATES[task] (phrasing that differs from the tasks' zero-shot templates): the class's
-    own word with probability `name_rate` (one number, or one per task), else OTHER_NAMES[task].
+    CORPUS_TEMPLATES[task] (phrasing that differs from the tasks' zero-shot templates). Captions of
+    shifted images use the class's own word; captions of in-domain images use it with probability
+    `name_rate` (one number, or one per task), else OTHER_NAMES[task]. So the prompts' words can be
+    learned mostly on images that look unlike the task's own, as web captions name things on other
+    photos than a benchmark's. Class words listed in `unnamed` never appear at all.
     The pairs are shuffled; deterministic in (n, seed). Returns uint8 [n, 24, 24, 3] and n strings.
     """
     n = int(n)
@@ -1218,7 +1221,8 @@ def corpus(n: int, seed: int = 0, unshifted_fraction: float = 0.0,
         tpl = CORPUS_TEMPLATES[name]
         which = rng.integers(0, len(tpl), k)
         rate = name_rate[name] if isinstance(name_rate, dict) else name_rate
-        own = rng.random(k) < rate
+        shifted = np.arange(k) < k - k_in
+        own = ((rng.random(k) < rate) | shifted) & ~np.isin(lab, [c for c, w in enumerate(task.classnames) if w in unnamed])
         images.append(img)
         captions += [tpl[w].format((task.classnames if o else OTHER_NAMES[name])[c]) for w, c, o in zip(which, lab, own)]
     order = rng.permutation(n)
