@@ -1,6 +1,8 @@
-"""The cache folder: round trip, memory mapping, atomic writes and clear errors on bad input."""
+"""The cache folder: round trip, memory mapping, atomic writes, clear errors on bad input, and a
+manifest that points outside its folder."""
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -112,3 +114,34 @@ def test_interrupted_atm_round_keeps_the_cache_loadable(demo_copy, monkeypatch):
     reopened = Cache.open(demo_copy)
     assert reopened.manifest == before
     assert len(reopened.atm_runs()["standard"]["rounds"]) == len(before["atm"]["standard"]["rounds"])
+
+
+# ---------------------------------------------------------------- a manifest that points outside its folder
+
+@pytest.mark.parametrize("rel", ["../../etc/hostname", "/etc/hostname", "a/../../x"])
+def test_files_outside_the_cache_folder_are_refused_before_they_are_touched(demo_copy, rel, monkeypatch):
+    manifest = json.loads((demo_copy / MANIFEST).read_text())
+    manifest["files"][rel] = {"size": 1, "sha256": "0" * 64}
+    (demo_copy / MANIFEST).write_text(json.dumps(manifest))
+    looked_at = []
+    real_stat = os.stat
+    monkeypatch.setattr(os, "stat", lambda path, *a, **kw: looked_at.append(os.fspath(path)) or real_stat(path, *a, **kw))
+    with pytest.raises(CacheError) as refused:
+        Cache.open(demo_copy)
+    assert repr(rel) in str(refused.value) and "not inside the cache folder" in str(refused.value)
+    assert "\n" not in str(refused.value)
+    assert not [p for p in looked_at if p.endswith(rel.rpartition("/")[2])]  # refused before any stat
+
+
+def test_a_symlink_to_a_file_elsewhere_still_opens(demo_copy, tmp_path):
+    """As in a Hugging Face hub snapshot, whose files are links into the hub's blob store."""
+    blobs = tmp_path / "blobs"
+    blobs.mkdir()
+    for rel in ("vectors/digits.safetensors", "heads.safetensors"):
+        blob = blobs / rel.replace("/", "-")
+        (demo_copy / rel).rename(blob)
+        (demo_copy / rel).symlink_to(blob)
+    cache = Cache.open(demo_copy)
+    assert cache.vector("digits").shape == (cache.layout.numel,)
+    cache.verify()
+
