@@ -13,7 +13,8 @@
     atm/<variant>/round_NNNN.safetensors   merged delta after each ATM round
 
 Tensor files are memory-mapped copy-on-write, so opening a large cache reads only headers; each
-file's sha256 is checked the first time it is read. Every write goes to a temporary file, is
+file's sha256 is checked the first time it is read, unless this user's record of verified files
+says that the same file, unchanged since, already matched. Every write goes to a temporary file, is
 fsynced and renamed into place, and the manifest is replaced last, so an interrupted write (or a
 full disk) leaves the previous cache intact. Writers hold the cache's lock file, so that two
 processes (the app and the command line, say) take turns instead of overwriting each other's rounds.
@@ -30,6 +31,7 @@ import shutil
 import struct
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Iterator
@@ -335,21 +337,21 @@ class Cache:
         """The tensors of one file listed in the manifest, memory-mapped, hash-checked on first use."""
         return self._mapped(rel)
 
-    def _check_hash(self, rel: str) -> None:
-        """Check a file against the manifest's sha256, once per opened cache."""
-        if rel in self._verified:
+    def _check_hash(self, rel: str, trust_stamps: bool = True) -> None:
+        """Check a file against the manifest's sha256, once per opened cache; with `trust_stamps`, a file
+        that this user's record shows unchanged since it was last hashed is not hashed again."""
+        if trust_stamps and rel in self._verified:
             return
-        if sha256_file(self.root / rel) != self.manifest["files"][rel]["sha256"]:
+        if file_sha256(self.root / rel, trust_stamps) != self.manifest["files"][rel]["sha256"]:
             raise CacheError(f"{rel}: sha256 does not match the manifest (the file changed or is corrupt); rebuild the cache")
         self._verified.add(rel)
 
     def verify(self) -> None:
-        """Check every file's hash now rather than on first use."""
+        """Hash every file now, whatever the record of verified files says (`info --verify`)."""
         for rel in self.manifest["files"]:
+            self._check_hash(rel, trust_stamps=False)
             if rel.endswith(".safetensors"):
-                self._mapped(rel)
-            else:
-                self._check_hash(rel)
+                self._mapped(rel)  # its header too
 
     # ------------------------------------------------------------ contents
     @property
@@ -479,27 +481,90 @@ class Cache:
             self.manifest = manifest
 
 
-# ---------------------------------------------------------------- caches on the Hugging Face Hub
+# ---------------------------------------------------------------- the record of verified files
 
-HF_PREFIX = "hf://"
+RECENT_S = 2.0  # files changed this recently are hashed but not stamped (see file_sha256)
+_RECORD_VERSION = 2
+_record_unwritable = False
 
 
 def _verified_record() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "tvexplorer" / "verified.json"
 
 
+def _read_record() -> dict:
+    """This user's record of verified files: {"files": {resolved path: [size, mtime_ns, inode, sha256]},
+    "folders": {resolved folder of a downloaded cache: sha256 of the manifest it was verified with}}."""
+    try:
+        record = json.loads(_verified_record().read_text())
+    except (OSError, ValueError):
+        record = {}
+    if not isinstance(record, dict) or record.get("version") != _RECORD_VERSION:  # version 1 held folders only
+        folders = {k: v for k, v in record.items() if isinstance(v, str)} if isinstance(record, dict) else {}
+        record = {"version": _RECORD_VERSION, "files": {}, "folders": folders}
+    return record
+
+
+def _stat_key(path: str) -> list | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def _remember(files: dict | None = None, folders: dict | None = None) -> None:
+    """Add stamps to the record, dropping those that can no longer match (files changed or gone).
+
+    The record only saves time: two processes that update it at once may lose a stamp (the file is
+    hashed again), and one that cannot be written is a note, not an error."""
+    global _record_unwritable
+    record = _read_record()
+    record["files"].update(files or {})
+    record["folders"].update(folders or {})
+    record["files"] = {p: s for p, s in record["files"].items() if _stat_key(p) == s[:3]}
+    record["folders"] = {f: d for f, d in record["folders"].items() if os.path.isdir(f)}
+    text = json.dumps(record)
+    try:
+        atomic_write(_verified_record(), lambda tmp: tmp.write_text(text))
+    except WriteError as e:
+        if not _record_unwritable:
+            print(f"note: {e}; files will be hashed again on their next use", file=sys.stderr, flush=True)
+        _record_unwritable = True
+
+
+def file_sha256(path: Path, trust_stamps: bool = True) -> str:
+    """The sha256 of a file. With `trust_stamps`, taken from this user's record when the file is
+    unchanged since it was hashed (same resolved path, size, mtime and inode), else hashed now and
+    recorded. Caches replace files by renaming new ones into place, which changes the inode.
+
+    A file changed less than RECENT_S before it is hashed is not recorded: file systems keep mtime in
+    coarse ticks (FAT in 2 s), so a rewrite in the same tick could leave size and mtime as they were."""
+    real = os.path.realpath(path)
+    key = _stat_key(real)  # before hashing: a change while hashing then shows as a different stat
+    if trust_stamps and key is not None:
+        stamp = _read_record()["files"].get(real)
+        if stamp is not None and stamp[:3] == key:
+            return stamp[3]
+    digest = sha256_file(path)
+    if key is not None and time.time() - key[1] / 1e9 > RECENT_S:
+        _remember(files={real: [*key, digest]})
+    return digest
+
+
+# ---------------------------------------------------------------- caches on the Hugging Face Hub
+
+HF_PREFIX = "hf://"
+
+
 def _verify_once(folder: Path) -> None:
     """Check every file of a downloaded cache against its manifest, once per manifest: a later open of
     the same download is then as cheap as a local one."""
-    record = _verified_record()
-    seen = json.loads(record.read_text()) if record.is_file() else {}
     key, digest = str(folder.resolve()), sha256_file(folder / MANIFEST)
-    if seen.get(key) == digest:
+    if _read_record()["folders"].get(key) == digest:
         return
     Cache.open(folder).verify()
-    seen[key] = digest
-    text = json.dumps(seen, indent=1)
-    atomic_write(record, lambda tmp: tmp.write_text(text))
+    _remember(folders={key: digest})
 
 
 def resolve_location(location) -> Path:
