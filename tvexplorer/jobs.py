@@ -3,8 +3,8 @@
 The worker takes only plain arguments and talks to the app through small files in a control folder
 (a `stop` flag it checks between tasks, a throttled `progress.json`, and `saved`, the numbers of the
 rounds it saved); the rounds themselves are read back from the cache's manifest, which `run_atm`
-rewrites after each round. That keeps it
-working unchanged when Hugging Face's ZeroGPU runs a `@spaces.GPU` function in a forked process.
+rewrites after each round. That keeps it working unchanged when Hugging Face's ZeroGPU runs a
+`@spaces.GPU` function in a forked process.
 A run that loses its browser tab goes on and saves its rounds; the app shows them on reload.
 """
 from __future__ import annotations
