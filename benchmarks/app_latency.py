@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT / "tests"))  # the app tests' helpers; tvexplorer itself is installed (requirements-dev.txt)
 
 import apphelpers  # noqa: E402  (turns gradio analytics off first)
 from playwright.sync_api import sync_playwright  # noqa: E402

@@ -6,4 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")"
 python -m venv --system-site-packages .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -r requirements.txt
+# tvexplorer itself, editable and without its dependencies (the system's), for the worker's imports
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e ..
 .venv/bin/python -c "import torch, fusion_bench.method.ties_merging.ties_merging_utils; print('FusionBench ready, torch', torch.__version__)"

@@ -1,6 +1,9 @@
-"""The cache folder: round trip, memory mapping, atomic writes and clear errors on bad input."""
+"""The cache folder: round trip, memory mapping, atomic writes, clear errors on bad input, a manifest
+that points outside its folder, and the record of verified files."""
 import json
 import os
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -112,3 +115,84 @@ def test_interrupted_atm_round_keeps_the_cache_loadable(demo_copy, monkeypatch):
     reopened = Cache.open(demo_copy)
     assert reopened.manifest == before
     assert len(reopened.atm_runs()["standard"]["rounds"]) == len(before["atm"]["standard"]["rounds"])
+
+
+# ---------------------------------------------------------------- a manifest that points outside its folder
+
+@pytest.mark.parametrize("rel", ["../../etc/hostname", "/etc/hostname", "a/../../x"])
+def test_files_outside_the_cache_folder_are_refused_before_they_are_touched(demo_copy, rel, monkeypatch):
+    manifest = json.loads((demo_copy / MANIFEST).read_text())
+    manifest["files"][rel] = {"size": 1, "sha256": "0" * 64}
+    (demo_copy / MANIFEST).write_text(json.dumps(manifest))
+    looked_at = []
+    real_stat = os.stat
+    monkeypatch.setattr(os, "stat", lambda path, *a, **kw: looked_at.append(os.fspath(path)) or real_stat(path, *a, **kw))
+    with pytest.raises(CacheError) as refused:
+        Cache.open(demo_copy)
+    assert repr(rel) in str(refused.value) and "not inside the cache folder" in str(refused.value)
+    assert "\n" not in str(refused.value)
+    assert not [p for p in looked_at if p.endswith(rel.rpartition("/")[2])]  # refused before any stat
+
+
+def test_a_symlink_to_a_file_elsewhere_still_opens(demo_copy, tmp_path):
+    """As in a Hugging Face hub snapshot, whose files are links into the hub's blob store."""
+    blobs = tmp_path / "blobs"
+    blobs.mkdir()
+    for rel in ("vectors/digits.safetensors", "heads.safetensors"):
+        blob = blobs / rel.replace("/", "-")
+        (demo_copy / rel).rename(blob)
+        (demo_copy / rel).symlink_to(blob)
+    cache = Cache.open(demo_copy)
+    assert cache.vector("digits").shape == (cache.layout.numel,)
+    cache.verify()
+
+
+# ---------------------------------------------------------------- verified stamps
+
+@pytest.fixture
+def hash_counter(tmp_path, monkeypatch):
+    """The files that sha256_file hashes, with a private record of verified files."""
+    import tvexplorer.cache as cache_module
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    hashed = []
+    real = cache_module.sha256_file
+    monkeypatch.setattr(cache_module, "sha256_file", lambda path: hashed.append(Path(path).name) or real(path))
+    return hashed
+
+
+def _written_earlier(path):
+    """Files are stamped only when they did not change in the last RECENT_S seconds."""
+    hour_ago = time.time() - 3600
+    os.utime(path, (hour_ago, hour_ago))
+
+
+def test_a_verified_file_is_not_hashed_again_until_it_changes(demo_copy, hash_counter):
+    path = demo_copy / "vectors" / "signs.safetensors"
+    _written_earlier(path)
+    Cache.open(demo_copy).vector("signs")
+    assert hash_counter == ["signs.safetensors"]
+    Cache.open(demo_copy).vector("signs")  # another opening, as in a later process
+    assert hash_counter == ["signs.safetensors"]
+
+    _damage(path, "flip")  # same size, new mtime
+    with pytest.raises(CacheError, match=r"vectors/signs.safetensors: sha256 does not match"):
+        Cache.open(demo_copy).vector("signs")
+    assert hash_counter == ["signs.safetensors"] * 2
+
+
+def test_verify_hashes_every_file_whatever_the_stamps(demo_copy, hash_counter):
+    cache = Cache.open(demo_copy)
+    for rel in cache.manifest["files"]:
+        _written_earlier(demo_copy / rel)
+    cache.verify()
+    hash_counter.clear()
+    Cache.open(demo_copy).verify()
+    assert sorted(hash_counter) == sorted(Path(rel).name for rel in cache.manifest["files"])
+
+
+def test_a_file_changed_just_before_it_was_hashed_is_not_stamped(demo_copy, hash_counter):
+    path = demo_copy / "vectors" / "digits.safetensors"
+    os.utime(path)  # now: a rewrite in the same clock tick could leave size and mtime unchanged
+    Cache.open(demo_copy).vector("digits")
+    Cache.open(demo_copy).vector("digits")
+    assert hash_counter == ["digits.safetensors"] * 2

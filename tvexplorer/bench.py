@@ -419,10 +419,10 @@ def merge_worker(spec_path: str) -> None:
 def _worker(command: list[str], spec: dict, spec_path: Path, log_path: Path, timeout_s: int) -> str | None:
     """Run one worker on its spec; returns why it failed, or None."""
     spec_path.write_text(json.dumps(spec))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    # Ours imports this tree (cwd is the repo root); FusionBench's venv has it installed by benchmarks/setup.sh.
     with open(log_path, "w") as log:
         try:
-            proc = subprocess.run([*command, str(spec_path)], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+            proc = subprocess.run([*command, str(spec_path)], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
                                   timeout=timeout_s, check=False)
         except subprocess.TimeoutExpired:
             return f"timed out after {timeout_s} s"

@@ -14,6 +14,7 @@ fine-tuning; such a cache holds tau only (no g0, tau1 or trajectories).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -27,7 +28,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .alignment import trajectory_table
 from .cache import (DTYPES, SCHEMA_VERSION, VECTOR_KINDS, Cache, atomic_write, sha256_file, write_manifest,
-                    write_table, write_tensors)
+                    write_table, write_tensors, writer_lock)
 from .data import TaskData, load_task
 from .evaluation import Evaluator
 from .layout import Layout
@@ -117,7 +118,7 @@ def _finish(out: Path, manifest: dict, device, measured: dict | None = None) -> 
 def add_preview(cache: Cache, device) -> None:
     """The instant preview (tvexplorer/preview.py) of a finished cache, with a progress bar."""
     from .preview import compute_preview
-    with tqdm(total=len(cache.tasks), desc="preview", unit="task", file=sys.stderr, leave=False) as bar:
+    with cache.writing(), tqdm(total=len(cache.tasks), desc="preview", unit="task", file=sys.stderr, leave=False) as bar:
         compute_preview(cache, device, progress=lambda done, total, what: bar.update(done - bar.n))
 
 
@@ -146,6 +147,16 @@ class _State:
         atomic_write(self.path, lambda tmp: tmp.write_text(text))
 
 
+def _holding_writer_lock(build):
+    """Hold OUT's writer lock for a whole build: two builds into one folder would mix their files."""
+    @functools.wraps(build)
+    def locked(out, *args, **kwargs):
+        with writer_lock(out):
+            return build(out, *args, **kwargs)
+    return locked
+
+
+@_holding_writer_lock
 def build_cache(out: Path, spec: ModelSpec, task_specs: list[dict], cfg: TrainConfig, vector_dtype: str = "float32",
                 device: str | None = None, n_eval: int | None = None, n_val: int | None = None,
                 multitask: bool = False, theory: dict | None = None) -> Cache:
@@ -227,6 +238,7 @@ def _theory_table(start: _Start, theory: dict, device) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True)
 
 
+@_holding_writer_lock
 def import_checkpoints(out: Path, spec: ModelSpec, task_specs: list[dict], checkpoints: dict[str, Path],
                        base_checkpoint: Path | None = None, vector_dtype: str = "float32", device: str | None = None,
                        n_eval: int | None = None, n_val: int | None = None) -> Cache:

@@ -1,7 +1,8 @@
 """`python -m tvexplorer`: build caches, inspect them, evaluate merges, analyse alignment, run ATM.
 
 Every command prints a readable summary, or JSON with --json. Bad input ends with one line on
-stderr and exit status 2, never a traceback.
+stderr and exit status 2, a file that cannot be written (a full disk) with one line and status 1;
+never a traceback.
 """
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .cache import Cache, CacheError, resolve_location
+from .cache import Cache, CacheError, WriteError, resolve_location
 
+EXIT_WRITE_FAILED = 1
 EXIT_BAD_INPUT = 2
 
 
@@ -290,13 +292,15 @@ def cmd_atm(args):
         bar.update(done - bar.n)
 
     try:
-        run_atm(cache, args.rounds, variant=args.variant, coefficient=args.coefficient, device=args.device, progress=progress)
+        records = run_atm(cache, args.rounds, variant=args.variant, coefficient=args.coefficient, device=args.device,
+                          progress=progress)
     finally:
         if bar:
             bar.close()
     run = cache.atm_runs()[args.variant]
     return {"variant": args.variant, "coefficient": run["coefficient"],
             "task_arithmetic_average": cache.metrics["task_arithmetic_average"],
+            "new_rounds": [r["round"] for r in records],
             "rounds": [{k: r[k] for k in ("round", "accuracy", "average", "normalized_average")} for r in run["rounds"]]}
 
 
@@ -305,6 +309,7 @@ def _print_atm(r: dict) -> None:
     tasks = list(r["rounds"][0]["accuracy"]) if r["rounds"] else []
     rows = [[x["round"], *(_pct(x["accuracy"][t]) for t in tasks), _pct(x["average"])] for x in r["rounds"]]
     print(_table(rows, ["round", *tasks, "average"]))
+    print(f"this run saved round(s) {', '.join(map(str, r['new_rounds']))}" if r["new_rounds"] else "this run saved no round")
 
 
 COMMANDS = {
@@ -413,6 +418,9 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--scaling {args.scaling} is not a finite number")
         run, show = COMMANDS[args.command]
         result = run(args)
+    except WriteError as e:  # not bad input: the disk is full or the folder read-only
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_WRITE_FAILED
     except (UserError, CacheError, ValueError, KeyError, FileNotFoundError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"error: {message}", file=sys.stderr)

@@ -1,9 +1,10 @@
 """ATM runs for the app: at most one per process, in a background thread, cancellable.
 
-The worker takes only plain arguments and talks to the app through two small files in a control
-folder (a `stop` flag it checks between tasks and a throttled `progress.json`); finished rounds are
-read back from the cache's manifest, which `run_atm` rewrites after each round. That keeps it
-working unchanged when Hugging Face's ZeroGPU runs a `@spaces.GPU` function in a forked process.
+The worker takes only plain arguments and talks to the app through small files in a control folder
+(a `stop` flag it checks between tasks, a throttled `progress.json`, and `saved`, the numbers of the
+rounds it saved); the rounds themselves are read back from the cache's manifest, which `run_atm`
+rewrites after each round. That keeps it working unchanged when Hugging Face's ZeroGPU runs a
+`@spaces.GPU` function in a forked process.
 A run that loses its browser tab goes on and saves its rounds; the app shows them on reload.
 """
 from __future__ import annotations
@@ -57,8 +58,11 @@ class _ProgressFile:
             return
         self.last = now
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({"done": done, "total": total, "text": text}))
-        os.replace(tmp, self.path)
+        try:
+            tmp.write_text(json.dumps({"done": done, "total": total, "text": text}))
+            os.replace(tmp, self.path)
+        except OSError:
+            pass  # progress is only shown: a full temp folder must not stop a run that saves elsewhere
 
 
 def _device() -> str:
@@ -76,8 +80,12 @@ def atm_worker(cache_root: str, rounds: int, variant: str, control_dir: str, eva
     stop = control / "stop"
     report = _ProgressFile(control / "progress.json")
     report(0, 1, f"preparing {variant} ATM on {device}", force=True)
+
+    def note_saved(record: dict) -> None:
+        with open(control / "saved", "a") as f:
+            f.write(f"{record['round']}\n")
     records = run_atm(cache, rounds, variant=variant, device=device, evaluator=evaluator,
-                      progress=report, should_stop=stop.exists)
+                      progress=report, on_round=note_saved, should_stop=stop.exists)
     return len(records)
 
 
@@ -183,10 +191,10 @@ def _run(job: Job, evaluator_key: str | None) -> None:
         job.error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
     finally:
         try:
-            # Count what was saved (a ZeroGPU worker may fail after saving rounds).
-            runs = json.loads((Path(job.cache_root) / "manifest.json").read_text()).get("atm", {})
-            job.completed = len(runs.get(job.variant, {}).get("rounds", [])) - job.start_count
-        except (OSError, ValueError):
+            # What this run saved, as the worker noted it: a ZeroGPU worker may fail after saving rounds,
+            # and the manifest may also hold rounds that another process saved meanwhile.
+            job.completed = len((job.control_dir / "saved").read_text().split())
+        except OSError:
             pass
         job.progress()
         job.ended = time.time()

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .cache import MANIFEST, Cache, CacheError
+from .cache import MANIFEST, Cache, CacheError, WriteError
 
 SMALL_FILE = 1 << 20          # files up to this size are copied, larger ones linked
 MARKER = ".tvexplorer-workcopy.json"
@@ -80,7 +80,8 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def make_work_copy(source: Cache, folder: Path) -> Cache:
-    """Open the work copy of `source` at `folder`, making it first if needed."""
+    """Open the work copy of `source` at `folder`, making it first if needed; a file that cannot be
+    written (a full disk) raises WriteError and leaves no half-made copy."""
     folder = Path(folder)
     existing = open_existing(folder)
     if existing is not None:
@@ -89,8 +90,11 @@ def make_work_copy(source: Cache, folder: Path) -> Cache:
         if not (folder / MARKER).is_file():
             raise CacheError(f"{folder}: exists and is not a tvexplorer work folder; choose another TVEXPLORER_WORKDIR")
         shutil.rmtree(folder)  # our own, unreadable work copy: start again
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
+    except OSError as e:
+        raise WriteError.of(folder, e) from e
     try:
         src_root = Path(source.root)
         for dirpath, dirnames, filenames in os.walk(src_root):
@@ -109,6 +113,9 @@ def make_work_copy(source: Cache, folder: Path) -> Cache:
         except OSError:  # another process made it meanwhile
             if open_existing(folder) is None:
                 raise
+    except OSError as e:
+        # shutil's fast copy names the source in `filename` and the file it was writing in `filename2`
+        raise WriteError.of(Path(e.filename2 or e.filename or folder), e) from e
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

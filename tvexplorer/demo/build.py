@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..atm import run_atm
 from ..build import build_cache, log
-from ..cache import Cache
+from ..cache import Cache, writer_lock
 from ..models import ModelSpec
 from ..training import TrainConfig
 from .pretrain import pretrain_clip
@@ -47,14 +47,15 @@ def demo_task_specs(sizes: dict) -> list[dict]:
 def build_demo(out: Path, quick: bool = False, device: str | None = None, recipe_path: Path | None = None) -> Cache:
     r = recipe(quick, recipe_path)
     out = Path(out)
-    log(f"pretraining the demo CLIP on {r['pretrain']['corpus_size']} procedural image-caption pairs")
-    pretrain_clip(out / "model", r["model_cfg"], r["preprocess_cfg"], **r["pretrain"])
-    cache = build_cache(out, ModelSpec("local-dir:model"), demo_task_specs(r["tasks"]), TrainConfig(**r["finetune"]),
-                        vector_dtype=r["vector_dtype"], device=device, multitask=r.get("multitask", False),
-                        theory=r.get("theory"))
-    for variant, rounds in r["atm_rounds"].items():
-        log(f"ATM ({variant}): {rounds} rounds")
-        run_atm(cache, rounds, variant=variant, device=device)
+    with writer_lock(out):  # one build of the world at a time, from the model to the last ATM round
+        log(f"pretraining the demo CLIP on {r['pretrain']['corpus_size']} procedural image-caption pairs")
+        pretrain_clip(out / "model", r["model_cfg"], r["preprocess_cfg"], **r["pretrain"])
+        cache = build_cache(out, ModelSpec("local-dir:model"), demo_task_specs(r["tasks"]), TrainConfig(**r["finetune"]),
+                            vector_dtype=r["vector_dtype"], device=device, multitask=r.get("multitask", False),
+                            theory=r.get("theory"))
+        for variant, rounds in r["atm_rounds"].items():
+            log(f"ATM ({variant}): {rounds} rounds")
+            run_atm(cache, rounds, variant=variant, device=device)
     return cache
 
 
