@@ -200,18 +200,30 @@ def _print_preview(r: dict) -> None:
     print(_table(rows, ["setting", "preview %", "exact %", "largest task difference (points)", "on"]))
 
 
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def load_bench_suite():
+    """The benchmark suite, which lives in the source checkout's benchmarks/, not in the installed package."""
+    if not (BENCHMARKS / "bench.py").is_file():
+        raise UserError(f"bench runs from a source checkout: no {BENCHMARKS / 'bench.py'}")
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    import bench
+    return bench
+
+
 def cmd_bench(args):
-    from .bench import SECTIONS, run
+    bench = load_bench_suite()
     only = args.only.split(",") if args.only else None
-    unknown = sorted(set(only or ()) - set(SECTIONS))
+    unknown = sorted(set(only or ()) - set(bench.SECTIONS))
     if unknown:
-        raise UserError(f"--only {args.only!r}: unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
-    return run(quick=args.quick, only=only, device=args.device, app_cache=args.app_cache)
+        raise UserError(f"--only {args.only!r}: unknown section(s) {', '.join(unknown)}; choose from {', '.join(bench.SECTIONS)}")
+    return bench.run(quick=args.quick, only=only, device=args.device, app_cache=args.app_cache)
 
 
 def _print_bench(result: dict) -> None:
-    from .bench import format_report
-    print(format_report(result))
+    print(load_bench_suite().format_report(result))
 
 
 def _print_info(info: dict) -> None:

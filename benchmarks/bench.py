@@ -43,10 +43,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import __version__
-from .cache import MANIFEST, SCHEMA_VERSION, Cache, mmap_tensors, sha256_file, write_manifest, write_tensors
-from .layout import Layout
-from .merging import merge_flat
+from tvexplorer import __version__
+from tvexplorer.cache import MANIFEST, SCHEMA_VERSION, Cache, mmap_tensors, sha256_file, write_manifest, write_tensors
+from tvexplorer.layout import Layout
+from tvexplorer.merging import merge_flat
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTIONS = ("merge", "fusionbench", "evaluation", "cache", "app")
@@ -296,8 +296,8 @@ def _eval_subset(plan: Plan, seed: int, classes: int) -> dict[str, torch.Tensor]
 def write_world(root: Path, plan: Plan, classes: int = 10) -> World:
     """A cache as build.py writes it (base, heads, vectors with tau, tau1 and g0, evaluation subsets,
     manifest last), with random weights; no trajectory.csv, which nothing measured here reads."""
-    from .models import build_image_encoder
-    from .training import get_flat
+    from tvexplorer.models import build_image_encoder
+    from tvexplorer.training import get_flat
     encoder = build_image_encoder(plan.encoder)
     layout = Layout.of(dict(encoder.named_parameters()))
     tasks = tuple(f"task{i}" for i in range(plan.tasks))
@@ -485,7 +485,9 @@ def _merge_row(record: dict, vector_bytes: int, copy_gbps: float) -> dict:
     return row
 
 
-OURS_WORKER = [sys.executable, "-c", "import sys; from tvexplorer.bench import merge_worker; merge_worker(sys.argv[1])"]
+# cwd is the repo root, so the worker imports this tree's tvexplorer and, from benchmarks/, this suite.
+OURS_WORKER = [sys.executable, "-c",
+               "import sys; sys.path.insert(1, 'benchmarks'); from bench import merge_worker; merge_worker(sys.argv[1])"]
 
 
 def bench_merge(world: World, plan: Plan, copy_gbps: float, out_dir: Path, tasks: list[str] | None = None,
@@ -582,9 +584,9 @@ def _seconds(fn: Callable[[], object], device: torch.device) -> float:
 def _bare_loop(world: World, cache: Cache, delta: torch.Tensor, device: torch.device) -> tuple[Callable[[], None], int]:
     """A bare forward loop over each task's evaluation images as one batch (the Evaluator's batches
     hold up to 500 images, more than a task has here); returns (the loop, images)."""
-    from .data import to_input
-    from .models import build_image_encoder
-    from .training import set_flat
+    from tvexplorer.data import to_input
+    from tvexplorer.models import build_image_encoder
+    from tvexplorer.training import set_flat
     encoder = build_image_encoder(world.encoder).to(device)
     set_flat(encoder, cache.base().to(device) + delta.to(device))
     mean, std = world.encoder["mean"], world.encoder["std"]
@@ -599,7 +601,7 @@ def _bare_loop(world: World, cache: Cache, delta: torch.Tensor, device: torch.de
 
 def bench_evaluation(world: World, device: torch.device, repeats: int = 4) -> dict:
     """Evaluator.accuracy of theta0 + delta against a bare forward loop over the same images."""
-    from .evaluation import Evaluator
+    from tvexplorer.evaluation import Evaluator
     cache = Cache.open(world.root)
     delta = mapped_tau(world.root, [world.tasks[0]])[world.tasks[0]]
     evaluator = Evaluator(cache, device=device)
@@ -732,7 +734,7 @@ def _round_trips(cache: Path, device: torch.device, warmup: dict, settings: list
 
 
 def _bare_calls(cache: Path, device: torch.device, warmup: dict, settings: list[dict]) -> list[float]:
-    from .evaluation import Evaluator
+    from tvexplorer.evaluation import Evaluator
     evaluator = Evaluator(Cache.open(cache), device=device)
     call = lambda s: partial(evaluator.evaluate, s["method"], coefficients=s["coefficients"], scaling=s["scaling"],
                              vectors=s["vectors"])
