@@ -205,8 +205,8 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 def load_bench_suite():
     """The benchmark suite, which lives in the source checkout's benchmarks/, not in the installed package."""
-    if not (BENCHMARKS / "bench.py").is_file():
-        raise UserError(f"bench runs from a source checkout: no {BENCHMARKS / 'bench.py'}")
+    if not (BENCHMARKS / "bench" / "__init__.py").is_file():
+        raise UserError(f"bench runs from a source checkout: no {BENCHMARKS / 'bench'}")
     if str(BENCHMARKS) not in sys.path:
         sys.path.insert(0, str(BENCHMARKS))
     import bench
