@@ -13,7 +13,9 @@ import torchvision.datasets as tvd
 from PIL import Image
 from torch.utils.data import Dataset
 
-from tvexplorer.data import LazySplit, Split, load_task, split_validation, to_input
+from tvexplorer.data import LazySplit, split_validation, to_input
+from tvexplorer.sources import load_task
+from tvexplorer.split import Split
 from tvexplorer.datasets import (DATASETS, SUITES, ClipPreprocess, DatasetNotFound, benchmark_specs,
                                  dataset_names)
 

@@ -9,9 +9,8 @@ from tvexplorer.cache import Cache, sha256_file
 from tvexplorer.data import to_input
 from tvexplorer.evaluation import Evaluator
 from tvexplorer.merging import merge_flat
-from tvexplorer.models import build_image_encoder
+from tvexplorer.models import build_image_encoder, set_flat
 from tvexplorer.preview import Preview, compute_preview, linearise, predict_features
-from tvexplorer.training import set_flat
 
 
 @pytest.fixture(scope="module")

@@ -52,7 +52,7 @@ def test_demo_outcomes_make_it_worth_exploring(demo):
 
 def test_shipped_evaluation_subsets_are_what_the_world_generates(demo):
     """The committed world code still generates exactly the committed demo's data."""
-    from tvexplorer.data import load_task
+    from tvexplorer.sources import load_task
     for t in demo.tasks:
         data = load_task(demo.task(t)["data"])
         for split in ("test", "val"):

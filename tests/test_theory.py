@@ -5,10 +5,9 @@ import torch
 from test_training import ENCODER, tiny_problem
 from tvexplorer.alignment import cosine, norm
 from tvexplorer.cache import Cache
-from tvexplorer.models import build_image_encoder
+from tvexplorer.models import build_image_encoder, get_flat, set_flat
 from tvexplorer.theory import PREDICTIONS, error_slopes, theory_record
-from tvexplorer.training import (Objective, TrainConfig, finetune, finetune_jointly, full_batch_gradient, get_flat,
-                                 set_flat)
+from tvexplorer.training import Objective, TrainConfig, finetune, finetune_jointly, full_batch_gradient
 
 
 def float64_problem(n=40):

@@ -18,11 +18,12 @@ import torch
 
 from .alignment import cosine_matrix, norm
 from .cache import Cache
-from .data import load_task
+from .device import resolve_device
 from .evaluation import Evaluator
 from .merging import merge_flat
-from .models import build_image_encoder
-from .training import TrainConfig, default_device, finetune, prepare, set_flat, steps_per_epoch
+from .models import build_image_encoder, set_flat
+from .sources import load_task
+from .training import TrainConfig, finetune, prepare, steps_per_epoch
 
 VARIANTS = {"standard": "train", "posthoc": "val"}
 
@@ -56,7 +57,7 @@ def run_atm(cache: Cache, rounds: int, variant: str = "standard", coefficient: f
     # process continues the rounds that one saved, instead of both numbering theirs from the same start.
     with cache.writing():
         info = run_info(cache, variant, coefficient, budget_epochs)
-        device = torch.device(device) if device else default_device()
+        device = resolve_device(device)
         tasks = cache.tasks
         cfg = TrainConfig(**(cache.training or {}))  # an imported cache has no record: ATM's own defaults
         encoder = build_image_encoder(cache.manifest["model"]["encoder"])

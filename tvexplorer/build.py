@@ -29,15 +29,16 @@ from . import __version__
 from .alignment import trajectory_table
 from .cache import (DTYPES, SCHEMA_VERSION, VECTOR_KINDS, Cache, atomic_write, sha256_file, write_manifest,
                     write_table, write_tensors, writer_lock)
-from .data import TaskData, load_task
+from .data import TaskData
+from .device import resolve_device
 from .evaluation import Evaluator
 from .layout import Layout
 from .merging import merge_flat
-from .models import ModelSpec, load_clip, zero_shot_head
+from .models import ModelSpec, get_flat, load_clip, set_flat, zero_shot_head
 from .probe import features, probe_accuracy
+from .sources import load_task
 from .theory import theory_record
-from .training import (TrainConfig, default_device, finetune, finetune_jointly, full_batch_gradient, get_flat, prepare,
-                       set_flat, steps_per_epoch)
+from .training import TrainConfig, finetune, finetune_jointly, full_batch_gradient, prepare, steps_per_epoch
 
 # Scalings tried on the validation subsets: 0 (theta0 itself) to 1.5, so that a best value at
 # either end shows the grid, not the method, is the limit.
@@ -165,7 +166,7 @@ def build_cache(out: Path, spec: ModelSpec, task_specs: list[dict], cfg: TrainCo
     `multitask` adds the joint fine-tuning baseline (training.finetune_jointly); `theory` (keys
     tasks, lrs, epochs, n_train, batch_size) adds the SGD record of tvexplorer/theory.py."""
     out = Path(out)
-    device = torch.device(device) if device else default_device()
+    device = resolve_device(device)
     dtype = DTYPES[vector_dtype]
     state = _State(out, {"model": [spec.name, spec.pretrained], "tasks": task_specs, "training": cfg.to_json(),
                          "vector_dtype": vector_dtype, "n_eval": n_eval, "n_val": n_val, "multitask": multitask,
@@ -248,7 +249,7 @@ def import_checkpoints(out: Path, spec: ModelSpec, task_specs: list[dict], check
     authors' zeroshot.pt) when given; the heads always come from `spec`'s text tower."""
     from .checkpoints import check_against, read_image_encoder
     out = Path(out)
-    device = torch.device(device) if device else default_device()
+    device = resolve_device(device)
     start = _Start(out, spec, task_specs, n_eval, n_val)
     missing = [d.name for d in start.data if d.name not in checkpoints]
     if missing:

@@ -42,7 +42,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import save_file
 
-from .data import Split
+from .split import Split
 from .layout import Layout
 
 SCHEMA_VERSION = 1

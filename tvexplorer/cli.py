@@ -94,9 +94,10 @@ def _task_specs(args, spec) -> list[dict]:
 def cmd_build(args):
     from .build import build_cache
     from .models import ModelSpec
-    from .training import FLOAT64_OPTIMIZERS, TrainConfig, default_device, default_precision
+    from .device import resolve_device
+    from .training import FLOAT64_OPTIMIZERS, TrainConfig, default_precision
     spec = ModelSpec(args.model, args.pretrained)
-    precision = default_precision(args.device or default_device()) if args.precision == "auto" else args.precision
+    precision = default_precision(resolve_device(args.device)) if args.precision == "auto" else args.precision
     cfg = TrainConfig(optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, batch_size=args.batch_size,
                       epochs=args.epochs, grad_clip=args.grad_clip, seed=args.seed,
                       precision="float32" if args.optimizer in FLOAT64_OPTIMIZERS else precision)

@@ -15,10 +15,10 @@ import torch
 
 from .cache import Cache, CacheError
 from .data import to_input
+from .device import resolve_device
 from .layout import Layout
 from .merging import METHODS, merge_flat
-from .models import build_image_encoder
-from .training import default_device, set_flat
+from .models import build_image_encoder, set_flat
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class Evaluator:
     def __init__(self, cache: Cache, device: str | torch.device | None = None, batch_size: int = 500,
                  split: str = "test", memo_size: int = 512):
         self.cache = cache
-        self.device = torch.device(device) if device else default_device()
+        self.device = resolve_device(device)
         self.batch_size = batch_size
         model = cache.manifest["model"]["encoder"]
         self.mean, self.std = model["mean"], model["std"]

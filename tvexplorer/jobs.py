@@ -24,6 +24,7 @@ import torch
 
 from .atm import run_atm
 from .cache import Cache
+from .device import resolve_device
 
 try:  # Hugging Face Spaces: ask for a GPU for the duration of a run (a no-op outside ZeroGPU)
     import spaces  # type: ignore
@@ -65,13 +66,9 @@ class _ProgressFile:
             pass  # progress is only shown: a full temp folder must not stop a run that saves elsewhere
 
 
-def _device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def atm_worker(cache_root: str, rounds: int, variant: str, control_dir: str, evaluator_key: str | None = None) -> int:
     """Run `rounds` more ATM rounds on the cache at `cache_root` (saved as they finish); returns how many finished."""
-    device = _device()
+    device = str(resolve_device())
     cache = Cache.open(cache_root)
     evaluator = _EVALUATORS.get(evaluator_key) if evaluator_key else None
     if evaluator is not None and torch.device(evaluator.device).type != torch.device(device).type:

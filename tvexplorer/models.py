@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from open_clip.model import _build_vision_tower
 from open_clip.transformer import QuickGELU
+from torch.nn.utils import parameters_to_vector
 
 LOCAL_DIR = "local-dir:"
 
@@ -90,3 +91,17 @@ def logits(encoder: torch.nn.Module, head: torch.Tensor, logit_scale: float, ima
 
 def _pair(x):
     return tuple(x) if isinstance(x, (tuple, list)) else (x, x)
+
+
+def get_flat(encoder) -> torch.Tensor:
+    """The parameters as one flat CPU vector, in the encoder's own dtype."""
+    return parameters_to_vector(encoder.parameters()).detach().cpu()
+
+
+def set_flat(encoder, flat: torch.Tensor) -> None:
+    """Copy a flat vector into the parameters (torch's vector_to_parameters would alias it instead)."""
+    offset = 0
+    with torch.no_grad():
+        for p in encoder.parameters():
+            p.copy_(flat[offset:offset + p.numel()].view_as(p))
+            offset += p.numel()

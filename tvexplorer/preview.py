@@ -35,10 +35,10 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .cache import VECTOR_KINDS, Cache
 from .data import to_input
+from .device import resolve_device
 from .evaluation import Evaluator
 from .merging import merge_flat
 from .models import build_image_encoder
-from .training import default_device
 
 Progress = Callable[[int, int, str], None]
 Tensor = torch.Tensor
@@ -132,7 +132,7 @@ def compute_preview(cache: Cache, device: str | torch.device | None = None, batc
     """Linearise the image encoder around theta0 on every evaluation image, store one file per
     evaluation task, check the preview against exact evaluation, and record it all in
     manifest["preview"]. Running it again replaces the previous preview with identical files."""
-    device = torch.device(device) if device else default_device()
+    device = resolve_device(device)
     kinds = _stored_kinds(cache, kinds)
     info = cache.manifest["model"]["encoder"]
     encoder = build_image_encoder(info).to(device)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .data import LazySplit, Split, to_input
+from .data import LazySplit, to_input
+from .split import Split
 
 
 @torch.inference_mode()

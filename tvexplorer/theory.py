@@ -22,8 +22,10 @@ import pandas as pd
 import torch
 
 from .alignment import cosine, norm
-from .data import LazySplit, Split
-from .training import Objective, TrainConfig, finetune, full_batch_gradient, set_flat
+from .data import LazySplit
+from .models import set_flat
+from .split import Split
+from .training import Objective, TrainConfig, finetune, full_batch_gradient
 
 PREDICTIONS = ("sum_of_epoch_gradients", "epochs_times_g0")
 

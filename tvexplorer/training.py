@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils import parameters_to_vector
 
-from .data import LazySplit, Split, to_input
-from .models import logits
+from .data import LazySplit, to_input
+from .models import get_flat, logits, set_flat
+from .split import Split
 
 OPTIMIZERS = ("adamw", "gd", "sgd")
 FLOAT64_OPTIMIZERS = ("gd", "sgd")  # plain steps, tiny next to the weights: kept in float64
@@ -88,27 +89,9 @@ def steps_per_epoch(n: int, cfg: TrainConfig) -> int:
     return n // cfg.batch_size if cfg.optimizer == "sgd" else -(-n // cfg.batch_size)
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def default_precision(device: torch.device) -> str:
     """Mixed precision where it pays and is safe: bfloat16 autocast on a GPU, float32 elsewhere."""
     return "bf16" if torch.device(device).type == "cuda" else "float32"
-
-
-def get_flat(encoder) -> torch.Tensor:
-    """The parameters as one flat CPU vector, in the encoder's own dtype."""
-    return parameters_to_vector(encoder.parameters()).detach().cpu()
-
-
-def set_flat(encoder, flat: torch.Tensor) -> None:
-    """Copy a flat vector into the parameters (torch's vector_to_parameters would alias it instead)."""
-    offset = 0
-    with torch.no_grad():
-        for p in encoder.parameters():
-            p.copy_(flat[offset:offset + p.numel()].view_as(p))
-            offset += p.numel()
 
 
 def shuffle_seed(seed: int, task_index: int, epoch: int) -> int:

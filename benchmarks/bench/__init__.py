@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from tvexplorer.cache import MANIFEST
+from tvexplorer.device import resolve_device
 from .machine import cpu_clock, others_share, code_version, copy_bandwidth, machine
 from .merges import bench_fusionbench, bench_merge
 from .plan import FULL, MERGES, FUSIONBENCH_PYTHON, Plan, QUICK, ROOT, SECTIONS, log, timed, tiny_vit, vit_b32
@@ -79,7 +80,7 @@ def run(quick: bool = False, only: list[str] | None = None, device: str | torch.
     fusionbench_python: the interpreter with fusion-bench (default benchmarks/.venv/bin/python).
     """
     chosen = _choose(only)
-    device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
     plan = replace(QUICK, encoder=tiny_vit()) if quick else replace(FULL, encoder=vit_b32())
     fb_python = Path(fusionbench_python) if fusionbench_python else FUSIONBENCH_PYTHON
     result = {"mode": plan.name, "sections": [s for s in SECTIONS if s in chosen], "machine": machine(device),

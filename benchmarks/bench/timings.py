@@ -35,8 +35,7 @@ def _bare_loop(world: World, cache: Cache, delta: torch.Tensor, device: torch.de
     """A bare forward loop over each task's evaluation images as one batch (the Evaluator's batches
     hold up to 500 images, more than a task has here); returns (the loop, images)."""
     from tvexplorer.data import to_input
-    from tvexplorer.models import build_image_encoder
-    from tvexplorer.training import set_flat
+    from tvexplorer.models import build_image_encoder, set_flat
     encoder = build_image_encoder(world.encoder).to(device)
     set_flat(encoder, cache.base().to(device) + delta.to(device))
     mean, std = world.encoder["mean"], world.encoder["std"]

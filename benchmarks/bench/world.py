@@ -49,8 +49,7 @@ def _eval_subset(plan: Plan, seed: int, classes: int) -> dict[str, torch.Tensor]
 def write_world(root: Path, plan: Plan, classes: int = 10) -> World:
     """A cache as build.py writes it (base, heads, vectors with tau, tau1 and g0, evaluation subsets,
     manifest last), with random weights; no trajectory.csv, which nothing measured here reads."""
-    from tvexplorer.models import build_image_encoder
-    from tvexplorer.training import get_flat
+    from tvexplorer.models import build_image_encoder, get_flat
     encoder = build_image_encoder(plan.encoder)
     layout = Layout.of(dict(encoder.named_parameters()))
     tasks = tuple(f"task{i}" for i in range(plan.tasks))
