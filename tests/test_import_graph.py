@@ -7,7 +7,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "tvexplorer"
 LAYERS = {
-    "core": ["layout", "cache", "workcopy", "split", "device"],
+    "core": ["layout", "cache", "workcopy", "split", "device", "checks", "errors"],
     "merging, models, data": ["merging", "models", "checkpoints", "data", "datasets", "sources", "demo.world",
                               "demo.glyphs"],
     "science": ["training", "evaluation", "alignment", "preview", "atm", "theory", "probe"],

@@ -18,6 +18,7 @@ import torch
 
 from .alignment import cosine_matrix, norm
 from .cache import Cache
+from .checks import finite
 from .device import resolve_device
 from .evaluation import Evaluator
 from .merging import merge_flat
@@ -38,8 +39,7 @@ def run_info(cache: Cache, variant: str, coefficient: float | None, budget_epoch
     if existing:
         return {k: v for k, v in existing.items() if k != "rounds"}
     coefficient = 1.0 / len(cache.tasks) if coefficient is None else float(coefficient)
-    if not (coefficient == coefficient and abs(coefficient) < float("inf")):
-        raise ValueError(f"ATM coefficient must be a finite number, got {coefficient}")
+    finite("ATM coefficient", coefficient)
     start = {"method": "none"}
     if variant == "posthoc":
         start = {"method": "task_arithmetic", "scaling": cache.metrics["task_arithmetic"]["best_scaling"]}

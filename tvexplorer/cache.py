@@ -43,6 +43,7 @@ from safetensors import SafetensorError
 from safetensors.torch import save_file
 
 from .split import Split
+from .errors import described
 from .layout import Layout
 
 SCHEMA_VERSION = 1
@@ -596,7 +597,7 @@ def resolve_location(location) -> Path:
     try:
         local = snapshot_download(repo_id, **where)
     except Exception as e:  # network, authentication, unknown repository
-        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        reason = described(e)
         try:
             local = snapshot_download(repo_id, local_files_only=True, **where)
         except Exception:

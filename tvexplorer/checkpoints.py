@@ -42,16 +42,13 @@ from typing import Iterator, Mapping, Sequence
 import torch
 from safetensors.torch import load_file
 
+from .errors import described
+
 # ---------------------------------------------------------------- errors
 
 
 class CheckpointError(ValueError):
     """A file that cannot be read as an image-encoder checkpoint; the one-line message says why."""
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
 # ---------------------------------------------------------------- the restricted unpickler
@@ -165,14 +162,14 @@ def _load_torch(path: Path) -> object:
     except CheckpointError:
         raise
     except Exception as e:  # anything else while decoding untrusted bytes means the file is not a checkpoint
-        raise CheckpointError(f"not a readable torch checkpoint ({_one_line(e)})") from None
+        raise CheckpointError(f"not a readable torch checkpoint ({described(e)})") from None
 
 
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except Exception as e:  # safetensors reports truncation and bad headers with its own error types
-        raise CheckpointError(f"not a readable safetensors file ({_one_line(e)})") from None
+        raise CheckpointError(f"not a readable safetensors file ({described(e)})") from None
 
 
 def _named_tensors(obj: object) -> dict[str, torch.Tensor]:

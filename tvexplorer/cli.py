@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from .cache import Cache, CacheError, WriteError, resolve_location
+from .checks import finite
 
 EXIT_WRITE_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -34,12 +34,16 @@ def _key_value(text: str) -> tuple[str, float]:
     if not sep or not key:
         raise UserError(f"expected NAME=VALUE, got {text!r}")
     try:
-        number = float(value)
+        return key, finite(key, value)
     except ValueError:
-        raise UserError(f"{key}: {value!r} is not a number") from None
-    if not math.isfinite(number):
-        raise UserError(f"{key}: {value} is not a finite number")
-    return key, number
+        raise UserError(f"{key}: {value} is not a finite number") from None
+
+
+def _finite_scaling(scaling: float) -> None:
+    try:
+        finite("--scaling", scaling)
+    except ValueError:
+        raise UserError(f"--scaling {scaling} is not a finite number") from None
 
 
 def _pct(x: float | None) -> str:
@@ -427,8 +431,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = parser().parse_args(argv)
-        if getattr(args, "scaling", None) is not None and not math.isfinite(args.scaling):
-            raise UserError(f"--scaling {args.scaling} is not a finite number")
+        if getattr(args, "scaling", None) is not None:
+            _finite_scaling(args.scaling)
         run, show = COMMANDS[args.command]
         result = run(args)
     except WriteError as e:  # not bad input: the disk is full or the folder read-only

@@ -30,6 +30,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as F
 
 from .data import LazySplit, TaskData, split_validation
+from .errors import first_line
 
 _REGISTRY = json.loads(Path(__file__).with_name("datasets.json").read_text())
 DATASETS: dict[str, dict] = _REGISTRY["datasets"]
@@ -173,7 +174,7 @@ def _classnames(name: str, entry: dict, dataset) -> list[str]:
 def _missing(name: str, entry: dict, root: Path, download: bool, error: Exception) -> str:
     """One line: which data set, which folder, what is wrong with it when a file says so, how to get it."""
     # an OSError names the missing file; torchvision's RuntimeErrors only say "not found" and suggest its own flag
-    problem = f" ({str(error).splitlines()[0]})" if isinstance(error, OSError) and str(error) else ""
+    problem = f" ({first_line(error)})" if isinstance(error, OSError) and str(error) else ""
     how = []
     if entry.get("download") and not download:
         how.append('pass download=True ("download": true in the task spec) to let torchvision fetch it')

@@ -27,6 +27,7 @@ from . import jobs, workcopy
 from .alignment import cosine_matrix, layer_alignment, task_alignment
 from .atm import VARIANTS
 from .cache import Cache, CacheError, resolve_location
+from .checks import in_range, number
 from .build import AVERAGED_METRICS, PER_TASK_METRICS
 from .evaluation import EvalResult, Evaluator, summarize
 from .merging import METHODS
@@ -64,31 +65,6 @@ def default_cache_path() -> Path | str:
     if env:
         return env
     return Path(__file__).resolve().parent.parent / "assets" / "demo"
-
-
-def _number(what: str, value) -> float:
-    """A real, finite number from a number or a numeric string; one-line ValueError otherwise."""
-    if isinstance(value, bool) or value is None:
-        raise ValueError(f"{what} must be a number, got {value!r}")
-    if isinstance(value, str):
-        try:
-            value = float(value.strip())
-        except ValueError:
-            raise ValueError(f"{what} must be a number, got {value!r}") from None
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be a number, got {value!r}") from None
-    if not math.isfinite(x):
-        raise ValueError(f"{what} is {x}; it must be a finite number")
-    return x
-
-
-def _in_range(what: str, x: float, bounds: tuple[float, float]) -> float:
-    low, high = bounds
-    if not low <= x <= high:
-        raise ValueError(f"{what} is {x:g}; it must be between {low:g} and {high:g}")
-    return x
 
 
 def _mapping(what: str, value) -> dict:
@@ -229,14 +205,14 @@ class Explorer:
         for task, value in _mapping("coefficients", coefficients).items():
             if task not in self.tasks:
                 raise ValueError(f"unknown task {task!r}; this cache has: {', '.join(self.tasks)}")
-            out[task] = _in_range(f"coefficient for task {task!r}", _number(f"coefficient for task {task!r}", value),
-                                  COEFFICIENT_RANGE)
+            out[task] = in_range(f"coefficient for task {task!r}", number(f"coefficient for task {task!r}", value),
+                                 *COEFFICIENT_RANGE)
         return out
 
     def check_scaling(self, scaling, method: str) -> float:
         if scaling is None or scaling == "":
             return self.default_scaling(method)
-        return _in_range("scaling", _number("scaling", scaling), SCALING_RANGE)
+        return in_range("scaling", number("scaling", scaling), *SCALING_RANGE)
 
     def check_params(self, name: str, params) -> dict[str, float | int]:
         spec = METHODS[name]
@@ -245,7 +221,7 @@ class Explorer:
         for key, value in _mapping("params", params).items():
             if key not in by_name:
                 raise ValueError(f"method {name!r} has no parameter {key!r}; its parameters are: {', '.join(by_name) or '(none)'}")
-            out[key] = by_name[key].check(name, _number(f"{name} parameter {key}", value))
+            out[key] = by_name[key].check(name, number(f"{name} parameter {key}", value))
         return {p.name: out.get(p.name, p.check(name, p.default)) for p in spec.params}
 
     # ------------------------------------------------------------ evaluation
@@ -491,7 +467,7 @@ class Explorer:
     def check_atm_request(self, rounds, variant) -> tuple[int, str]:
         if variant not in VARIANTS:
             raise ValueError(f"unknown ATM variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
-        r = _number("rounds", rounds)
+        r = number("rounds", rounds)
         if r != int(r) or not 1 <= r <= MAX_ATM_ROUNDS:
             raise ValueError(f"rounds is {rounds!r}; it must be a whole number from 1 to {MAX_ATM_ROUNDS}")
         return int(r), variant

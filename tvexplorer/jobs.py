@@ -25,6 +25,7 @@ import torch
 from .atm import run_atm
 from .cache import Cache
 from .device import resolve_device
+from .errors import described
 
 try:  # Hugging Face Spaces: ask for a GPU for the duration of a run (a no-op outside ZeroGPU)
     import spaces  # type: ignore
@@ -185,7 +186,7 @@ def _run(job: Job, evaluator_key: str | None) -> None:
         job.completed = _run_worker(job.cache_root, job.rounds, job.variant, str(job.control_dir), evaluator_key)
     except Exception as e:  # reported to the app as one line; details go to the server log
         traceback.print_exc()
-        job.error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
+        job.error = described(e)
     finally:
         try:
             # What this run saved, as the worker noted it: a ZeroGPU worker may fail after saving rounds,

@@ -15,6 +15,7 @@ from typing import Callable, Mapping
 
 import torch
 
+from .checks import finite, in_range
 from .layout import Layout
 
 Tensor = torch.Tensor
@@ -33,12 +34,7 @@ class Param:
     integer: bool = False
 
     def check(self, method: str, value: float) -> float | int:
-        x = float(value)
-        above = x > self.low if self.low_open else x >= self.low
-        below = x < self.high if self.high_open else x <= self.high
-        if not (above and below):  # written so that NaN fails too
-            interval = f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
-            raise ValueError(f"{method} parameter {self.name}={value!r} is out of range; it must be in {interval}")
+        x = in_range(f"{method} parameter {self.name}", value, self.low, self.high, self.low_open, self.high_open)
         if self.integer and x != int(x):
             raise ValueError(f"{method} parameter {self.name}={value!r} must be an integer")
         return int(x) if self.integer else x
@@ -248,11 +244,9 @@ def merge_flat(method: str, vectors: Mapping[str, Tensor], layout: Layout, *,
     if unknown:
         raise ValueError(f"coefficients name unknown task(s) {unknown}; valid tasks: {sorted(vectors)}")
     for task, c in coefficients.items():
-        if not math.isfinite(c):
-            raise ValueError(f"coefficient for task {task!r} is {c}; coefficients must be finite numbers")
+        finite(f"coefficient for task {task!r}", c, "coefficients must be finite numbers")
     scaling = spec.default_scaling if scaling is None else scaling
-    if not math.isfinite(scaling):
-        raise ValueError(f"scaling is {scaling}; it must be a finite number")
+    finite("scaling", scaling)
     by_name = {p.name: p for p in spec.params}
     for name in params:
         if name not in by_name:

@@ -34,6 +34,7 @@ from torch.func import functional_call, jvp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .cache import VECTOR_KINDS, Cache
+from .checks import finite
 from .data import to_input
 from .device import resolve_device
 from .evaluation import Evaluator
@@ -276,9 +277,10 @@ class Preview:
         unknown = sorted(set(coefficients) - set(self.vectors))
         if unknown:
             raise ValueError(f"coefficients name unknown task(s) {unknown}; valid tasks: {self.vectors}")
+        finite("scaling", scaling)
+        for task, c in coefficients.items():
+            finite(f"coefficient for task {task!r}", c, "coefficients must be finite numbers")
         values = [float(scaling) * float(coefficients.get(t, 1.0)) for t in self.vectors]
-        if not all(math.isfinite(v) for v in values):
-            raise ValueError("scaling and coefficients must be finite numbers")
         return torch.tensor(values, device=self._f0[self.splits[0]].device)
 
     def features(self, coefficients: Mapping[str, float] | None = None, scaling: float = 1.0, kind: str = "tau",

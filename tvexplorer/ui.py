@@ -21,6 +21,7 @@ import gradio as gr
 from . import figures, jobs
 from .about import ABOUT
 from .cache import CacheError
+from .errors import first_line
 from .explorer import (ALL_TASKS, COEFFICIENT_RANGE, PRESETS, SCALING_RANGE, SLIDER_STEP, VECTOR_KINDS,
                        Explorer, open_explorer)
 from .merging import METHODS
@@ -56,12 +57,6 @@ CSS = """
 """
 
 
-def _one_line(e: BaseException) -> str:
-    msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-    msg = str(msg).strip().splitlines()[0] if str(msg).strip() else type(e).__name__
-    return msg[:500]
-
-
 def api_errors(fn):
     """API endpoint: bad input -> gr.Error with one line; anything unexpected is logged and reported briefly."""
     @wraps(fn)
@@ -71,10 +66,10 @@ def api_errors(fn):
         except gr.Error:
             raise
         except USER_ERRORS as e:
-            raise gr.Error(_one_line(e), print_exception=False) from None
+            raise gr.Error(first_line(e), print_exception=False) from None
         except Exception as e:  # never a traceback to the client; the server log has it
             log.exception("internal error in %s", fn.__name__)
-            raise gr.Error(f"internal error ({type(e).__name__}): {_one_line(e)}", print_exception=False) from None
+            raise gr.Error(f"internal error ({type(e).__name__}): {first_line(e)}", print_exception=False) from None
     return wrapper
 
 
@@ -139,8 +134,8 @@ class Handlers:
                 result = self.ex.evaluate(method, coefficients=coefficients, scaling=scaling,
                                           params=params.get(kind[1], {}), vectors=vectors)
         except USER_ERRORS as e:
-            gr.Warning(_one_line(e))
-            return (f"⚠ **Not updated:** {_one_line(e)} — the numbers below are from the previous settings.",
+            gr.Warning(first_line(e))
+            return (f"⚠ **Not updated:** {first_line(e)} — the numbers below are from the previous settings.",
                     gr.skip(), gr.skip(), gr.skip(), gr.skip())
         table = self.ex.result_table(result)
         digest = hashlib.sha1(json.dumps(result, sort_keys=True, default=str).encode()).hexdigest()[:10]
@@ -171,7 +166,7 @@ class Handlers:
         try:
             kind = self.ex.parse_method(method)
         except ValueError as e:
-            gr.Warning(_one_line(e))
+            gr.Warning(first_line(e))
             kind, method = ("merge", "task_arithmetic"), "task_arithmetic"
         atm = kind[0] == "atm"
         s = self.ex.default_scaling(method) if scaling is None else scaling
@@ -195,7 +190,7 @@ class Handlers:
             try:
                 p = self.ex.preset(name, method if self.ex.parse_method(method)[0] == "merge" else "task_arithmetic", vectors)
             except USER_ERRORS as e:
-                gr.Warning(_one_line(e))
+                gr.Warning(first_line(e))
                 p = self.ex.preset(name, "task_arithmetic", vectors)
             s = scaling if p["scaling"] is None else p["scaling"]
             return self.settings_updates(p["method"], s, p["coefficients"])
@@ -219,8 +214,8 @@ class Handlers:
             epochs = figures.epochs_figure(alignments)
             layers = figures.layers_figure({t: self.ex.layer_table(t) for t in tasks})
         except USER_ERRORS as e:
-            gr.Warning(_one_line(e))
-            return (f"⚠ {_one_line(e)}", gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
+            gr.Warning(first_line(e))
+            return (f"⚠ {first_line(e)}", gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
         return (note, summary, epochs, layers, self.matrix(matrix_kind), *self.theory())
 
     def theory(self):
@@ -238,7 +233,7 @@ class Handlers:
             labels = dict((k, label) for label, k in self.ex.matrix_choices())
             m = self.ex.cosine_matrix(kind)
         except USER_ERRORS as e:
-            gr.Warning(_one_line(e))
+            gr.Warning(first_line(e))
             return gr.skip()
         return figures.matrix_figure(m, f"Task-by-task cosine similarity: {labels.get(kind, kind)}")
 
@@ -274,8 +269,8 @@ class Handlers:
         try:
             job = self.ex.start_atm(rounds, variant)
         except USER_ERRORS as e:
-            gr.Warning(_one_line(e))
-            yield self._atm_view(f"⚠ {_one_line(e)}")
+            gr.Warning(first_line(e))
+            yield self._atm_view(f"⚠ {first_line(e)}")
             return
         seen = None
         while True:
@@ -413,5 +408,5 @@ def load(cache=None, **kwargs) -> Handlers | Unavailable:
     try:
         return Handlers(open_explorer(cache, **kwargs))
     except (CacheError, FileNotFoundError, ValueError, KeyError, OSError) as e:
-        log.error("cannot open cache: %s", _one_line(e))
-        return Unavailable(_one_line(e))
+        log.error("cannot open cache: %s", first_line(e))
+        return Unavailable(first_line(e))

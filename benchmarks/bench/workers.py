@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from tvexplorer.cache import MANIFEST
+from tvexplorer.errors import described, first_line
 from tvexplorer.layout import Layout
 from tvexplorer.merging import merge_flat
 from .machine import cpu_clock, meminfo_bytes, others_share, proc_field
@@ -55,10 +56,10 @@ def _measure(merge: Callable[[], object], repeats: int, allowance: int, baseline
             seconds, merged = timed(merge)
             record["seconds"].append(seconds)
     except Exception as e:  # noqa: BLE001 - a failing merge is a row of the report, not the end of the run
-        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        message = first_line(e).lower()
         record["out_of_memory"] = isinstance(e, MemoryError) or (
-            isinstance(e, RuntimeError) and ("alloc" in message.lower() or "memory" in message.lower()))
-        record["error"] = f"{type(e).__name__}: {message[:300]}"
+            isinstance(e, RuntimeError) and ("alloc" in message or "memory" in message))
+        record["error"] = described(e)[:300]
         merged = None
     finally:
         restore()
