@@ -8,8 +8,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "tvexplorer"
 LAYERS = {
     "core": ["layout", "cache", "workcopy", "split", "device", "checks", "errors"],
-    "merging, models, data": ["merging", "models", "checkpoints", "data", "datasets", "sources", "demo.world",
-                              "demo.glyphs"],
+    "merging, models, data": ["merging", "models", "checkpoints", "data", "datasets", "sources", "demo.world"],
     "science": ["training", "evaluation", "alignment", "preview", "atm", "theory", "probe"],
     "pipeline, demo": ["build", "demo", "demo.build", "demo.pretrain"],
     "app, cli": ["explorer", "jobs", "figures", "ui", "about", "cli", "__main__"],
@@ -53,10 +52,11 @@ def import_graph() -> dict[str, set[str]]:
 def layer_of(module: str) -> int:
     if module == "tvexplorer":
         return FRONT_DOOR_LAYER
-    name = module.removeprefix("tvexplorer.")
-    for i, layer in enumerate(LAYERS.values()):
-        if name in layer or name.split(".")[0] in layer:
-            return i
+    parts = module.removeprefix("tvexplorer.").split(".")
+    for end in range(len(parts), 0, -1):  # the longest listed prefix: demo.world.scenes is in demo.world
+        for i, layer in enumerate(LAYERS.values()):
+            if ".".join(parts[:end]) in layer:
+                return i
     raise AssertionError(f"{module} is in no layer: add it to LAYERS")
 
 
