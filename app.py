@@ -13,9 +13,9 @@ import argparse
 
 import gradio as gr
 
-from tvexplorer import ui
-from tvexplorer.atm import VARIANTS
-from tvexplorer.explorer import MAX_ATM_ROUNDS, PRESETS, VECTOR_KINDS
+from tvexplorer.app import ui
+from tvexplorer.app.explorer import MAX_ATM_ROUNDS, PRESETS, VECTOR_KINDS
+from tvexplorer.science.atm import VARIANTS
 
 EVAL = dict(concurrency_limit=4, concurrency_id="evaluate")
 

@@ -23,7 +23,7 @@ from fusion_bench.method.ties_merging.ties_merging_utils import ties_merging
 from torch import nn
 
 from bench.workers import run_jobs  # benchmarks/bench/, beside this script
-from tvexplorer.layout import Layout
+from tvexplorer.core.layout import Layout
 
 ACCELERATOR = "cpu"  # ours merges on the CPU too (the app's task vectors are memory-mapped files)
 

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import torch
 
-from tvexplorer.cache import SCHEMA_VERSION, write_manifest, write_tensors
-from tvexplorer.layout import Layout
+from tvexplorer.core.cache import SCHEMA_VERSION, write_manifest
+from tvexplorer.core.files import write_tensors
+from tvexplorer.core.layout import Layout
 
 CHILD = """
 import sys, time

@@ -19,7 +19,7 @@ from open_clip.model import _build_vision_tower
 from safetensors.torch import save_file
 from torchvision import transforms as T
 
-from tvexplorer.checkpoints import CheckpointError, check_against, convert_hf_clip_vision, read_image_encoder
+from tvexplorer.models.checkpoints import CheckpointError, check_against, convert_hf_clip_vision, read_image_encoder
 
 WIDTH, LAYERS, HEADS, PATCH, IMAGE, EMBED = 64, 2, 4, 8, 32, 32
 VISION_CFG = {"image_size": IMAGE, "patch_size": PATCH, "width": WIDTH, "layers": LAYERS, "head_width": WIDTH // HEADS}

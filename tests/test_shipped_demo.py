@@ -4,10 +4,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tvexplorer.cache import Cache
-from tvexplorer.demo.world import TASKS
-from tvexplorer.evaluation import Evaluator
+from tvexplorer.core.cache import Cache
+from tvexplorer.data.world import TASKS
 from tvexplorer.merging import merge_flat
+from tvexplorer.science.evaluation import Evaluator
 
 DEMO = Path(__file__).resolve().parent.parent / "assets" / "demo"
 
@@ -52,7 +52,7 @@ def test_demo_outcomes_make_it_worth_exploring(demo):
 
 def test_shipped_evaluation_subsets_are_what_the_world_generates(demo):
     """The committed world code still generates exactly the committed demo's data."""
-    from tvexplorer.sources import load_task
+    from tvexplorer.data.sources import load_task
     for t in demo.tasks:
         data = load_task(demo.task(t)["data"])
         for split in ("test", "val"):

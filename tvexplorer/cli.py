@@ -13,8 +13,11 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .cache import Cache, CacheError, WriteError, resolve_location
-from .checks import finite
+from .core.cache import Cache
+from .core.checks import finite
+from .core.errors import CacheError
+from .core.files import WriteError
+from .core.hub import resolve_location
 
 EXIT_WRITE_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -66,9 +69,9 @@ def cmd_build_demo(args):
 
 def _task_specs(args, spec) -> list[dict]:
     """Data specs of the tasks named by --suite / --tasks / --folder (demo tasks, benchmarks, image folders)."""
+    from .data.benchmarks import benchmark_specs
+    from .data.world import TASKS
     from .demo.build import demo_task_specs
-    from .demo.world import TASKS
-    from .datasets import benchmark_specs
     if args.suite and args.tasks:
         raise UserError("give either --suite or --tasks, not both")
     tasks = args.suite or args.tasks
@@ -96,10 +99,10 @@ def _task_specs(args, spec) -> list[dict]:
 
 
 def cmd_build(args):
-    from .build import build_cache
-    from .models import ModelSpec
-    from .device import resolve_device
-    from .training import FLOAT64_OPTIMIZERS, TrainConfig, default_precision
+    from .core.device import resolve_device
+    from .models.clip import ModelSpec
+    from .pipeline.build import build_cache
+    from .science.training import FLOAT64_OPTIMIZERS, TrainConfig, default_precision
     spec = ModelSpec(args.model, args.pretrained)
     precision = default_precision(resolve_device(args.device)) if args.precision == "auto" else args.precision
     cfg = TrainConfig(optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, batch_size=args.batch_size,
@@ -143,8 +146,8 @@ def _checkpoint_files(args, tasks: list[str]) -> dict[str, Path]:
 
 
 def cmd_import(args):
-    from .build import import_checkpoints
-    from .models import ModelSpec
+    from .models.clip import ModelSpec
+    from .pipeline.build import import_checkpoints
     spec = ModelSpec(args.model, args.pretrained)
     specs = _task_specs(args, spec)
     names = [s.get("dataset") or s.get("name") or s.get("task") for s in specs]
@@ -158,7 +161,7 @@ def cmd_import(args):
 
 
 def _info(cache: Cache) -> dict:
-    from .build import AVERAGED_METRICS, PER_TASK_METRICS
+    from .pipeline.build import AVERAGED_METRICS, PER_TASK_METRICS
     m = cache.metrics
     return {
         "cache": str(cache.root),
@@ -178,7 +181,7 @@ def _info(cache: Cache) -> dict:
 
 def _theory_slopes(cache: Cache) -> list[dict] | None:
     """Slopes of log relative error against log lr in the cache's SGD record (the theorem says 1)."""
-    from .theory import error_slopes
+    from .science.theory import error_slopes
     table = cache.theory()
     return None if table is None else error_slopes(table).to_dict("records")
 
@@ -191,8 +194,8 @@ def cmd_info(args):
 
 
 def cmd_preview(args):
-    from .build import add_preview
-    from .preview import Preview
+    from .pipeline.build import add_preview
+    from .science.preview import Preview
     cache = Cache.open(resolve_location(args.cache))
     add_preview(cache, args.device)
     return {"cache": str(cache.root), "preview": cache.manifest["preview"], "note": Preview.open(cache).error_note()}
@@ -232,7 +235,7 @@ def _print_bench(result: dict) -> None:
 
 
 def _print_info(info: dict) -> None:
-    from .build import PER_TASK_METRICS
+    from .pipeline.build import PER_TASK_METRICS
     print(f"{info['cache']}: {info['model']}, {info['parameters']:,} image-encoder parameters, {len(info['tasks'])} tasks")
     rows = [[t, v["classes"], *(_pct(v[k]) for k in PER_TASK_METRICS)] for t, v in info["tasks"].items()]
     a = info["averages"]
@@ -255,7 +258,7 @@ def _print_info(info: dict) -> None:
 
 
 def cmd_eval(args):
-    from .evaluation import Evaluator
+    from .science.evaluation import Evaluator
     cache = Cache.open(resolve_location(args.cache))
     coefficients = dict(_key_value(c) for c in args.coef)
     params = dict(_key_value(p) for p in args.param)
@@ -274,7 +277,7 @@ def _print_eval(r: dict) -> None:
 
 
 def cmd_align(args):
-    from .alignment import task_alignment
+    from .science.alignment import task_alignment
     cache = Cache.open(resolve_location(args.cache))
     if not cache.has_gradient_record:
         raise UserError(f"{args.cache} was imported from fine-tuned checkpoints and has no gradient record (tau1, g0); "
@@ -298,7 +301,7 @@ def _print_align(r: dict) -> None:
 
 
 def cmd_atm(args):
-    from .atm import run_atm
+    from .science.atm import run_atm
     cache = Cache.open(resolve_location(args.cache))
     bar = None
 
@@ -343,10 +346,10 @@ COMMANDS = {
 
 
 def parser() -> argparse.ArgumentParser:
-    from .atm import VARIANTS
-    from .cache import DTYPES
+    from .core.cache import DTYPES
     from .merging import METHODS
-    from .training import OPTIMIZERS, PRECISIONS, TrainConfig
+    from .science.atm import VARIANTS
+    from .science.training import OPTIMIZERS, PRECISIONS, TrainConfig
     p = _Parser(prog="tvexplorer", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -389,7 +392,7 @@ def parser() -> argparse.ArgumentParser:
                    help="fine-tuning forward pass: bf16 autocast or float32 (auto: bf16 on a GPU); g0 is always float32")
     c.add_argument("--multitask", action="store_true", help="also fine-tune on all tasks jointly (the multi-task baseline)")
     c.add_argument("--theory-tasks", nargs="*", default=[], metavar="TASK",
-                   help="record paper B's SGD test (tvexplorer/theory.py) for these tasks")
+                   help="record paper B's SGD test (tvexplorer/science/theory.py) for these tasks")
     c.add_argument("--theory-lrs", nargs="+", type=float, default=[1e-4, 3e-4, 1e-3, 3e-3, 1e-2], metavar="LR")
     c.add_argument("--theory-epochs", type=int, default=3)
     c.add_argument("--theory-n-train", type=int, default=512, help="training images per task in the SGD record")

@@ -29,14 +29,14 @@ from pathlib import Path
 
 import torch
 
-from tvexplorer.cache import MANIFEST
-from tvexplorer.device import resolve_device
 from .machine import cpu_clock, others_share, code_version, copy_bandwidth, machine
 from .merges import bench_fusionbench, bench_merge
 from .plan import FULL, MERGES, FUSIONBENCH_PYTHON, Plan, QUICK, ROOT, SECTIONS, log, timed, tiny_vit, vit_b32
 from .report import format_report, targets
 from .timings import bench_app, bench_cache, bench_evaluation
 from .world import write_world
+from tvexplorer.core.cache import MANIFEST
+from tvexplorer.core.device import resolve_device
 
 __all__ = ["SECTIONS", "MERGES", "QUICK", "run", "format_report", "targets", "bench_fusionbench"]
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tvexplorer import __version__
 from .plan import GB, ROOT, timed
+from tvexplorer import __version__
 
 
 def sync_device(device: torch.device) -> None:

@@ -5,10 +5,10 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from tvexplorer.cache import mmap_tensors
 from .plan import FUSIONBENCH_INSTALL, FUSIONBENCH_SCRIPT, GB, MERGES, Plan, SAME_RESULT_RTOL, SEMANTIC_NOTES
 from .workers import memory_reserve, run_workers
 from .world import World
+from tvexplorer.core.files import mmap_tensors
 
 
 def _merge_row(record: dict, vector_bytes: int, copy_gbps: float) -> dict:

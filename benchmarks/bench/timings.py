@@ -16,12 +16,13 @@ from pathlib import Path
 
 import torch
 
-from tvexplorer.cache import Cache, sha256_file
-from tvexplorer.layout import Layout
-from tvexplorer.merging import merge_flat
 from .machine import sync_device, evict, resident_fraction
 from .plan import ROOT, timed
 from .world import World, mapped_tau, write_checkpoints
+from tvexplorer.core.cache import Cache
+from tvexplorer.core.files import sha256_file
+from tvexplorer.core.layout import Layout
+from tvexplorer.merging import merge_flat
 
 
 def _seconds(fn: Callable[[], object], device: torch.device) -> float:
@@ -34,8 +35,8 @@ def _seconds(fn: Callable[[], object], device: torch.device) -> float:
 def _bare_loop(world: World, cache: Cache, delta: torch.Tensor, device: torch.device) -> tuple[Callable[[], None], int]:
     """A bare forward loop over each task's evaluation images as one batch (the Evaluator's batches
     hold up to 500 images, more than a task has here); returns (the loop, images)."""
-    from tvexplorer.data import to_input
-    from tvexplorer.models import build_image_encoder, set_flat
+    from tvexplorer.data.splits import to_input
+    from tvexplorer.models.clip import build_image_encoder, set_flat
     encoder = build_image_encoder(world.encoder).to(device)
     set_flat(encoder, cache.base().to(device) + delta.to(device))
     mean, std = world.encoder["mean"], world.encoder["std"]
@@ -50,7 +51,7 @@ def _bare_loop(world: World, cache: Cache, delta: torch.Tensor, device: torch.de
 
 def bench_evaluation(world: World, device: torch.device, repeats: int = 4) -> dict:
     """Evaluator.accuracy of theta0 + delta against a bare forward loop over the same images."""
-    from tvexplorer.evaluation import Evaluator
+    from tvexplorer.science.evaluation import Evaluator
     cache = Cache.open(world.root)
     delta = mapped_tau(world.root, [world.tasks[0]])[world.tasks[0]]
     evaluator = Evaluator(cache, device=device)
@@ -165,7 +166,7 @@ def _round_trips(cache: Path, device: torch.device, warmup: dict, settings: list
 
 
 def _bare_calls(cache: Path, device: torch.device, warmup: dict, settings: list[dict]) -> list[float]:
-    from tvexplorer.evaluation import Evaluator
+    from tvexplorer.science.evaluation import Evaluator
     evaluator = Evaluator(Cache.open(cache), device=device)
     call = lambda s: partial(evaluator.evaluate, s["method"], coefficients=s["coefficients"], scaling=s["scaling"],
                              vectors=s["vectors"])

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import torch
 
-from tvexplorer.cache import MANIFEST
-from tvexplorer.errors import described, first_line
-from tvexplorer.layout import Layout
-from tvexplorer.merging import merge_flat
 from .machine import cpu_clock, meminfo_bytes, others_share, proc_field
 from .plan import MERGES, Plan, ROOT, log, timed
 from .world import World, mapped_tau
+from tvexplorer.core.cache import MANIFEST
+from tvexplorer.core.errors import described, first_line
+from tvexplorer.core.layout import Layout
+from tvexplorer.merging import merge_flat
 
 
 def _status_bytes(field: str) -> int:

@@ -7,11 +7,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from tvexplorer import __version__
-from tvexplorer.cache import Cache, SCHEMA_VERSION, mmap_tensors, write_manifest, write_tensors
-from tvexplorer.layout import Layout
 from .machine import evict
 from .plan import Plan
+from tvexplorer import __version__
+from tvexplorer.core.cache import Cache, SCHEMA_VERSION, write_manifest
+from tvexplorer.core.files import mmap_tensors, write_tensors
+from tvexplorer.core.layout import Layout
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ def _eval_subset(plan: Plan, seed: int, classes: int) -> dict[str, torch.Tensor]
 def write_world(root: Path, plan: Plan, classes: int = 10) -> World:
     """A cache as build.py writes it (base, heads, vectors with tau, tau1 and g0, evaluation subsets,
     manifest last), with random weights; no trajectory.csv, which nothing measured here reads."""
-    from tvexplorer.models import build_image_encoder, get_flat
+    from tvexplorer.models.clip import build_image_encoder, get_flat
     encoder = build_image_encoder(plan.encoder)
     layout = Layout.of(dict(encoder.named_parameters()))
     tasks = tuple(f"task{i}" for i in range(plan.tasks))

@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..atm import run_atm
-from ..build import build_cache, log
-from ..cache import Cache, writer_lock
-from ..models import ModelSpec
-from ..training import TrainConfig
+from ..core.cache import Cache
+from ..core.files import writer_lock
+from ..data.world import TASKS
+from ..models.clip import ModelSpec
+from ..pipeline.build import build_cache, log
+from ..science.atm import run_atm
+from ..science.training import TrainConfig
 from .pretrain import pretrain_clip
-from .world import TASKS
 
 RECIPE = Path(__file__).with_name("recipe.json")
 

@@ -13,12 +13,13 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .cache import Cache, CacheError
-from .data import to_input
-from .device import resolve_device
-from .layout import Layout
-from .merging import METHODS, merge_flat
-from .models import build_image_encoder, set_flat
+from ..core.cache import Cache
+from ..core.device import resolve_device
+from ..core.errors import CacheError
+from ..core.layout import Layout
+from ..data.splits import to_input
+from ..merging import METHODS, merge_flat
+from ..models.clip import build_image_encoder, set_flat
 
 
 @dataclass(frozen=True)

@@ -33,13 +33,13 @@ import torch
 from torch.func import functional_call, jvp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .cache import VECTOR_KINDS, Cache
-from .checks import finite
-from .data import to_input
-from .device import resolve_device
+from ..core.cache import VECTOR_KINDS, Cache
+from ..core.checks import finite
+from ..core.device import resolve_device
+from ..data.splits import to_input
+from ..merging import merge_flat
+from ..models.clip import build_image_encoder
 from .evaluation import Evaluator
-from .merging import merge_flat
-from .models import build_image_encoder
 
 Progress = Callable[[int, int, str], None]
 Tensor = torch.Tensor

@@ -4,7 +4,7 @@ Images travel as uint8 [N, H, W, 3] tensors at the model's resolution and are no
 batch, so that stored evaluation subsets stay small and exact. No augmentation anywhere: the
 gradient record and the full-batch check need the training loss to be one fixed function.
 
-Two split types share one interface (len, batches, subset, take): `Split` (split.py) holds its
+Two split types share one interface (len, batches, subset, take): `Split` (core/split.py) holds its
 images in memory; `LazySplit` decodes them batch by batch from a dataset, for real benchmarks that
 do not fit in memory. Both order their batches, subsets and samples by the same seeded permutations, so the
 same items give the same results whichever type holds them.
@@ -18,7 +18,7 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from .split import Split, seeded_order, seeded_subset
+from ..core.split import Split, seeded_order, seeded_subset
 
 VAL_FRACTION, VAL_SEED, VAL_MAX = 0.1, 0, 5000
 TAKE_BATCH = 256  # images decoded at a time when a lazy split is loaded into memory

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils import parameters_to_vector
 
-from .data import LazySplit, to_input
-from .models import get_flat, logits, set_flat
-from .split import Split
+from ..core.split import Split
+from ..data.splits import LazySplit, to_input
+from ..models.clip import get_flat, logits, set_flat
 
 OPTIMIZERS = ("adamw", "gd", "sgd")
 FLOAT64_OPTIMIZERS = ("gd", "sgd")  # plain steps, tiny next to the weights: kept in float64

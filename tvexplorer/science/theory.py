@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..core.split import Split
+from ..data.splits import LazySplit
+from ..models.clip import set_flat
 from .alignment import cosine, norm
-from .data import LazySplit
-from .models import set_flat
-from .split import Split
 from .training import Objective, TrainConfig, finetune, full_batch_gradient
 
 PREDICTIONS = ("sum_of_epoch_gradients", "epochs_times_g0")

@@ -18,7 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from .cache import MANIFEST, Cache, CacheError, WriteError
+from .cache import MANIFEST, Cache
+from .errors import CacheError
+from .files import WriteError
 
 SMALL_FILE = 1 << 20          # files up to this size are copied, larger ones linked
 MARKER = ".tvexplorer-workcopy.json"

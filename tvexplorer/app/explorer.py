@@ -23,15 +23,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import jobs, workcopy
-from .alignment import cosine_matrix, layer_alignment, task_alignment
-from .atm import VARIANTS
-from .cache import Cache, CacheError, resolve_location
-from .checks import in_range, number
-from .build import AVERAGED_METRICS, PER_TASK_METRICS
-from .evaluation import EvalResult, Evaluator, summarize
-from .merging import METHODS
-from .preview import Preview
+from ..core import workcopy
+from ..core.cache import Cache
+from ..core.checks import in_range, number
+from ..core.errors import CacheError
+from ..core.hub import resolve_location
+from ..merging import METHODS
+from ..pipeline.build import AVERAGED_METRICS, PER_TASK_METRICS
+from ..science.alignment import cosine_matrix, layer_alignment, task_alignment
+from ..science.atm import VARIANTS
+from ..science.evaluation import EvalResult, Evaluator, summarize
+from ..science.preview import Preview
+from . import jobs
 
 COEFFICIENT_RANGE = (-1.0, 2.0)   # per-task coefficient, inclusive
 SCALING_RANGE = (-1.0, 2.0)       # global scaling, inclusive
@@ -64,7 +67,7 @@ def default_cache_path() -> Path | str:
     env = os.environ.get("TVEXPLORER_CACHE")
     if env:
         return env
-    return Path(__file__).resolve().parent.parent / "assets" / "demo"
+    return Path(__file__).resolve().parents[2] / "assets" / "demo"
 
 
 def _mapping(what: str, value) -> dict:
@@ -257,7 +260,7 @@ class Explorer:
 
     def preview(self, method: str = "task_arithmetic", coefficients=None, scaling=None, vectors: str = "tau") -> dict | None:
         """The instant, first-order prediction of evaluate() for task arithmetic and averaging (see
-        tvexplorer/preview.py), labelled as such with its build-time error; None where there is none."""
+        tvexplorer/science/preview.py), labelled as such with its build-time error; None where there is none."""
         if self._preview is None or method not in PREVIEW_METHODS or vectors not in self._preview.kinds:
             return None
         t0 = time.perf_counter()
@@ -290,19 +293,6 @@ class Explorer:
         if name == "zero":
             return {"method": method, "scaling": None, "coefficients": dict.fromkeys(self.tasks, 0.0)}
         raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
-
-    def result_table(self, result: dict) -> pd.DataFrame:
-        """The numbers of an evaluate() result as a table in percent, one row per task and the average."""
-        rows = []
-        for t in self.tasks:
-            n = result["normalized"].get(t)
-            rows.append({"task": t, "zero-shot %": 100 * result["zero_shot"][t], "merged %": 100 * result["accuracy"][t],
-                         "fine-tuned %": 100 * result["finetuned"][t], "normalized %": None if n is None else 100 * n})
-        zs, ft = result["zero_shot"], result["finetuned"]
-        na = result.get("normalized_average")
-        rows.append({"task": "average", "zero-shot %": 100 * sum(zs.values()) / len(zs), "merged %": 100 * result["average"],
-                     "fine-tuned %": 100 * sum(ft.values()) / len(ft), "normalized %": None if na is None else 100 * na})
-        return pd.DataFrame(rows).round(2)
 
     # ------------------------------------------------------------ gradient alignment
     def _memoised(self, key, compute):
@@ -359,17 +349,6 @@ class Explorer:
             return pd.DataFrame(m, index=self.tasks, columns=self.tasks)
         raise ValueError(f"unknown matrix {kind!r}; choose one of: {', '.join(k for _, k in self.matrix_choices())}")
 
-    def alignment_summary(self, tasks: list[str]) -> pd.DataFrame:
-        rows = []
-        for t in tasks:
-            a = self.task_alignment(t)
-            first = a["epochs"][0] if a["epochs"] else {}
-            rows.append({"task": t, "cos(tau, -g0)": a["cos_tau_neg_g0"], "cos(tau1, -g0)": a["cos_tau1_neg_g0"],
-                         "cos(tau1, tau)": a["cos_tau1_tau"], "|tau|": a["norm_tau"], "|tau1|": a["norm_tau1"],
-                         "|lr g0|": a["norm_lr_g0"], "epoch-1 share of update norm": first.get("norm_share"),
-                         **({"|tau1 + lr g0| / |lr g0|": a["full_batch_rel_err"]} if self.full_batch_exact else {})})
-        return pd.DataFrame(rows)
-
     @property
     def full_batch_exact(self) -> bool:
         """Only under full-batch 'gd' is tau1 = -lr * g0 an identity worth checking number by number."""
@@ -384,8 +363,8 @@ class Explorer:
                 "multi-task (joint fine-tuning)": m.get("multitask_average"), "fine-tuned": m["finetuned_average"]}
 
     def theory(self) -> dict | None:
-        """The cache's SGD record (tvexplorer/theory.py) with its log-log slopes, or None."""
-        from .theory import error_slopes
+        """The cache's SGD record (tvexplorer/science/theory.py) with its log-log slopes, or None."""
+        from ..science.theory import error_slopes
         table = self._memoised(("theory",), self.source.theory)
         if table is None:
             return None
@@ -407,17 +386,6 @@ class Explorer:
             "layers": {t: self.layer_table(t).to_dict("records") for t in tasks},
             "cosine_matrices": {k: {"tasks": self.tasks, "matrix": self.cosine_matrix(k).values.tolist()} for k in kinds},
         })
-
-    def full_batch_text(self, tasks: list[str]) -> str:
-        t = self.source.training
-        if self.full_batch_exact:
-            errs = ", ".join(f"{x} {self.task_alignment(x)['full_batch_rel_err']:.3g}" for x in tasks)
-            return (f"{FULL_BATCH_NOTE} This cache was fine-tuned with 'gd', so the measured |tau1 + lr g0| / |lr g0| "
-                    f"shows only floating-point rounding and the storage precision of the vectors: {errs}.")
-        cosines = ", ".join(f"{x} {self.task_alignment(x)['cos_tau1_neg_g0']:.3f}" for x in tasks)
-        return (f"This cache was fine-tuned with {t['optimizer']} (lr {t['lr']:g}, batch size {t.get('batch_size')}), "
-                "whose steps are not -lr * g, so |tau1 + lr g0| is no test of the theorem here. What carries over is "
-                f"the direction: cos(tau1, -g0) = {cosines}. {FULL_BATCH_NOTE}")
 
     # ------------------------------------------------------------ ATM
     @property
@@ -494,16 +462,6 @@ class Explorer:
                          for v, run in self.atm_runs().items()},
         })
 
-    def atm_table(self) -> pd.DataFrame:
-        rows = []
-        for variant, run in self.atm_runs().items():
-            for r in run["rounds"]:
-                rows.append({"variant": variant, "round": r["round"],
-                             **{f"{t} %": 100 * r["accuracy"][t] for t in self.tasks},
-                             "average %": 100 * r["average"], "normalized %": 100 * r["normalized_average"]})
-        columns = ["variant", "round", *(f"{t} %" for t in self.tasks), "average %", "normalized %"]
-        return pd.DataFrame(rows, columns=columns).round(2)
-
     def atm_status(self) -> dict:
         job = jobs.current()
         status = job.status() if job is not None else {"state": "idle"}
@@ -512,35 +470,13 @@ class Explorer:
         status["saved_to"] = str(self._atm_root)
         return clean(status)
 
-    # ------------------------------------------------------------ about
-    def about_cache(self) -> str:
-        i = self.info()
-        t = i["training"]
-        mib = lambda b: f"{b / 2**20:,.1f} MiB"
-        lines = [f"- **Cache:** `{i['cache']}`",
-                 f"- **Model:** `{i['model']}`" + (f" ({i['pretrained']})" if i.get("pretrained") else "")
-                 + f"; image encoder ViT with width {i['vision']['width']}, {i['vision']['layers']} layers, "
-                 f"patch {i['vision']['patch_size']}, images {i['vision']['image_size']} px",
-                 f"- **Parameters:** {i['parameters']:,} in {i['parameter_tensors']} tensors; task vectors stored as {i['vector_dtype']}",
-                 (f"- **Fine-tuning:** {t['optimizer']}, lr {t['lr']:g}, {t['epochs']} epochs, batch size {t['batch_size']}, "
-                  f"weight decay {t.get('weight_decay')}, gradient clipping {t.get('grad_clip')}" if t else
-                  "- **Task vectors:** imported from published fine-tuned checkpoints (no gradient record: the "
-                  "alignment panel and the 1-epoch vectors are not available)"),
-                 f"- **Tasks ({len(i['tasks'])}):** " + ", ".join(f"{name} ({v['classes']} classes)" for name, v in i["tasks"].items()),
-                 f"- **Files:** {mib(i['total_bytes'])} in all: "
-                 + ", ".join(f"{k} {mib(v)}" for k, v in sorted(i["file_bytes"].items(), key=lambda kv: -kv[1])),
-                 f"- **Evaluation device:** {i['device']}",
-                 "- **ATM rounds saved:** " + (", ".join(f"{v} {n}" for v, n in i["atm"].items()) or "none"),
-                 f"- **Writes:** {self.where_saved()}"]
-        return "\n".join(lines)
-
 
 def open_explorer(path=None, **kwargs) -> Explorer:
     """Explorer on `path` (default: $TVEXPLORER_CACHE or the bundled demo). The bundled demo, any cache
     on a Hugging Face Space, and any cache when $TVEXPLORER_READ_ONLY=1 are opened read-only, so that
     running ATM never changes files under version control; a cache that cannot be written is too."""
     path = resolve_location(path or default_cache_path())
-    if kwargs.get("read_only") is None and path.resolve() == (Path(__file__).resolve().parent.parent / "assets" / "demo"):
+    if kwargs.get("read_only") is None and path.resolve() == (Path(__file__).resolve().parents[2] / "assets" / "demo"):
         kwargs["read_only"] = True
     if kwargs.get("read_only") is None and os.environ.get("SPACE_ID"):
         kwargs["read_only"] = True

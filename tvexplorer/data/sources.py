@@ -6,12 +6,12 @@ from typing import Callable
 
 import torch
 
-from .data import TaskData, split_validation
-from .split import Split
+from ..core.split import Split
+from .splits import TaskData, split_validation
 
 
 def _demo(spec: dict) -> TaskData:
-    from .demo.world import TASKS
+    from .world import TASKS
     task = TASKS[spec["task"]]
 
     def size(split, n):  # never more than a real data set holds, so no image is in two splits
@@ -25,16 +25,16 @@ def _demo(spec: dict) -> TaskData:
 
 
 def _benchmark(spec: dict) -> TaskData:
-    from .datasets import load_benchmark  # torchvision and the registry load only when real data is asked for
+    from .benchmarks import load_benchmark  # torchvision and the registry load only when real data is asked for
     return load_benchmark(spec)
 
 
 def _folder(spec: dict) -> TaskData:
-    from .datasets import load_folder
+    from .benchmarks import load_folder
     return load_folder(spec)
 
 
-# Data sources by the name stored in a task's data spec (see datasets.py for the real ones).
+# Data sources by the name stored in a task's data spec (see benchmarks.py for the real ones).
 SOURCES: dict[str, Callable[[dict], TaskData]] = {"demo": _demo, "benchmark": _benchmark, "folder": _folder}
 
 

@@ -18,13 +18,12 @@ from pathlib import Path
 
 import gradio as gr
 
-from . import figures, jobs
+from ..core.errors import CacheError, first_line
+from ..merging import METHODS
+from . import figures, jobs, presenters
 from .about import ABOUT
-from .cache import CacheError
-from .errors import first_line
-from .explorer import (ALL_TASKS, COEFFICIENT_RANGE, PRESETS, SCALING_RANGE, SLIDER_STEP, VECTOR_KINDS,
-                       Explorer, open_explorer)
-from .merging import METHODS
+from .explorer import (ALL_TASKS, COEFFICIENT_RANGE, PRESETS, SCALING_RANGE, SLIDER_STEP, VECTOR_KINDS, Explorer,
+                       open_explorer)
 
 log = logging.getLogger("tvexplorer.app")
 USER_ERRORS = (ValueError, KeyError, CacheError, FileNotFoundError, jobs.Busy)
@@ -112,7 +111,7 @@ class Handlers:
                 f"cache `{i['cache']}`")
 
     def about(self) -> str:
-        return ABOUT + "\n### The loaded cache\n" + self.ex.about_cache()
+        return ABOUT + "\n### The loaded cache\n" + presenters.about_cache(self.ex)
 
     # ------------------------------------------------------------ merge panel
     def _split(self, values):
@@ -137,7 +136,7 @@ class Handlers:
             gr.Warning(first_line(e))
             return (f"⚠ **Not updated:** {first_line(e)} — the numbers below are from the previous settings.",
                     gr.skip(), gr.skip(), gr.skip(), gr.skip())
-        table = self.ex.result_table(result)
+        table = presenters.result_table(self.ex, result)
         digest = hashlib.sha1(json.dumps(result, sort_keys=True, default=str).encode()).hexdigest()[:10]
         csv = self.tmp / f"merge_{result['method'].replace(':', '_')}_{digest}.csv"
         table.to_csv(csv, index=False)
@@ -159,7 +158,8 @@ class Handlers:
         status = (f"◔ **Preview** (first-order, not exact) — {result['label']}, scaling {result['scaling']:g}: average "
                   f"**{_percent(result['average'])}**, normalized **{_percent(result['normalized_average'])}** "
                   f"({1000 * result['seconds']:.0f} ms); exact numbers on their way. _{result['error_note']}_")
-        return status, figures.merge_figure(result, self.tasks), self.ex.result_table(result), gr.skip(), gr.skip()
+        return (status, figures.merge_figure(result, self.tasks), presenters.result_table(self.ex, result),
+                gr.skip(), gr.skip())
 
     def settings_updates(self, method, scaling=None, coefficients=None):
         """Updates for [method, scaling, vectors, *param groups, *task sliders, hint] after a method change or preset."""
@@ -207,8 +207,8 @@ class Handlers:
         try:
             tasks = self.ex.check_task(task)
             alignments = {t: self.ex.task_alignment(t) for t in tasks}
-            note = self.ex.full_batch_text(tasks)
-            summary = self.ex.alignment_summary(tasks)
+            note = presenters.full_batch_text(self.ex, tasks)
+            summary = presenters.alignment_summary(self.ex, tasks)
             for col in summary.columns[1:]:  # cosines to 4 decimals, norms and errors to 4 significant digits
                 summary[col] = summary[col].map(lambda x: round(x, 4) if col.startswith("cos") else float(f"{x:.4g}"))
             epochs = figures.epochs_figure(alignments)
@@ -241,7 +241,7 @@ class Handlers:
     def _atm_view(self, status: str):
         """(status, chart, table, method choices, matrix choices)."""
         summary = self.ex.atm_summary()
-        return (status, figures.atm_figure(summary, self.tasks), self.ex.atm_table(),
+        return (status, figures.atm_figure(summary, self.tasks), presenters.atm_table(self.ex),
                 gr.update(choices=self.ex.method_choices()), gr.update(choices=self.ex.matrix_choices()))
 
     def _atm_status_text(self) -> str:

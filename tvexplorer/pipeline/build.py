@@ -25,20 +25,20 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import __version__
-from .alignment import trajectory_table
-from .cache import (DTYPES, SCHEMA_VERSION, VECTOR_KINDS, Cache, atomic_write, sha256_file, write_manifest,
-                    write_table, write_tensors, writer_lock)
-from .data import TaskData
-from .device import resolve_device
-from .evaluation import Evaluator
-from .layout import Layout
-from .merging import merge_flat
-from .models import ModelSpec, get_flat, load_clip, set_flat, zero_shot_head
-from .probe import features, probe_accuracy
-from .sources import load_task
-from .theory import theory_record
-from .training import TrainConfig, finetune, finetune_jointly, full_batch_gradient, prepare, steps_per_epoch
+from .. import __version__
+from ..core.cache import DTYPES, SCHEMA_VERSION, VECTOR_KINDS, Cache, write_manifest
+from ..core.device import resolve_device
+from ..core.files import atomic_write, sha256_file, write_table, write_tensors, writer_lock
+from ..core.layout import Layout
+from ..data.sources import load_task
+from ..data.splits import TaskData
+from ..merging import merge_flat
+from ..models.clip import ModelSpec, get_flat, load_clip, set_flat, zero_shot_head
+from ..science.alignment import trajectory_table
+from ..science.evaluation import Evaluator
+from ..science.probe import features, probe_accuracy
+from ..science.theory import theory_record
+from ..science.training import TrainConfig, finetune, finetune_jointly, full_batch_gradient, prepare, steps_per_epoch
 
 # Scalings tried on the validation subsets: 0 (theta0 itself) to 1.5, so that a best value at
 # either end shows the grid, not the method, is the limit.
@@ -117,8 +117,8 @@ def _finish(out: Path, manifest: dict, device, measured: dict | None = None) -> 
 
 
 def add_preview(cache: Cache, device) -> None:
-    """The instant preview (tvexplorer/preview.py) of a finished cache, with a progress bar."""
-    from .preview import compute_preview
+    """The instant preview (tvexplorer/science/preview.py) of a finished cache, with a progress bar."""
+    from ..science.preview import compute_preview
     with cache.writing(), tqdm(total=len(cache.tasks), desc="preview", unit="task", file=sys.stderr, leave=False) as bar:
         compute_preview(cache, device, progress=lambda done, total, what: bar.update(done - bar.n))
 
@@ -164,7 +164,7 @@ def build_cache(out: Path, spec: ModelSpec, task_specs: list[dict], cfg: TrainCo
     """Fine-tune every task from `spec` and write a cache to `out`, resuming an interrupted build.
 
     `multitask` adds the joint fine-tuning baseline (training.finetune_jointly); `theory` (keys
-    tasks, lrs, epochs, n_train, batch_size) adds the SGD record of tvexplorer/theory.py."""
+    tasks, lrs, epochs, n_train, batch_size) adds the SGD record of tvexplorer/science/theory.py."""
     out = Path(out)
     device = resolve_device(device)
     dtype = DTYPES[vector_dtype]
@@ -215,7 +215,7 @@ def build_cache(out: Path, spec: ModelSpec, task_specs: list[dict], cfg: TrainCo
 
 
 def _probe(start: _Start, task: TaskData, device) -> float:
-    """Linear-probe accuracy of theta0's features on the task's evaluation subset (tvexplorer/probe.py)."""
+    """Linear-probe accuracy of theta0's features on the task's evaluation subset (tvexplorer/science/probe.py)."""
     mean, std = start.encoder_info["mean"], start.encoder_info["std"]
     test = task.test.take(start.n_eval)
     return probe_accuracy(features(start.encoder, task.train, mean, std, device), task.train.labels,
@@ -247,7 +247,7 @@ def import_checkpoints(out: Path, spec: ModelSpec, task_specs: list[dict], check
 
     theta0 is `spec`'s pretrained image encoder, or `base_checkpoint` (for example the task-arithmetic
     authors' zeroshot.pt) when given; the heads always come from `spec`'s text tower."""
-    from .checkpoints import check_against, read_image_encoder
+    from ..models.checkpoints import check_against, read_image_encoder
     out = Path(out)
     device = resolve_device(device)
     start = _Start(out, spec, task_specs, n_eval, n_val)

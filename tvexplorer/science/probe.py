@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .data import LazySplit, to_input
-from .split import Split
+from ..core.split import Split
+from ..data.splits import LazySplit, to_input
 
 
 @torch.inference_mode()

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from .atm import run_atm
-from .cache import Cache
-from .device import resolve_device
-from .errors import described
+from ..core.cache import Cache
+from ..core.device import resolve_device
+from ..core.errors import described
+from ..science.atm import run_atm
 
 try:  # Hugging Face Spaces: ask for a GPU for the duration of a run (a no-op outside ZeroGPU)
     import spaces  # type: ignore

@@ -16,14 +16,14 @@ from typing import Callable
 
 import torch
 
+from ..core.cache import Cache
+from ..core.checks import finite
+from ..core.device import resolve_device
+from ..data.sources import load_task
+from ..merging import merge_flat
+from ..models.clip import build_image_encoder, set_flat
 from .alignment import cosine_matrix, norm
-from .cache import Cache
-from .checks import finite
-from .device import resolve_device
 from .evaluation import Evaluator
-from .merging import merge_flat
-from .models import build_image_encoder, set_flat
-from .sources import load_task
 from .training import TrainConfig, finetune, prepare, steps_per_epoch
 
 VARIANTS = {"standard": "train", "posthoc": "val"}

@@ -1,6 +1,12 @@
-"""How an error is told in one line, wherever one is shown to a person (the app, the command line,
-a job's status, a benchmark row): its message's first line, never a traceback."""
+"""The error a cache that cannot be used raises, and how any error is told in one line wherever one is
+shown to a person (the app, the command line, a job's status, a benchmark row): its message's first
+line, never a traceback."""
 from __future__ import annotations
+
+
+class CacheError(ValueError):
+    """A cache that cannot be read as it is; the message names the file and what is wrong."""
+
 
 LONGEST = 500  # characters: a message that long is a dump, not a sentence
 

@@ -1,6 +1,6 @@
 """A split held in memory: uint8 images [N, H, W, 3] and their labels, as caches store evaluation
 subsets and as data sources load small tasks; and the seeded orders that every split type (this one
-and data.LazySplit) batches and subsets by, so the same items give the same results in either."""
+and data.splits.LazySplit) batches and subsets by, so the same items give the same results in either."""
 from __future__ import annotations
 
 from dataclasses import dataclass

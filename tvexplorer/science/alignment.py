@@ -14,7 +14,7 @@ import math
 import pandas as pd
 import torch
 
-from .layout import Layout
+from ..core.layout import Layout
 
 _CHUNK = 1 << 22
 

@@ -42,7 +42,7 @@ from typing import Iterator, Mapping, Sequence
 import torch
 from safetensors.torch import load_file
 
-from .errors import described
+from ..core.errors import described
 
 # ---------------------------------------------------------------- errors
 

@@ -9,7 +9,7 @@ sources built on them.
   ({"train": file, "test": file} under root, listing the file names in each split, as RESISC45 does),
   "classnames" (default: the class folders' names) and "templates" (default: "a photo of a {}.").
 
-The training pool is the official training split, validation 10 % of it (`data.split_validation`),
+The training pool is the official training split, validation 10 % of it (`splits.split_validation`),
 the test split the official test split. Splits are lazy: images are decoded batch by batch.
 """
 from __future__ import annotations
@@ -26,11 +26,10 @@ import torchvision.datasets
 from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import default_loader
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import functional as F
+from torchvision.transforms import functional as F, InterpolationMode
 
-from .data import LazySplit, TaskData, split_validation
-from .errors import first_line
+from ..core.errors import first_line
+from .splits import LazySplit, TaskData, split_validation
 
 _REGISTRY = json.loads(Path(__file__).with_name("datasets.json").read_text())
 DATASETS: dict[str, dict] = _REGISTRY["datasets"]
@@ -45,7 +44,7 @@ class DatasetNotFound(FileNotFoundError):
 @dataclass(frozen=True)
 class ClipPreprocess:
     """PIL image -> uint8 [size, size, 3], as CLIP prepares images: shorter side resized to `size`
-    (bicubic), centre crop, RGB. Scaling and normalisation happen per batch (`data.to_input`)."""
+    (bicubic), centre crop, RGB. Scaling and normalisation happen per batch (`splits.to_input`)."""
     size: int
     transpose: bool = False  # EMNIST stores its images transposed
 
