@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tvexplorer.core.cache import MANIFEST, Cache
+from tvexplorer.core.cache import Cache
 from tvexplorer.core.errors import CacheError
 from tvexplorer.core.files import atomic_write, mmap_tensors, write_tensors
+from tvexplorer.core.manifest import MANIFEST
 
 
 def test_open_reads_manifest_and_maps_vectors(quick_demo):

@@ -18,8 +18,9 @@ import tvexplorer.core.files as files_module
 from tvexplorer.app import jobs
 from tvexplorer.cli import main
 from tvexplorer.core import workcopy
-from tvexplorer.core.cache import MANIFEST, Cache
+from tvexplorer.core.cache import Cache
 from tvexplorer.core.files import WriteError, writer_lock
+from tvexplorer.core.manifest import MANIFEST
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -18,6 +18,7 @@ from .core.checks import finite
 from .core.errors import CacheError
 from .core.files import WriteError
 from .core.hub import resolve_location
+from .core.manifest import average_key
 
 EXIT_WRITE_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -161,7 +162,7 @@ def cmd_import(args):
 
 
 def _info(cache: Cache) -> dict:
-    from .pipeline.build import AVERAGED_METRICS, PER_TASK_METRICS
+    from .core.manifest import AVERAGED_METRICS, PER_TASK_METRICS, averages
     m = cache.metrics
     return {
         "cache": str(cache.root),
@@ -171,7 +172,7 @@ def _info(cache: Cache) -> dict:
         "source": cache.manifest.get("source", {"kind": "fine-tuned"}),
         "tasks": {t: {"classes": len(cache.task(t)["classnames"]), **{k: m.get(k, {}).get(t) for k in PER_TASK_METRICS}}
                   for t in cache.tasks},
-        "averages": {k: m.get(f"{k}_average") for k in AVERAGED_METRICS},
+        "averages": averages(m),
         "task_arithmetic_best_scaling": m["task_arithmetic"]["best_scaling"],
         "best_scalings": {k: m[k]["best_scaling"] for k in AVERAGED_METRICS if isinstance(m.get(k), dict) and "best_scaling" in m[k]},
         "atm": {v: [{"round": r["round"], "average": r["average"]} for r in run["rounds"]] for v, run in cache.atm_runs().items()},
@@ -235,7 +236,7 @@ def _print_bench(result: dict) -> None:
 
 
 def _print_info(info: dict) -> None:
-    from .pipeline.build import PER_TASK_METRICS
+    from .core.manifest import PER_TASK_METRICS
     print(f"{info['cache']}: {info['model']}, {info['parameters']:,} image-encoder parameters, {len(info['tasks'])} tasks")
     rows = [[t, v["classes"], *(_pct(v[k]) for k in PER_TASK_METRICS)] for t, v in info["tasks"].items()]
     a = info["averages"]
@@ -319,7 +320,7 @@ def cmd_atm(args):
             bar.close()
     run = cache.atm_runs()[args.variant]
     return {"variant": args.variant, "coefficient": run["coefficient"],
-            "task_arithmetic_average": cache.metrics["task_arithmetic_average"],
+            "task_arithmetic_average": cache.metrics[average_key("task_arithmetic")],
             "new_rounds": [r["round"] for r in records],
             "rounds": [{k: r[k] for k in ("round", "accuracy", "average", "normalized_average")} for r in run["rounds"]]}
 

@@ -35,8 +35,8 @@ from .plan import FULL, MERGES, FUSIONBENCH_PYTHON, Plan, QUICK, ROOT, SECTIONS,
 from .report import format_report, targets
 from .timings import bench_app, bench_cache, bench_evaluation
 from .world import write_world
-from tvexplorer.core.cache import MANIFEST
 from tvexplorer.core.device import resolve_device
+from tvexplorer.core.manifest import MANIFEST
 
 __all__ = ["SECTIONS", "MERGES", "QUICK", "run", "format_report", "targets", "bench_fusionbench"]
 

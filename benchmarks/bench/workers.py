@@ -15,9 +15,9 @@ import torch
 from .machine import cpu_clock, meminfo_bytes, others_share, proc_field
 from .plan import MERGES, Plan, ROOT, log, timed
 from .world import World, mapped_tau
-from tvexplorer.core.cache import MANIFEST
 from tvexplorer.core.errors import described, first_line
 from tvexplorer.core.layout import Layout
+from tvexplorer.core.manifest import read_manifest
 from tvexplorer.merging import merge_flat
 
 
@@ -81,7 +81,7 @@ def run_jobs(spec_path: str, prepare: Callable[[dict, Layout, dict[str, torch.Te
     from safetensors.torch import save_file
     spec = json.loads(Path(spec_path).read_text())
     root = Path(spec["cache"])
-    layout = Layout.from_json(json.loads((root / MANIFEST).read_text())["layout"])
+    layout = Layout.from_json(read_manifest(root)["layout"])
     baseline = _status_bytes("VmRSS")
     records = []
     for job in spec["jobs"]:

@@ -10,9 +10,10 @@ import torch.nn.functional as F
 from .machine import evict
 from .plan import Plan
 from tvexplorer import __version__
-from tvexplorer.core.cache import Cache, SCHEMA_VERSION, write_manifest
+from tvexplorer.core.cache import Cache
 from tvexplorer.core.files import mmap_tensors, write_tensors
 from tvexplorer.core.layout import Layout
+from tvexplorer.core.manifest import Manifest, TaskRecord, write_manifest
 
 
 @dataclass(frozen=True)
@@ -60,19 +61,16 @@ def write_world(root: Path, plan: Plan, classes: int = 10) -> World:
         vectors = {kind: _random(layout.numel, 1e-3, 1000 * i + j) for j, kind in enumerate(("tau", "tau1", "g0"))}
         files[f"vectors/{task}.safetensors"] = write_tensors(root, f"vectors/{task}.safetensors", vectors)
         files[f"eval/{task}.safetensors"] = write_tensors(root, f"eval/{task}.safetensors", _eval_subset(plan, i, classes))
-    write_manifest(root, {
-        "schema_version": SCHEMA_VERSION,
-        "created_by": f"tvexplorer {__version__} bench (synthetic)",
-        "model": {"name": "synthetic", "pretrained": None, "encoder": plan.encoder},
-        "layout": layout.to_json(),
-        "vector_dtype": "float32",
-        "tasks": [{"name": t, "classnames": [f"class {c}" for c in range(classes)], "templates": ["a photo of a {}."],
-                   "data": {"source": "synthetic"}, "sizes": {"train": 0, "val": 1, "test": plan.images_per_task}}
-                  for t in tasks],
-        "training": {},
-        "metrics": {},
-        "files": files,
-    })
+    write_manifest(root, Manifest(
+        created_by=f"tvexplorer {__version__} bench (synthetic)",
+        model={"name": "synthetic", "pretrained": None, "encoder": plan.encoder},
+        layout=layout.to_json(),
+        vector_dtype="float32",
+        tasks=[TaskRecord(t, [f"class {c}" for c in range(classes)], ["a photo of a {}."], {"source": "synthetic"},
+                          {"train": 0, "val": 1, "test": plan.images_per_task}) for t in tasks],
+        training={},
+        files=files,
+    ))
     return World(root, plan.encoder, layout, tasks)
 
 

@@ -28,8 +28,8 @@ from ..core.cache import Cache
 from ..core.checks import in_range, number
 from ..core.errors import CacheError
 from ..core.hub import resolve_location
+from ..core.manifest import MANIFEST, PER_TASK_METRICS, averages
 from ..merging import METHODS
-from ..pipeline.build import AVERAGED_METRICS, PER_TASK_METRICS
 from ..science.alignment import cosine_matrix, layer_alignment, task_alignment
 from ..science.atm import VARIANTS
 from ..science.evaluation import EvalResult, Evaluator, summarize
@@ -148,7 +148,7 @@ class Explorer:
             "tasks": {t: {"classes": len(self.source.task(t)["classnames"]), "sizes": self.source.task(t).get("sizes"),
                           **{k: m.get(k, {}).get(t) for k in PER_TASK_METRICS}}
                       for t in self.tasks},
-            "averages": {k: m.get(f"{k}_average") for k in AVERAGED_METRICS},
+            "averages": averages(m),
             "task_arithmetic_best_scaling": m["task_arithmetic"]["best_scaling"],
             "file_bytes": sizes, "total_bytes": sum(sizes.values()),
             "device": str(self.evaluator.device),
@@ -356,11 +356,10 @@ class Explorer:
 
     def references(self) -> dict[str, float | None]:
         """Average accuracies that the Merge and ATM charts draw as reference lines (None: not recorded)."""
-        m = self.metrics
-        return {"zero-shot": m["zero_shot_average"], "linear probe of theta0": m.get("linear_probe_average"),
-                "task arithmetic": m["task_arithmetic_average"],
-                "task arithmetic (tau1)": m.get("task_arithmetic_one_epoch_average"),
-                "multi-task (joint fine-tuning)": m.get("multitask_average"), "fine-tuned": m["finetuned_average"]}
+        a = averages(self.metrics)
+        return {"zero-shot": a["zero_shot"], "linear probe of theta0": a["linear_probe"],
+                "task arithmetic": a["task_arithmetic"], "task arithmetic (tau1)": a["task_arithmetic_one_epoch"],
+                "multi-task (joint fine-tuning)": a["multitask"], "fine-tuned": a["finetuned"]}
 
     def theory(self) -> dict | None:
         """The cache's SGD record (tvexplorer/science/theory.py) with its log-log slopes, or None."""
@@ -396,7 +395,7 @@ class Explorer:
     @property
     def atm_cache(self) -> Cache:
         """The cache holding ATM rounds, re-opened when its manifest changed on disk."""
-        manifest = self._atm_root / "manifest.json"
+        manifest = self._atm_root / MANIFEST
         try:
             st = manifest.stat()
             stamp = (st.st_mtime_ns, st.st_size, st.st_ino)

@@ -1,7 +1,8 @@
 """The cache: one folder that holds everything the explorer needs, and nothing that must be retrained.
 
     manifest.json                 schema version, model, layout, tasks, training, metrics, ATM rounds,
-                                  and every file below with its size and sha256 (written last)
+                                  and every file below with its size and sha256 (written last; its
+                                  schema: core/manifest.py)
     base.safetensors              image encoder at theta0, named tensors, float32
     heads.safetensors             one frozen zero-shot head per task [embed_dim, classes], logit_scale
     vectors/<task>.safetensors    flat, contiguous tau (final), tau1 (after epoch 1), g0 (full-batch
@@ -25,55 +26,21 @@ import json
 import os
 import threading
 from contextlib import contextmanager
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import pandas as pd
 import torch
 
 from .errors import CacheError
-from .files import atomic_write, mmap_tensors, write_tensors, writer_lock
+from .files import mmap_tensors, write_tensors, writer_lock
 from .layout import Layout
+from .manifest import read_manifest, write_manifest
 from .split import Split
 from .stamps import file_sha256
 
-SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
 VECTOR_KINDS = ("tau", "tau1", "g0")
 DTYPES = {"float32": torch.float32, "float16": torch.float16}  # storage dtypes of flat vectors
-
-
-def write_manifest(root: Path, manifest: dict) -> None:
-    text = json.dumps(manifest, indent=1, sort_keys=False)
-    atomic_write(root / MANIFEST, lambda tmp: tmp.write_text(text))
-
-
-def read_manifest(root: Path) -> dict:
-    """The manifest of the cache folder `root`, checked as far as it can be without opening the files."""
-    manifest_path = root / MANIFEST
-    if not manifest_path.is_file():
-        raise CacheError(f"{manifest_path}: missing, so {root} is not a tvexplorer cache (or its build did not finish)")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CacheError(f"{manifest_path}: not valid JSON ({e}); rebuild the cache") from None
-    version = manifest.get("schema_version") if isinstance(manifest, dict) else None
-    if version != SCHEMA_VERSION:
-        raise CacheError(f"{manifest_path}: schema version {version!r}, this tvexplorer reads version {SCHEMA_VERSION}; "
-                         "rebuild the cache or use a matching tvexplorer")
-    for rel in manifest["files"]:
-        _check_inside(manifest_path, rel)
-    return manifest
-
-
-def _check_inside(manifest_path: Path, rel: str) -> None:
-    """Refuse a listed file that is not a plain relative path below the cache folder, before anything
-    touches it: a downloaded manifest is third-party input. The name is judged, not where a symbolic
-    link leads, because a hub snapshot's files are links into the hub's own blob store."""
-    name = PurePosixPath(rel)
-    if not name.parts or name.is_absolute() or ".." in name.parts:
-        raise CacheError(f"{manifest_path}: lists the file {rel!r}, which is not inside the cache folder (an absolute "
-                         "path or one with '..'); the manifest is damaged or hostile: get the cache from its source again")
 
 
 class Cache:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .cache import MANIFEST, Cache
+from .cache import Cache
 from .errors import CacheError, described
+from .manifest import MANIFEST
 from .stamps import verify_once
 
 HF_PREFIX = "hf://"

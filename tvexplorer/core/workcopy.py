@@ -18,9 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from .cache import MANIFEST, Cache
+from .cache import Cache
 from .errors import CacheError
 from .files import WriteError
+from .manifest import MANIFEST
 
 SMALL_FILE = 1 << 20          # files up to this size are copied, larger ones linked
 MARKER = ".tvexplorer-workcopy.json"

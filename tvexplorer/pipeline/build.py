@@ -26,10 +26,12 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..core.cache import DTYPES, SCHEMA_VERSION, VECTOR_KINDS, Cache, write_manifest
+from ..core.cache import DTYPES, VECTOR_KINDS, Cache
 from ..core.device import resolve_device
 from ..core.files import atomic_write, sha256_file, write_table, write_tensors, writer_lock
 from ..core.layout import Layout
+from ..core.manifest import (TUNED_METHODS, Manifest, TaskRecord, add_per_task, add_tuned, average_key, averages,
+                             write_manifest)
 from ..data.sources import load_task
 from ..data.splits import TaskData
 from ..merging import merge_flat
@@ -43,11 +45,6 @@ from ..science.training import TrainConfig, finetune, finetune_jointly, full_bat
 # Scalings tried on the validation subsets: 0 (theta0 itself) to 1.5, so that a best value at
 # either end shows the grid, not the method, is the limit.
 SCALING_GRID = tuple(round(0.05 * i, 2) for i in range(0, 31))
-# Methods besides task arithmetic whose best validation scaling the build records.
-TUNED_METHODS = ("ties", "tsv", "iso_c")
-# Metric keys that hold one accuracy per task, and every key that has an "<key>_average".
-PER_TASK_METRICS = ("zero_shot", "linear_probe", "one_epoch", "finetuned", "multitask")
-AVERAGED_METRICS = (*PER_TASK_METRICS, "task_arithmetic", "task_arithmetic_one_epoch", *TUNED_METHODS)
 STATE = ".build/state.json"
 MULTITASK = "multitask.safetensors"
 THEORY = "theory.csv"
@@ -83,34 +80,31 @@ class _Start:
                                                    "val_images": val.images, "val_labels": val.labels})}
 
     def manifest(self, spec: ModelSpec, task_specs: list[dict], training: dict | None, vector_dtype: str,
-                 vector_kinds: tuple[str, ...], files: dict, source: dict) -> dict:
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "created_by": f"tvexplorer {__version__}",
-            "model": {"name": spec.name, "pretrained": spec.pretrained, "encoder": self.encoder_info},
-            "layout": self.layout.to_json(),
-            "vector_dtype": vector_dtype,
-            "vector_kinds": list(vector_kinds),
-            "source": source,
-            "tasks": [{"name": d.name, "classnames": list(d.classnames), "templates": list(d.templates), "data": s,
-                       "sizes": {"train": len(d.train), "val": len(d.val), "test": len(d.test)}}
-                      for d, s in zip(self.data, task_specs)],
-            "training": training,
-            "metrics": {},
-            "files": {**self.files, **files},
-        }
+                 vector_kinds: tuple[str, ...], files: dict, source: dict) -> Manifest:
+        return Manifest(
+            created_by=f"tvexplorer {__version__}",
+            model={"name": spec.name, "pretrained": spec.pretrained, "encoder": self.encoder_info},
+            layout=self.layout.to_json(),
+            vector_dtype=vector_dtype,
+            vector_kinds=list(vector_kinds),
+            source=source,
+            tasks=[TaskRecord(d.name, list(d.classnames), list(d.templates), s,
+                              {"train": len(d.train), "val": len(d.val), "test": len(d.test)})
+                   for d, s in zip(self.data, task_specs)],
+            training=training,
+            files={**self.files, **files},
+        )
 
 
-def _finish(out: Path, manifest: dict, device, measured: dict | None = None) -> Cache:
+def _finish(out: Path, manifest: Manifest, device, measured: dict | None = None) -> Cache:
     """Reference metrics, the manifest, then the instant preview (a finished cache is usable without it).
     `measured`: metrics that the build took along the way (per task), added with their averages."""
-    manifest["metrics"] = reference_metrics(Cache(out, manifest), device)
+    manifest.metrics = reference_metrics(Cache(out, manifest.to_json()), device)
     for key, per_task in (measured or {}).items():
-        manifest["metrics"][key] = per_task
-        manifest["metrics"][f"{key}_average"] = sum(per_task.values()) / len(per_task)
+        add_per_task(manifest.metrics, key, per_task)
     write_manifest(out, manifest)
     shutil.rmtree(out / ".build", ignore_errors=True)
-    log(json.dumps({k: v for k, v in manifest["metrics"].items() if k.endswith("average")}))
+    log(json.dumps({average_key(k): v for k, v in averages(manifest.metrics).items() if v is not None}))
     cache = Cache.open(out)
     add_preview(cache, device)
     return cache
@@ -300,11 +294,9 @@ def reference_metrics(cache: Cache, device) -> dict:
     if MULTITASK in cache.manifest["files"]:
         metrics["multitask"] = test.accuracy(cache.tensors(MULTITASK)["delta"].float())
     for key in [k for k in ("zero_shot", "finetuned", "one_epoch", "multitask") if k in metrics]:
-        metrics[f"{key}_average"] = sum(metrics[key].values()) / len(metrics[key])
+        add_per_task(metrics, key, metrics[key])
     for kind, _, key in pairs:
-        metrics[key] = _best_on_validation("task_arithmetic", cache.vectors(kind), cache, val, test)
-        metrics[f"{key}_average"] = metrics[key]["average"]
+        add_tuned(metrics, key, _best_on_validation("task_arithmetic", cache.vectors(kind), cache, val, test))
     for method in TUNED_METHODS:
-        metrics[method] = _best_on_validation(method, cache.vectors("tau"), cache, val, test)
-        metrics[f"{method}_average"] = metrics[method]["average"]
+        add_tuned(metrics, method, _best_on_validation(method, cache.vectors("tau"), cache, val, test))
     return metrics
