@@ -4,8 +4,8 @@
     python app.py --cache DIR          # another cache
     python app.py --port 7860 --host 0.0.0.0
 
-Every computation lives in the package (tvexplorer.explorer, tvexplorer.figures, tvexplorer.ui,
-tvexplorer.jobs); see README.md for the API endpoints and deployment on Hugging Face Spaces.
+Every computation lives in the package (tvexplorer.app: the explorer service, presenters, figures,
+handlers, jobs); see README.md for the API endpoints and deployment on Hugging Face Spaces.
 """
 from __future__ import annotations
 

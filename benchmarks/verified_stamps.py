@@ -31,7 +31,7 @@ from tvexplorer.core.manifest import Manifest, TaskRecord, write_manifest
 
 CHILD = """
 import sys, time
-from tvexplorer.cache import Cache
+from tvexplorer.core.cache import Cache
 start = time.perf_counter()
 cache = Cache.open(sys.argv[1])
 total = sum(float(v.sum()) for v in cache.vectors("tau").values())

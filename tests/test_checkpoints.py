@@ -1,4 +1,4 @@
-"""Reading published fine-tuned image encoders (tvexplorer.checkpoints) into open_clip parameter names.
+"""Reading published fine-tuned image encoders (tvexplorer.models.checkpoints) into open_clip parameter names.
 
 Everything is built here, at toy sizes, and nothing touches the network: Hugging Face models come
 from a config with random weights, task-arithmetic checkpoints are fabricated with a stand-in for

@@ -19,9 +19,11 @@ and its scaling λ acts as the step size. The paper below also argues that the f
 the whole fine-tuning trajectory, so the full task vector **τ** stays close to the direction of the
 first-epoch one. The *Gradient alignment* tab measures this on the loaded cache: the cosine between τ
 and −g₀, how well each epoch's update follows −g₀, what share of the total movement each epoch
-contributes, per parameter tensor, and the check τ₁ = −lr · g₀, which holds exactly only for plain
-full-batch gradient descent; with mini-batches, clipping and AdamW it is an approximation whose
-actual error is shown.
+contributes, per parameter tensor. Under full-batch gradient descent τ₁ = −lr · g₀ holds by
+construction, so it proves nothing; the theorem's content is plain mini-batch SGD, where one epoch
+of K = N/B steps gives τ₁ ≈ −lr · K · g₀ (and E epochs ≈ −lr · K · Σ g(θₑ)) up to an error of second
+order in lr. Its *Theory* section measures that error at several learning rates: on log-log axes it
+should follow a line of slope 1. Under AdamW the identity does not apply at all; the cosines remain.
 
 ### ATM: alternating tuning and merging
 If a merge is one step of multi-task gradient descent, more steps should help. ATM does exactly that:

@@ -26,7 +26,7 @@ SETTINGS = "pretraining.json"  # what the weights were trained with, so a rerun 
 
 def pretrain_clip(out: Path, model_cfg: dict, preprocess_cfg: dict, corpus_size: int, unshifted_fraction: float,
                   epochs: int, batch_size: int, lr: float, weight_decay: float, seed: int,
-                  name_rate: float | dict[str, float] = 1.0, unnamed: tuple[str, ...] = ()) -> Path:
+                  name_rate: float | dict[str, float] = 1.0, unnamed: tuple[str, ...] = (), confusion: float = 0.0) -> Path:
     """Train a CLIP from scratch on `corpus_size` pairs; write it to `out` as a local-dir model.
     A folder that already holds a model pretrained with exactly these settings is kept as it is
     (training is deterministic, so it would come out the same)."""
@@ -36,7 +36,7 @@ def pretrain_clip(out: Path, model_cfg: dict, preprocess_cfg: dict, corpus_size:
     config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}
     settings = {**config, "corpus_size": corpus_size, "unshifted_fraction": unshifted_fraction, "epochs": epochs,
                 "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "seed": seed, "name_rate": name_rate,
-                "unnamed": list(unnamed)}
+                "unnamed": list(unnamed), "confusion": confusion}
     if (out / WEIGHTS).is_file() and (out / SETTINGS).is_file() and json.loads((out / SETTINGS).read_text()) == settings:
         print(f"{out}: reusing the model pretrained with these settings", file=sys.stderr)
         return out
@@ -45,7 +45,7 @@ def pretrain_clip(out: Path, model_cfg: dict, preprocess_cfg: dict, corpus_size:
     model = open_clip.model.CLIP(**model_cfg)
     tokenizer = open_clip.get_tokenizer(f"local-dir:{out.resolve()}")
     images, captions = corpus(corpus_size, seed=seed, unshifted_fraction=unshifted_fraction, name_rate=name_rate,
-                              unnamed=tuple(unnamed))
+                              unnamed=tuple(unnamed), confusion=confusion)
     images, tokens = torch.from_numpy(images), tokenizer(captions)
     mean, std = preprocess_cfg["mean"], preprocess_cfg["std"]
 

@@ -148,8 +148,16 @@ CORPUS_TEMPLATES: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in _CAPTION
 OTHER_NAMES: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in _CAPTIONS["other_names"].items()}
 
 
+def partner_class(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """The class each label is paired with for caption confusions: 0-1, 2-3, ...; with an odd count
+    the last class pairs with the one before it (which keeps its own partner)."""
+    partner = labels ^ 1
+    return np.where(partner >= n_classes, labels - 1, partner)
+
+
 def corpus(n: int, seed: int = 0, unshifted_fraction: float = 0.0,
-           name_rate: float | dict[str, float] = 1.0, unnamed: tuple[str, ...] = ()) -> tuple[np.ndarray, list[str]]:
+           name_rate: float | dict[str, float] = 1.0, unnamed: tuple[str, ...] = (),
+           confusion: float = 0.0) -> tuple[np.ndarray, list[str]]:
     """The contrastive pretraining corpus: n image-caption pairs, mixed evenly over TASKS.
 
     Images come from each task's split="train": a share `unshifted_fraction` in the task's own
@@ -158,7 +166,10 @@ def corpus(n: int, seed: int = 0, unshifted_fraction: float = 0.0,
     shifted images use the class's own word; captions of in-domain images use it with probability
     `name_rate` (one number, or one per task), else OTHER_NAMES[task]. So the prompts' words can be
     learned mostly on images that look unlike the task's own, as web captions name things on other
-    photos than a benchmark's. Class words listed in `unnamed` never appear at all.
+    photos than a benchmark's. Class words listed in `unnamed` never appear at all. With probability
+    `confusion` a caption names the class's partner instead (classes paired in order, 0-1, 2-3, ...;
+    an odd last class joins the pair before it): captions that mix up similar things leave the prompt
+    words pointing between two classes, so zero-shot confuses them while the features still separate them.
     The pairs are shuffled; deterministic in (n, seed). Returns uint8 [n, 24, 24, 3] and n strings.
     """
     n = int(n)
@@ -183,8 +194,9 @@ def corpus(n: int, seed: int = 0, unshifted_fraction: float = 0.0,
         rate = name_rate[name] if isinstance(name_rate, dict) else name_rate
         shifted = np.arange(k) < k - k_in
         own = ((rng.random(k) < rate) | shifted) & ~np.isin(lab, [c for c, w in enumerate(task.classnames) if w in unnamed])
+        named = np.where(rng.random(k) < confusion, partner_class(lab, len(task.classnames)), lab)
         images.append(img)
-        captions += [tpl[w].format((task.classnames if o else OTHER_NAMES[name])[c]) for w, c, o in zip(which, lab, own)]
+        captions += [tpl[w].format((task.classnames if o else OTHER_NAMES[name])[c]) for w, c, o in zip(which, named, own)]
     order = rng.permutation(n)
     allimg = np.concatenate(images, 0) if images else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
     return allimg[order], [captions[i] for i in order]
