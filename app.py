@@ -4,8 +4,8 @@
     python app.py --cache DIR          # another cache
     python app.py --port 7860 --host 0.0.0.0
 
-Every computation lives in the package (tvexplorer.explorer, tvexplorer.figures, tvexplorer.ui,
-tvexplorer.jobs); see README.md for the API endpoints and deployment on Hugging Face Spaces.
+Every computation lives in the package (tvexplorer.app: the explorer service, presenters, figures,
+handlers, jobs); see README.md for the API endpoints and deployment on Hugging Face Spaces.
 """
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import argparse
 
 import gradio as gr
 
-from tvexplorer import ui
-from tvexplorer.atm import VARIANTS
-from tvexplorer.explorer import MAX_ATM_ROUNDS, PRESETS, VECTOR_KINDS
+from tvexplorer.app import ui
+from tvexplorer.app.explorer import MAX_ATM_ROUNDS, PRESETS, VECTOR_KINDS
+from tvexplorer.science.atm import VARIANTS
 
 EVAL = dict(concurrency_limit=4, concurrency_id="evaluate")
 

@@ -21,7 +21,7 @@ import apphelpers  # noqa: E402  (turns gradio analytics off first)
 from playwright.sync_api import sync_playwright  # noqa: E402
 from test_app_browser import ARGS, CHROMIUM, TIMER_JS, UP_TO_DATE  # noqa: E402
 
-from tvexplorer import ui  # noqa: E402
+from tvexplorer.app import ui  # noqa: E402
 
 
 def main() -> None:

@@ -1,11 +1,11 @@
-"""FusionBench's own merges on the benchmark's inputs: the worker `tvexplorer.bench` runs with the
+"""FusionBench's own merges on the benchmark's inputs: the worker `benchmarks/bench` runs with the
 interpreter of benchmarks/.venv (made by benchmarks/setup.sh).
 
     benchmarks/.venv/bin/python benchmarks/fusionbench_ref.py SPEC.json
 
 Each job converts the memory-mapped task vectors into what the FusionBench function takes (models
 for task arithmetic, a [T, P] stack for TIES, state dicts for TSV-M and Iso-C) before the timed call,
-and its result back to a flat vector after it; tvexplorer.bench.run_jobs times the call and records
+and its result back to a flat vector after it; bench.workers.run_jobs times the call and records
 its peak memory.
 """
 from __future__ import annotations
@@ -22,8 +22,8 @@ from fusion_bench.method.task_singular_vector.utils.TSVM_utils import (
 from fusion_bench.method.ties_merging.ties_merging_utils import ties_merging
 from torch import nn
 
-from tvexplorer.bench import run_jobs
-from tvexplorer.layout import Layout
+from bench.workers import run_jobs  # benchmarks/bench/, beside this script
+from tvexplorer.core.layout import Layout
 
 ACCELERATOR = "cpu"  # ours merges on the CPU too (the app's task vectors are memory-mapped files)
 

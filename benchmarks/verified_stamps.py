@@ -25,12 +25,13 @@ from pathlib import Path
 
 import torch
 
-from tvexplorer.cache import SCHEMA_VERSION, write_manifest, write_tensors
-from tvexplorer.layout import Layout
+from tvexplorer.core.files import write_tensors
+from tvexplorer.core.layout import Layout
+from tvexplorer.core.manifest import Manifest, TaskRecord, write_manifest
 
 CHILD = """
 import sys, time
-from tvexplorer.cache import Cache
+from tvexplorer.core.cache import Cache
 start = time.perf_counter()
 cache = Cache.open(sys.argv[1])
 total = sum(float(v.sum()) for v in cache.vectors("tau").values())
@@ -45,9 +46,9 @@ def write_cache(root: Path, tasks: int, params: int) -> None:
     for i, name in enumerate(names):
         tau = torch.empty(params).normal_(0.0, 1e-3, generator=torch.Generator().manual_seed(i))
         files[f"vectors/{name}.safetensors"] = write_tensors(root, f"vectors/{name}.safetensors", {"tau": tau})
-    write_manifest(root, {"schema_version": SCHEMA_VERSION, "model": {"name": "synthetic"}, "layout": layout.to_json(),
-                          "vector_dtype": "float32", "vector_kinds": ["tau"], "tasks": [{"name": n} for n in names],
-                          "training": None, "metrics": {}, "files": files})
+    write_manifest(root, Manifest(created_by="benchmarks/verified_stamps.py (synthetic)", model={"name": "synthetic"},
+                                  layout=layout.to_json(), vector_dtype="float32", vector_kinds=["tau"],
+                                  tasks=[TaskRecord(n, [], [], {}, {}) for n in names], training=None, files=files))
     hour_ago = time.time() - 3600
     for path in root.rglob("*.safetensors"):
         os.utime(path, (hour_ago, hour_ago))

@@ -14,7 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from tvexplorer.cache import Cache, CacheError
+from tvexplorer.core.cache import Cache
+from tvexplorer.core.errors import CacheError
 from tvexplorer.demo.build import build_demo, diagnostics
 
 

@@ -33,7 +33,7 @@ def running_app(handlers):
     port = free_port()
     demo = app.build(handlers)
     demo.queue(default_concurrency_limit=4)
-    from tvexplorer import ui
+    from tvexplorer.app import ui
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
                 js=ui.KEYBOARD_JS, css=ui.CSS, show_error=False)
     try:
@@ -44,7 +44,7 @@ def running_app(handlers):
 
 def wait_idle(timeout: float = 120.0) -> None:
     """Wait until no ATM run holds the process-wide lock (tests share one process)."""
-    from tvexplorer import jobs
+    from tvexplorer.app import jobs
     deadline = time.time() + timeout
     job = jobs.current()
     if job is not None:

@@ -24,7 +24,7 @@ def demo_copy(quick_demo, tmp_path):
 def served(quick_demo, tmp_path_factory):
     """(url, cache folder): the app on 127.0.0.1, over a private writable copy of the quick demo."""
     import apphelpers
-    from tvexplorer import ui
+    from tvexplorer.app import ui
     root = tmp_path_factory.mktemp("served") / "cache"
     shutil.copytree(quick_demo, root)
     with apphelpers.running_app(ui.load(root, device="cpu", read_only=False)) as url:

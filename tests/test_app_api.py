@@ -7,9 +7,9 @@ import httpx
 import pytest
 
 import apphelpers
-from tvexplorer import ui
-from tvexplorer.cache import Cache
-from tvexplorer.evaluation import Evaluator
+from tvexplorer.app import ui
+from tvexplorer.core.cache import Cache
+from tvexplorer.science.evaluation import Evaluator
 
 from gradio_client import Client  # noqa: E402  (after apphelpers turned analytics off)
 from gradio_client.exceptions import AppError  # noqa: E402

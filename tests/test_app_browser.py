@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 import apphelpers
-from tvexplorer import ui
-from tvexplorer.cache import Cache
-from tvexplorer.evaluation import Evaluator
+from tvexplorer.app import ui
+from tvexplorer.core.cache import Cache
+from tvexplorer.science.evaluation import Evaluator
 
 CHROMIUM = os.environ.get("TVEXPLORER_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"]

@@ -10,11 +10,13 @@ import pytest
 import torch
 
 import apphelpers  # first: it turns gradio analytics off before gradio is imported
-from tvexplorer import figures, jobs, ui, workcopy
-from tvexplorer.alignment import cosine, cosine_matrix
-from tvexplorer.cache import Cache, CacheError
-from tvexplorer.evaluation import Evaluator
-from tvexplorer.explorer import Explorer, clean
+from tvexplorer.app import figures, jobs, presenters, ui
+from tvexplorer.app.explorer import Explorer, clean
+from tvexplorer.core import workcopy
+from tvexplorer.core.cache import Cache
+from tvexplorer.core.errors import CacheError
+from tvexplorer.science.alignment import cosine, cosine_matrix
+from tvexplorer.science.evaluation import Evaluator
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +127,7 @@ def test_presets(ex):
 
 def test_result_table(ex):
     r = ex.evaluate("task_arithmetic", scaling=0.3)
-    table = ex.result_table(r)
+    table = presenters.result_table(ex, r)
     assert list(table["task"]) == [*ex.tasks, "average"]
     assert list(table.columns) == ["task", "zero-shot %", "merged %", "fine-tuned %", "normalized %"]
     assert table["merged %"].iloc[-1] == pytest.approx(100 * r["average"], abs=0.01)
@@ -159,11 +161,11 @@ def test_alignment_plain_data(ex):
     with pytest.raises(ValueError, match="unknown matrix"):
         ex.cosine_matrix("nope")
     # under AdamW the text shows cosines and points to the SGD record, never |tau1 + lr g0| as a check
-    text = ex.full_batch_text(ex.tasks)
+    text = presenters.full_batch_text(ex, ex.tasks)
     assert ex.source.training["optimizer"] == "adamw"
     assert f"{one['cos_tau1_neg_g0']:.3f}" in text and "Theory section" in text and "no test of the theorem" in text
     assert f"{one['full_batch_rel_err']:.3g}" not in text
-    assert "|tau1 + lr g0| / |lr g0|" not in ex.alignment_summary(ex.tasks).columns
+    assert "|tau1 + lr g0| / |lr g0|" not in presenters.alignment_summary(ex, ex.tasks).columns
 
 
 def test_theory_record_and_references(ex):
@@ -317,7 +319,7 @@ def test_ui_evaluate_handler(handlers, ex):
 
 
 def test_preview_is_labelled_and_matches_the_stored_linearisation(ex, handlers):
-    from tvexplorer.preview import Preview
+    from tvexplorer.science.preview import Preview
     preview = Preview.open(Cache.open(ex.source.root))
     coefficients = {ex.tasks[0]: 0.5}
     got = ex.preview("task_arithmetic", coefficients=coefficients, scaling=0.4)
@@ -410,7 +412,7 @@ def test_corrupt_tensor_file_is_reported_not_crashed(quick_demo, tmp_path):
 
 
 def test_cache_locations_and_read_only_defaults(quick_demo, tmp_path, monkeypatch):
-    from tvexplorer import explorer
+    from tvexplorer.app import explorer
     monkeypatch.delenv("TVEXPLORER_CACHE", raising=False)
     assert explorer.default_cache_path() == apphelpers.ROOT / "assets" / "demo"
     monkeypatch.setenv("TVEXPLORER_CACHE", str(quick_demo))
@@ -443,7 +445,8 @@ def test_cache_locations_and_read_only_defaults(quick_demo, tmp_path, monkeypatc
 def test_hub_caches_are_verified_once_and_used_offline(quick_demo, tmp_path, monkeypatch, capsys):
     import huggingface_hub
 
-    from tvexplorer.cache import CacheError, resolve_location
+    from tvexplorer.core.errors import CacheError
+    from tvexplorer.core.hub import resolve_location
     snapshot = tmp_path / "hub" / "snapshot"
     shutil.copytree(quick_demo, snapshot)
     online, hashed = [True], []
@@ -454,9 +457,9 @@ def test_hub_caches_are_verified_once_and_used_offline(quick_demo, tmp_path, mon
         return str(snapshot)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    import tvexplorer.cache as cache_module
-    real = cache_module.sha256_file
-    monkeypatch.setattr(cache_module, "sha256_file", lambda p: hashed.append(p.name) or real(p))
+    import tvexplorer.core.stamps as stamps_module
+    real = stamps_module.sha256_file
+    monkeypatch.setattr(stamps_module, "sha256_file", lambda p: hashed.append(p.name) or real(p))
 
     assert resolve_location("hf://datasets/org/c") == snapshot
     assert {Path(rel).name for rel in Cache.open(snapshot).manifest["files"]} <= set(hashed)  # every file checked

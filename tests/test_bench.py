@@ -6,7 +6,10 @@ import math
 import pytest
 import torch
 
-from tvexplorer import bench
+from tvexplorer.cli import load_bench_suite
+
+bench = load_bench_suite()  # benchmarks/bench/, as `python -m tvexplorer bench` finds it
+from bench import workers  # noqa: E402  (importable once load_bench_suite put benchmarks/ on the path)
 
 POSITIVE = ("_s", "_gbps", "_per_s", "_bytes", "_multiple")  # durations, rates and sizes
 
@@ -82,8 +85,8 @@ def test_unknown_sections_are_refused_before_anything_runs():
 
 
 def test_an_allocation_past_the_memory_guard_is_reported_not_fatal():
-    baseline = bench._status_bytes("VmRSS")
-    record, merged = bench._measure(lambda: torch.empty(1 << 40, dtype=torch.uint8), 1, 1 << 30, baseline)
+    baseline = workers._status_bytes("VmRSS")
+    record, merged = workers._measure(lambda: torch.empty(1 << 40, dtype=torch.uint8), 1, 1 << 30, baseline)
     assert merged is None and record["out_of_memory"] and "memory" in record["error"].lower()
-    record, _ = bench._measure(lambda: 1 / 0, 1, 1 << 30, baseline)
+    record, _ = workers._measure(lambda: 1 / 0, 1, 1 << 30, baseline)
     assert record["error"].startswith("ZeroDivisionError") and not record["out_of_memory"]

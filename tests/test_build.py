@@ -7,14 +7,16 @@ import pytest
 import torch
 from PIL import Image
 
-import tvexplorer.build as build
-from tvexplorer.build import build_cache
-from tvexplorer.cache import Cache, CacheError
+import tvexplorer.pipeline.build as build
+from tvexplorer.app import presenters
+from tvexplorer.app.explorer import Explorer
 from tvexplorer.cli import main
-from tvexplorer.evaluation import Evaluator
-from tvexplorer.explorer import Explorer
-from tvexplorer.models import ModelSpec
-from tvexplorer.training import TrainConfig
+from tvexplorer.core.cache import Cache
+from tvexplorer.core.errors import CacheError
+from tvexplorer.models.clip import ModelSpec
+from tvexplorer.pipeline.build import build_cache
+from tvexplorer.science.evaluation import Evaluator
+from tvexplorer.science.training import TrainConfig
 
 CFG = TrainConfig(lr=1e-3, epochs=2, batch_size=8)
 
@@ -134,7 +136,7 @@ def test_imported_checkpoints_give_tau_and_an_honest_alignment_panel(quick_demo,
     with pytest.raises(ValueError, match="no first-epoch record"):
         ex.evaluate("task_arithmetic", vectors="tau1")
     assert ex.evaluate("task_arithmetic", scaling=0.3)["average"] > 0
-    assert "imported" in ex.about_cache()
+    assert "imported" in presenters.about_cache(ex)
 
 
 def test_import_refuses_a_checkpoint_of_another_architecture(quick_demo, tmp_path, capsys):

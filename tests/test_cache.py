@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tvexplorer.cache import MANIFEST, Cache, CacheError, atomic_write, mmap_tensors, write_tensors
+from tvexplorer.core.cache import Cache
+from tvexplorer.core.errors import CacheError
+from tvexplorer.core.files import atomic_write, mmap_tensors, write_tensors
+from tvexplorer.core.manifest import MANIFEST
 
 
 def test_open_reads_manifest_and_maps_vectors(quick_demo):
@@ -105,7 +108,7 @@ def test_interrupted_write_leaves_the_old_file(tmp_path):
 def test_interrupted_atm_round_keeps_the_cache_loadable(demo_copy, monkeypatch):
     cache = Cache.open(demo_copy)
     before = json.loads((demo_copy / MANIFEST).read_text())
-    import tvexplorer.cache as cache_module
+    import tvexplorer.core.cache as cache_module
 
     def crash(root, manifest):
         raise KeyboardInterrupt  # killed after the round's file, before the manifest
@@ -152,11 +155,11 @@ def test_a_symlink_to_a_file_elsewhere_still_opens(demo_copy, tmp_path):
 @pytest.fixture
 def hash_counter(tmp_path, monkeypatch):
     """The files that sha256_file hashes, with a private record of verified files."""
-    import tvexplorer.cache as cache_module
+    import tvexplorer.core.stamps as stamps_module
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     hashed = []
-    real = cache_module.sha256_file
-    monkeypatch.setattr(cache_module, "sha256_file", lambda path: hashed.append(Path(path).name) or real(path))
+    real = stamps_module.sha256_file
+    monkeypatch.setattr(stamps_module, "sha256_file", lambda path: hashed.append(Path(path).name) or real(path))
     return hashed
 
 

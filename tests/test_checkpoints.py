@@ -1,4 +1,4 @@
-"""Reading published fine-tuned image encoders (tvexplorer.checkpoints) into open_clip parameter names.
+"""Reading published fine-tuned image encoders (tvexplorer.models.checkpoints) into open_clip parameter names.
 
 Everything is built here, at toy sizes, and nothing touches the network: Hugging Face models come
 from a config with random weights, task-arithmetic checkpoints are fabricated with a stand-in for
@@ -19,7 +19,7 @@ from open_clip.model import _build_vision_tower
 from safetensors.torch import save_file
 from torchvision import transforms as T
 
-from tvexplorer.checkpoints import CheckpointError, check_against, convert_hf_clip_vision, read_image_encoder
+from tvexplorer.models.checkpoints import CheckpointError, check_against, convert_hf_clip_vision, read_image_encoder
 
 WIDTH, LAYERS, HEADS, PATCH, IMAGE, EMBED = 64, 2, 4, 8, 32, 32
 VISION_CFG = {"image_size": IMAGE, "patch_size": PATCH, "width": WIDTH, "layers": LAYERS, "head_width": WIDTH // HEADS}

@@ -1,7 +1,9 @@
 """Task data: validation split rules and no image shared between splits of real data."""
 import torch
 
-from tvexplorer.data import Split, load_task, split_validation
+from tvexplorer.core.split import Split
+from tvexplorer.data.sources import load_task
+from tvexplorer.data.splits import split_validation
 
 
 def test_validation_is_ten_percent_seeded_and_disjoint():

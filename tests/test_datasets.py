@@ -13,9 +13,10 @@ import torchvision.datasets as tvd
 from PIL import Image
 from torch.utils.data import Dataset
 
-from tvexplorer.data import LazySplit, Split, load_task, split_validation, to_input
-from tvexplorer.datasets import (DATASETS, SUITES, ClipPreprocess, DatasetNotFound, benchmark_specs,
-                                 dataset_names)
+from tvexplorer.core.split import Split
+from tvexplorer.data.benchmarks import DATASETS, SUITES, ClipPreprocess, DatasetNotFound, benchmark_specs, dataset_names
+from tvexplorer.data.sources import load_task
+from tvexplorer.data.splits import LazySplit, split_validation, to_input
 
 RNG = np.random.default_rng(0)
 

@@ -6,7 +6,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from tvexplorer.demo.world import CORPUS_TEMPLATES, OTHER_NAMES, IMAGE_SIZE, TASKS, DemoTask, corpus, sk_digits_split
+from tvexplorer.data.world import CORPUS_TEMPLATES, OTHER_NAMES, IMAGE_SIZE, TASKS, DemoTask, corpus, sk_digits_split
 
 NAMES = list(TASKS)
 

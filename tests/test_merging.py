@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tvexplorer.layout import Layout
+from tvexplorer.core.layout import Layout
 from tvexplorer.merging import METHODS, merge, merge_flat
 
 ALL = ["task_arithmetic", "average", "ties", "dare", "tsv", "iso_c"]
@@ -394,7 +394,7 @@ def reference_iso_c(mats):
 
 @pytest.mark.parametrize("k", [0.5, 20, 63.7, 100])
 def test_blocked_ties_and_task_arithmetic_match_the_whole_vector_formulas(monkeypatch, k):
-    import tvexplorer.merging as merging
+    import tvexplorer.merging.elementwise as merging
     monkeypatch.setattr(merging, "BLOCK", 1000)  # many blocks, the last one partial
     g = torch.Generator().manual_seed(3)
     n = 12_345

@@ -6,16 +6,16 @@ import sys
 import pytest
 import torch
 
-from tvexplorer.alignment import task_alignment
-from tvexplorer.atm import run_atm
-from tvexplorer.build import build_cache
-from tvexplorer.cache import Cache
 from tvexplorer.cli import main
+from tvexplorer.core.cache import Cache
 from tvexplorer.demo.build import demo_task_specs
-from tvexplorer.evaluation import Evaluator
 from tvexplorer.merging import merge_flat
-from tvexplorer.models import ModelSpec
-from tvexplorer.training import TrainConfig
+from tvexplorer.models.clip import ModelSpec
+from tvexplorer.pipeline.build import build_cache
+from tvexplorer.science.alignment import task_alignment
+from tvexplorer.science.atm import run_atm
+from tvexplorer.science.evaluation import Evaluator
+from tvexplorer.science.training import TrainConfig
 
 
 def test_stored_metrics_are_what_exact_evaluation_measures(quick_demo):

@@ -5,13 +5,13 @@ import shutil
 import pytest
 import torch
 
-from tvexplorer.cache import Cache, sha256_file
-from tvexplorer.data import to_input
-from tvexplorer.evaluation import Evaluator
+from tvexplorer.core.cache import Cache
+from tvexplorer.core.files import sha256_file
+from tvexplorer.data.splits import to_input
 from tvexplorer.merging import merge_flat
-from tvexplorer.models import build_image_encoder
-from tvexplorer.preview import Preview, compute_preview, linearise, predict_features
-from tvexplorer.training import set_flat
+from tvexplorer.models.clip import build_image_encoder, set_flat
+from tvexplorer.science.evaluation import Evaluator
+from tvexplorer.science.preview import Preview, compute_preview, linearise, predict_features
 
 
 @pytest.fixture(scope="module")

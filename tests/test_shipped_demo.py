@@ -4,10 +4,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tvexplorer.cache import Cache
-from tvexplorer.demo.world import TASKS
-from tvexplorer.evaluation import Evaluator
+from tvexplorer.core.cache import Cache
+from tvexplorer.data.world import TASKS
 from tvexplorer.merging import merge_flat
+from tvexplorer.science.evaluation import Evaluator
 
 DEMO = Path(__file__).resolve().parent.parent / "assets" / "demo"
 
@@ -52,7 +52,7 @@ def test_demo_outcomes_make_it_worth_exploring(demo):
 
 def test_shipped_evaluation_subsets_are_what_the_world_generates(demo):
     """The committed world code still generates exactly the committed demo's data."""
-    from tvexplorer.data import load_task
+    from tvexplorer.data.sources import load_task
     for t in demo.tasks:
         data = load_task(demo.task(t)["data"])
         for split in ("test", "val"):
@@ -91,7 +91,7 @@ def test_demo_shows_the_papers_phenomena(demo):
 
 
 def test_demo_theory_record_shows_a_second_order_error(demo):
-    from tvexplorer.theory import error_slopes
+    from tvexplorer.science.theory import error_slopes
     table = demo.theory()
     assert table["task"].nunique() >= 3 and table["lr"].nunique() >= 4
     assert table["lr"].max() / table["lr"].min() >= 100

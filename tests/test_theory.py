@@ -3,12 +3,11 @@ import pytest
 import torch
 
 from test_training import ENCODER, tiny_problem
-from tvexplorer.alignment import cosine, norm
-from tvexplorer.cache import Cache
-from tvexplorer.models import build_image_encoder
-from tvexplorer.theory import PREDICTIONS, error_slopes, theory_record
-from tvexplorer.training import (Objective, TrainConfig, finetune, finetune_jointly, full_batch_gradient, get_flat,
-                                 set_flat)
+from tvexplorer.core.cache import Cache
+from tvexplorer.models.clip import build_image_encoder, get_flat, set_flat
+from tvexplorer.science.alignment import cosine, norm
+from tvexplorer.science.theory import PREDICTIONS, error_slopes, theory_record
+from tvexplorer.science.training import Objective, TrainConfig, finetune, finetune_jointly, full_batch_gradient
 
 
 def float64_problem(n=40):
@@ -26,7 +25,7 @@ def test_sgd_takes_plain_steps_on_full_batches_in_a_fixed_order():
     assert len(seen) == 4 and thetas[0].dtype == torch.float64  # the remainder of 8 is never a step
     # replay by hand: the same two batches each epoch, theta -= lr * mean batch gradient
     set_flat(encoder, theta0)
-    order = [b for b in split.batches(16, shuffle_seed=__import__("tvexplorer.training").training.shuffle_seed(0, 0, 0))][:2]
+    order = [b for b in split.batches(16, shuffle_seed=__import__("tvexplorer.science.training").science.training.shuffle_seed(0, 0, 0))][:2]
     for _ in range(2):
         for images, labels in order:
             grads = torch.autograd.grad(objective.loss(encoder, images, labels), list(encoder.parameters()))

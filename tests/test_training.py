@@ -5,11 +5,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tvexplorer.alignment import cosine, norm, trajectory_table, vector_alignment
-from tvexplorer.data import Split, to_input
-from tvexplorer.layout import Layout
-from tvexplorer.models import build_image_encoder
-from tvexplorer.training import Objective, TrainConfig, finetune, full_batch_gradient, get_flat, set_flat
+from tvexplorer.core.layout import Layout
+from tvexplorer.core.split import Split
+from tvexplorer.data.splits import to_input
+from tvexplorer.models.clip import build_image_encoder, get_flat, set_flat
+from tvexplorer.science.alignment import cosine, norm, trajectory_table, vector_alignment
+from tvexplorer.science.training import Objective, TrainConfig, finetune, full_batch_gradient
 
 ENCODER = {"embed_dim": 8, "vision_cfg": {"image_size": 8, "patch_size": 4, "width": 16, "layers": 1, "head_width": 8},
            "quick_gelu": False, "image_size": 8, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}

@@ -14,10 +14,13 @@ import torch
 from safetensors import SafetensorError
 
 import apphelpers  # first: it turns gradio analytics off before gradio is imported
-import tvexplorer.cache as cache_module
-from tvexplorer import jobs, workcopy
-from tvexplorer.cache import MANIFEST, Cache, WriteError, writer_lock
+import tvexplorer.core.files as files_module
+from tvexplorer.app import jobs
 from tvexplorer.cli import main
+from tvexplorer.core import workcopy
+from tvexplorer.core.cache import Cache
+from tvexplorer.core.files import WriteError, writer_lock
+from tvexplorer.core.manifest import MANIFEST
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,8 +93,8 @@ def test_a_full_disk_is_one_line_and_exit_status_1(demo_copy, monkeypatch, capsy
     def full_disk(tensors, path):  # as safetensors reports it: its own exception, the OS error in the text
         Path(path).write_bytes(b"half a file")
         raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
-    monkeypatch.setattr(cache_module, "save_file", full_disk)
-    monkeypatch.setattr(cache_module.shutil, "disk_usage", lambda path: SimpleNamespace(free=1500))
+    monkeypatch.setattr(files_module, "save_file", full_disk)
+    monkeypatch.setattr(files_module.shutil, "disk_usage", lambda path: SimpleNamespace(free=1500))
 
     assert main(["atm", str(demo_copy), "--rounds", "1", "--device", "cpu"]) == 1
     err = capsys.readouterr().err

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .cache import Cache, CacheError, WriteError, resolve_location
+from .core.cache import Cache
+from .core.checks import finite
+from .core.errors import CacheError
+from .core.files import WriteError
+from .core.hub import resolve_location
+from .core.manifest import average_key
 
 EXIT_WRITE_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -34,12 +38,16 @@ def _key_value(text: str) -> tuple[str, float]:
     if not sep or not key:
         raise UserError(f"expected NAME=VALUE, got {text!r}")
     try:
-        number = float(value)
+        return key, finite(key, value)
     except ValueError:
-        raise UserError(f"{key}: {value!r} is not a number") from None
-    if not math.isfinite(number):
-        raise UserError(f"{key}: {value} is not a finite number")
-    return key, number
+        raise UserError(f"{key}: {value} is not a finite number") from None
+
+
+def _finite_scaling(scaling: float) -> None:
+    try:
+        finite("--scaling", scaling)
+    except ValueError:
+        raise UserError(f"--scaling {scaling} is not a finite number") from None
 
 
 def _pct(x: float | None) -> str:
@@ -62,9 +70,9 @@ def cmd_build_demo(args):
 
 def _task_specs(args, spec) -> list[dict]:
     """Data specs of the tasks named by --suite / --tasks / --folder (demo tasks, benchmarks, image folders)."""
+    from .data.benchmarks import benchmark_specs
+    from .data.world import TASKS
     from .demo.build import demo_task_specs
-    from .demo.world import TASKS
-    from .datasets import benchmark_specs
     if args.suite and args.tasks:
         raise UserError("give either --suite or --tasks, not both")
     tasks = args.suite or args.tasks
@@ -92,11 +100,12 @@ def _task_specs(args, spec) -> list[dict]:
 
 
 def cmd_build(args):
-    from .build import build_cache
-    from .models import ModelSpec
-    from .training import FLOAT64_OPTIMIZERS, TrainConfig, default_device, default_precision
+    from .core.device import resolve_device
+    from .models.clip import ModelSpec
+    from .pipeline.build import build_cache
+    from .science.training import FLOAT64_OPTIMIZERS, TrainConfig, default_precision
     spec = ModelSpec(args.model, args.pretrained)
-    precision = default_precision(args.device or default_device()) if args.precision == "auto" else args.precision
+    precision = default_precision(resolve_device(args.device)) if args.precision == "auto" else args.precision
     cfg = TrainConfig(optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, batch_size=args.batch_size,
                       epochs=args.epochs, grad_clip=args.grad_clip, seed=args.seed,
                       precision="float32" if args.optimizer in FLOAT64_OPTIMIZERS else precision)
@@ -138,8 +147,8 @@ def _checkpoint_files(args, tasks: list[str]) -> dict[str, Path]:
 
 
 def cmd_import(args):
-    from .build import import_checkpoints
-    from .models import ModelSpec
+    from .models.clip import ModelSpec
+    from .pipeline.build import import_checkpoints
     spec = ModelSpec(args.model, args.pretrained)
     specs = _task_specs(args, spec)
     names = [s.get("dataset") or s.get("name") or s.get("task") for s in specs]
@@ -153,7 +162,7 @@ def cmd_import(args):
 
 
 def _info(cache: Cache) -> dict:
-    from .build import AVERAGED_METRICS, PER_TASK_METRICS
+    from .core.manifest import AVERAGED_METRICS, PER_TASK_METRICS, averages
     m = cache.metrics
     return {
         "cache": str(cache.root),
@@ -163,7 +172,7 @@ def _info(cache: Cache) -> dict:
         "source": cache.manifest.get("source", {"kind": "fine-tuned"}),
         "tasks": {t: {"classes": len(cache.task(t)["classnames"]), **{k: m.get(k, {}).get(t) for k in PER_TASK_METRICS}}
                   for t in cache.tasks},
-        "averages": {k: m.get(f"{k}_average") for k in AVERAGED_METRICS},
+        "averages": averages(m),
         "task_arithmetic_best_scaling": m["task_arithmetic"]["best_scaling"],
         "best_scalings": {k: m[k]["best_scaling"] for k in AVERAGED_METRICS if isinstance(m.get(k), dict) and "best_scaling" in m[k]},
         "atm": {v: [{"round": r["round"], "average": r["average"]} for r in run["rounds"]] for v, run in cache.atm_runs().items()},
@@ -173,7 +182,7 @@ def _info(cache: Cache) -> dict:
 
 def _theory_slopes(cache: Cache) -> list[dict] | None:
     """Slopes of log relative error against log lr in the cache's SGD record (the theorem says 1)."""
-    from .theory import error_slopes
+    from .science.theory import error_slopes
     table = cache.theory()
     return None if table is None else error_slopes(table).to_dict("records")
 
@@ -186,8 +195,8 @@ def cmd_info(args):
 
 
 def cmd_preview(args):
-    from .build import add_preview
-    from .preview import Preview
+    from .pipeline.build import add_preview
+    from .science.preview import Preview
     cache = Cache.open(resolve_location(args.cache))
     add_preview(cache, args.device)
     return {"cache": str(cache.root), "preview": cache.manifest["preview"], "note": Preview.open(cache).error_note()}
@@ -200,22 +209,34 @@ def _print_preview(r: dict) -> None:
     print(_table(rows, ["setting", "preview %", "exact %", "largest task difference (points)", "on"]))
 
 
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def load_bench_suite():
+    """The benchmark suite, which lives in the source checkout's benchmarks/, not in the installed package."""
+    if not (BENCHMARKS / "bench" / "__init__.py").is_file():
+        raise UserError(f"bench runs from a source checkout: no {BENCHMARKS / 'bench'}")
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    import bench
+    return bench
+
+
 def cmd_bench(args):
-    from .bench import SECTIONS, run
+    bench = load_bench_suite()
     only = args.only.split(",") if args.only else None
-    unknown = sorted(set(only or ()) - set(SECTIONS))
+    unknown = sorted(set(only or ()) - set(bench.SECTIONS))
     if unknown:
-        raise UserError(f"--only {args.only!r}: unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
-    return run(quick=args.quick, only=only, device=args.device, app_cache=args.app_cache)
+        raise UserError(f"--only {args.only!r}: unknown section(s) {', '.join(unknown)}; choose from {', '.join(bench.SECTIONS)}")
+    return bench.run(quick=args.quick, only=only, device=args.device, app_cache=args.app_cache)
 
 
 def _print_bench(result: dict) -> None:
-    from .bench import format_report
-    print(format_report(result))
+    print(load_bench_suite().format_report(result))
 
 
 def _print_info(info: dict) -> None:
-    from .build import PER_TASK_METRICS
+    from .core.manifest import PER_TASK_METRICS
     print(f"{info['cache']}: {info['model']}, {info['parameters']:,} image-encoder parameters, {len(info['tasks'])} tasks")
     rows = [[t, v["classes"], *(_pct(v[k]) for k in PER_TASK_METRICS)] for t, v in info["tasks"].items()]
     a = info["averages"]
@@ -238,7 +259,7 @@ def _print_info(info: dict) -> None:
 
 
 def cmd_eval(args):
-    from .evaluation import Evaluator
+    from .science.evaluation import Evaluator
     cache = Cache.open(resolve_location(args.cache))
     coefficients = dict(_key_value(c) for c in args.coef)
     params = dict(_key_value(p) for p in args.param)
@@ -257,7 +278,7 @@ def _print_eval(r: dict) -> None:
 
 
 def cmd_align(args):
-    from .alignment import task_alignment
+    from .science.alignment import task_alignment
     cache = Cache.open(resolve_location(args.cache))
     if not cache.has_gradient_record:
         raise UserError(f"{args.cache} was imported from fine-tuned checkpoints and has no gradient record (tau1, g0); "
@@ -281,7 +302,7 @@ def _print_align(r: dict) -> None:
 
 
 def cmd_atm(args):
-    from .atm import run_atm
+    from .science.atm import run_atm
     cache = Cache.open(resolve_location(args.cache))
     bar = None
 
@@ -299,7 +320,7 @@ def cmd_atm(args):
             bar.close()
     run = cache.atm_runs()[args.variant]
     return {"variant": args.variant, "coefficient": run["coefficient"],
-            "task_arithmetic_average": cache.metrics["task_arithmetic_average"],
+            "task_arithmetic_average": cache.metrics[average_key("task_arithmetic")],
             "new_rounds": [r["round"] for r in records],
             "rounds": [{k: r[k] for k in ("round", "accuracy", "average", "normalized_average")} for r in run["rounds"]]}
 
@@ -326,10 +347,10 @@ COMMANDS = {
 
 
 def parser() -> argparse.ArgumentParser:
-    from .atm import VARIANTS
-    from .cache import DTYPES
+    from .core.cache import DTYPES
     from .merging import METHODS
-    from .training import OPTIMIZERS, PRECISIONS, TrainConfig
+    from .science.atm import VARIANTS
+    from .science.training import OPTIMIZERS, PRECISIONS, TrainConfig
     p = _Parser(prog="tvexplorer", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -372,7 +393,7 @@ def parser() -> argparse.ArgumentParser:
                    help="fine-tuning forward pass: bf16 autocast or float32 (auto: bf16 on a GPU); g0 is always float32")
     c.add_argument("--multitask", action="store_true", help="also fine-tune on all tasks jointly (the multi-task baseline)")
     c.add_argument("--theory-tasks", nargs="*", default=[], metavar="TASK",
-                   help="record paper B's SGD test (tvexplorer/theory.py) for these tasks")
+                   help="record paper B's SGD test (tvexplorer/science/theory.py) for these tasks")
     c.add_argument("--theory-lrs", nargs="+", type=float, default=[1e-4, 3e-4, 1e-3, 3e-3, 1e-2], metavar="LR")
     c.add_argument("--theory-epochs", type=int, default=3)
     c.add_argument("--theory-n-train", type=int, default=512, help="training images per task in the SGD record")
@@ -414,8 +435,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = parser().parse_args(argv)
-        if getattr(args, "scaling", None) is not None and not math.isfinite(args.scaling):
-            raise UserError(f"--scaling {args.scaling} is not a finite number")
+        if getattr(args, "scaling", None) is not None:
+            _finite_scaling(args.scaling)
         run, show = COMMANDS[args.command]
         result = run(args)
     except WriteError as e:  # not bad input: the disk is full or the folder read-only

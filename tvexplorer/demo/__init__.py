@@ -1,1 +1,2 @@
-"""The deterministic demo world: a tiny CLIP pretrained on procedurally generated tasks."""
+"""The shipped demo: a tiny CLIP pretrained on the demo world's caption corpus (data/world), and the
+recipe that builds assets/demo from it."""

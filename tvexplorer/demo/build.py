@@ -13,13 +13,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..atm import run_atm
-from ..build import build_cache, log
-from ..cache import Cache, writer_lock
-from ..models import ModelSpec
-from ..training import TrainConfig
+from ..core.cache import Cache
+from ..core.files import writer_lock
+from ..core.manifest import TUNED_METHODS, averages
+from ..data.world import TASKS
+from ..models.clip import ModelSpec
+from ..pipeline.build import build_cache, log
+from ..science.atm import run_atm
+from ..science.training import TrainConfig
 from .pretrain import pretrain_clip
-from .world import TASKS
 
 RECIPE = Path(__file__).with_name("recipe.json")
 
@@ -62,7 +64,8 @@ def build_demo(out: Path, quick: bool = False, device: str | None = None, recipe
 def diagnostics(cache: Cache) -> dict:
     """One row of the world search: averages in percent, and the ratios that the targets name."""
     m = cache.metrics
-    zs, ft, ta = m["zero_shot_average"], m["finetuned_average"], m["task_arithmetic_average"]
+    a = averages(m)
+    zs, ft, ta = a["zero_shot"], a["finetuned"], a["task_arithmetic"]
     atm = {r["round"]: r["average"] for r in cache.atm_runs().get("standard", {}).get("rounds", [])}
     probe = m.get("linear_probe", {})
     at_best = [c for c in cache.manifest.get("preview", {}).get("checks", [])
@@ -75,18 +78,17 @@ def diagnostics(cache: Cache) -> dict:
         return round((atm[k] - ta) / (ft - ta), 2) if k in atm and ft > ta else None
 
     return {
-        "probe/FT": round(m["linear_probe_average"] / ft, 2) if probe else None,
+        "probe/FT": round(a["linear_probe"] / ft, 2) if probe else None,
         "min probe/FT": round(min(probe[t] / m["finetuned"][t] for t in probe), 2) if probe else None,
         "ZS": pct(zs), "FT": pct(ft), "TA": pct(ta),
         "TA gain": round((ta - zs) / (ft - zs), 2) if ft > zs else None,
         "best λ": m["task_arithmetic"]["best_scaling"],
-        "1-epoch TA": pct(m.get("task_arithmetic_one_epoch_average")),
-        "multi-task": pct(m.get("multitask_average")),
+        "1-epoch TA": pct(a["task_arithmetic_one_epoch"]),
+        "multi-task": pct(a["multitask"]),
         **{f"ATM@{k}": pct(atm.get(k)) for k in (3, 5, 10)},
         "climb@5": climb(5), "climb@10": climb(10),
         "preview err": pct(abs(at_best[0]["preview_average"] - at_best[0]["exact_average"])) if at_best else None,
-        **{f"{k} − TA": round(100 * (m[f"{k}_average"] - ta), 1) if f"{k}_average" in m else None
-           for k in ("ties", "tsv", "iso_c")},
+        **{f"{k} − TA": round(100 * (a[k] - ta), 1) if a[k] is not None else None for k in TUNED_METHODS},
         **_first_epoch(cache),
     }
 

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..cache import atomic_write
-from ..data import to_input
-from .world import corpus
+from ..core.files import atomic_write
+from ..data.splits import to_input
+from ..data.world import corpus
 
 CONFIG = "open_clip_config.json"
 WEIGHTS = "open_clip_model.safetensors"

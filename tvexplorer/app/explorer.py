@@ -1,0 +1,486 @@
+"""The explorer behind the app: validated, plain-data operations on one opened cache.
+
+Everything the web app shows is computed here (figures in `figures`, gradio glue in `ui`), so it is
+tested without a browser and callable from scripts:
+
+    ex = Explorer("assets/demo")
+    ex.evaluate("ties", coefficients={"digits": 1.5}, scaling=1.0, params={"k": 20})
+    ex.alignment("digits")
+    ex.start_atm(rounds=1)
+
+Input from people and programs is checked here, with one-line ValueError messages: unknown
+methods, tasks or parameters, values that are not numbers, NaN, infinities, and values outside the
+ranges the app offers.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from ..core import workcopy
+from ..core.cache import Cache
+from ..core.checks import in_range, number
+from ..core.errors import CacheError
+from ..core.hub import resolve_location
+from ..core.manifest import MANIFEST, PER_TASK_METRICS, averages
+from ..merging import METHODS
+from ..science.alignment import cosine_matrix, layer_alignment, task_alignment
+from ..science.atm import VARIANTS
+from ..science.evaluation import EvalResult, Evaluator, summarize
+from ..science.preview import Preview
+from . import jobs
+
+COEFFICIENT_RANGE = (-1.0, 2.0)   # per-task coefficient, inclusive
+SCALING_RANGE = (-1.0, 2.0)       # global scaling, inclusive
+SLIDER_STEP = 0.01
+MAX_ATM_ROUNDS = 10
+PREVIEW_METHODS = ("task_arithmetic", "average")  # linear in the task vectors, so the preview applies
+VECTOR_KINDS = {"tau": "full task vectors (tau, after all epochs)", "tau1": "first-epoch task vectors (tau1)"}
+MATRIX_KINDS = {"tau": "full task vectors tau", "tau1": "first-epoch task vectors tau1",
+                "g0": "first-epoch gradients g0 at theta0"}
+PRESETS = {"equal": "All equal", "inverse_t": "1/T", "best_val": "Best on validation", "zero": "Zero everything"}
+ATM_KEY = "atm:"  # method keys of saved ATM rounds: "atm:<variant>:<round>"
+ALL_TASKS = "all"
+
+FULL_BATCH_NOTE = (
+    "After one epoch of full-batch plain gradient descent ('gd') from theta0, tau1 = -lr * g0 holds by "
+    "construction: that epoch is one step along g0 itself. The theorem's real content is the mini-batch, "
+    "multi-epoch case, where it holds up to an error of second order in lr; the Theory section below "
+    "measures that with plain SGD.")
+THEORY_NOTE = (
+    "Plain mini-batch SGD (float64, constant lr, no momentum, weight decay or clipping, the same batch order "
+    "every epoch) from theta0, with K = N/B batches per epoch. Paper B predicts tau_e = -lr * K * "
+    "sum_{e'<e} g(theta_e') up to a second-order error, so the relative error should fall in proportion to lr: "
+    "slope 1 on this log-log plot (dotted guide). 'g0 only' predicts -lr * K * e * g0, ignoring how the "
+    "gradient changes after the first epoch.")
+
+
+def default_cache_path() -> Path | str:
+    """$TVEXPLORER_CACHE (a folder, or hf://... for resolve_location), else the demo cache committed with
+    the repository (assets/demo)."""
+    env = os.environ.get("TVEXPLORER_CACHE")
+    if env:
+        return env
+    return Path(__file__).resolve().parents[2] / "assets" / "demo"
+
+
+def _mapping(what: str, value) -> dict:
+    """A dict from a dict, None, or a JSON object in a string (as API clients may send)."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{what} must be a JSON object such as {{\"name\": 1.0}}; could not parse it ({e.msg})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} must be an object mapping names to numbers, got {type(value).__name__}")
+    return value
+
+
+def clean(obj):
+    """JSON-safe copy: NaN and infinities become None, tuples lists, numpy scalars floats."""
+    if isinstance(obj, dict):
+        return {str(k): clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean(v) for v in obj]
+    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
+        return obj
+    if isinstance(obj, int):
+        return obj
+    try:
+        x = float(obj)
+    except (TypeError, ValueError):
+        return str(obj)
+    return x if math.isfinite(x) else None
+
+
+class Explorer:
+    """One cache, its evaluator and its ATM work folder, shared by every user of an app."""
+
+    def __init__(self, path: str | os.PathLike, *, device: str | None = None, read_only: bool | None = None,
+                 workdir: str | os.PathLike | None = None):
+        self.source = Cache.open(path)
+        self.evaluator = Evaluator(self.source, device=device)
+        self._preview = Preview.open(self.source)  # None for a cache built without one
+        self.read_only = (not workcopy.is_writable(self.source.root)) if read_only is None else bool(read_only)
+        self.work_folder = workcopy.work_folder(self.source, Path(workdir) if workdir else None) if self.read_only else None
+        self._atm_root = Path(self.source.root)
+        if self.work_folder is not None and workcopy.open_existing(self.work_folder) is not None:
+            self._atm_root = self.work_folder  # rounds saved by an earlier session
+        self._atm_cache: Cache | None = self.source if self._atm_root == Path(self.source.root) else None
+        self._atm_stamp = None
+        self._lock = threading.Lock()
+        self._memo: dict[tuple, object] = {}
+        self._evaluator_key = jobs.register_evaluator(f"explorer-{id(self)}", self.evaluator)
+
+    # ------------------------------------------------------------ what is loaded
+    @property
+    def tasks(self) -> list[str]:
+        return self.source.tasks
+
+    @property
+    def metrics(self) -> dict:
+        return self.source.metrics
+
+    def info(self) -> dict:
+        m, man = self.metrics, self.source.manifest
+        enc = man["model"]["encoder"]
+        sizes: dict[str, int] = {}
+        for rel, entry in self.atm_cache.manifest["files"].items():
+            group = rel.split("/")[0] if "/" in rel else rel
+            sizes[group] = sizes.get(group, 0) + int(entry["size"])
+        return clean({
+            "cache": str(Path(self.source.root).resolve()),
+            "model": man["model"]["name"], "pretrained": man["model"].get("pretrained"),
+            "vision": {k: enc["vision_cfg"].get(k) for k in ("image_size", "patch_size", "width", "layers")},
+            "parameters": self.source.layout.numel, "parameter_tensors": len(self.source.layout.names),
+            "vector_dtype": man.get("vector_dtype"),
+            "training": self.source.training,
+            "source": self.source.manifest.get("source", {"kind": "fine-tuned"}),
+            "gradient_record": self.source.has_gradient_record,
+            "tasks": {t: {"classes": len(self.source.task(t)["classnames"]), "sizes": self.source.task(t).get("sizes"),
+                          **{k: m.get(k, {}).get(t) for k in PER_TASK_METRICS}}
+                      for t in self.tasks},
+            "averages": averages(m),
+            "task_arithmetic_best_scaling": m["task_arithmetic"]["best_scaling"],
+            "file_bytes": sizes, "total_bytes": sum(sizes.values()),
+            "device": str(self.evaluator.device),
+            "read_only": self.read_only, "atm_saved_to": str(self._atm_root),
+            "atm": {v: len(r["rounds"]) for v, r in self.atm_runs().items()},
+            "ranges": {"coefficient": COEFFICIENT_RANGE, "scaling": SCALING_RANGE, "atm_rounds": [1, MAX_ATM_ROUNDS]},
+        })
+
+    # ------------------------------------------------------------ methods
+    def method_choices(self) -> list[tuple[str, str]]:
+        """(label, key) for the six merge methods and every saved ATM round."""
+        out = [(f"{m.label} ({m.paper})", m.name) for m in METHODS.values()]
+        for variant, run in self.atm_runs().items():
+            for r in run["rounds"]:
+                out.append((f"ATM {variant}, round {r['round']}", f"{ATM_KEY}{variant}:{r['round']}"))
+        return out
+
+    def method_label(self, key: str) -> str:
+        kind = self.parse_method(key)
+        return METHODS[kind[1]].label if kind[0] == "merge" else f"ATM {kind[1]}, round {kind[2]}"
+
+    def parse_method(self, method) -> tuple:
+        """('merge', name) or ('atm', variant, round); accepts keys and the labels the app shows."""
+        if not isinstance(method, str) or not method.strip():
+            raise ValueError(f"method must be a name such as 'task_arithmetic', got {method!r}")
+        key = method.strip()
+        if key in METHODS:
+            return ("merge", key)
+        for label, k in self.method_choices():
+            if key == label or key.lower() == label.split(" (")[0].lower():
+                key = k
+                break
+        if key in METHODS:
+            return ("merge", key)
+        if key.startswith(ATM_KEY):
+            variant, _, number = key[len(ATM_KEY):].partition(":")
+            runs = self.atm_runs()
+            if variant in runs:
+                try:
+                    k = int(number)
+                except ValueError:
+                    k = -1
+                n = len(runs[variant]["rounds"])
+                if 1 <= k <= n:
+                    return ("atm", variant, k)
+                raise ValueError(f"ATM {variant} has rounds 1 to {n} saved; there is no round {number!r}")
+        atm = [k for _, k in self.method_choices() if k.startswith(ATM_KEY)]
+        raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}"
+                         + (f", or a saved ATM round such as {atm[-1]}" if atm else ""))
+
+    def default_scaling(self, method: str) -> float:
+        kind = self.parse_method(method)
+        return METHODS[kind[1]].default_scaling if kind[0] == "merge" else 1.0
+
+    def check_coefficients(self, coefficients) -> dict[str, float]:
+        out = {}
+        for task, value in _mapping("coefficients", coefficients).items():
+            if task not in self.tasks:
+                raise ValueError(f"unknown task {task!r}; this cache has: {', '.join(self.tasks)}")
+            out[task] = in_range(f"coefficient for task {task!r}", number(f"coefficient for task {task!r}", value),
+                                 *COEFFICIENT_RANGE)
+        return out
+
+    def check_scaling(self, scaling, method: str) -> float:
+        if scaling is None or scaling == "":
+            return self.default_scaling(method)
+        return in_range("scaling", number("scaling", scaling), *SCALING_RANGE)
+
+    def check_params(self, name: str, params) -> dict[str, float | int]:
+        spec = METHODS[name]
+        by_name = {p.name: p for p in spec.params}
+        out = {}
+        for key, value in _mapping("params", params).items():
+            if key not in by_name:
+                raise ValueError(f"method {name!r} has no parameter {key!r}; its parameters are: {', '.join(by_name) or '(none)'}")
+            out[key] = by_name[key].check(name, number(f"{name} parameter {key}", value))
+        return {p.name: out.get(p.name, p.check(name, p.default)) for p in spec.params}
+
+    # ------------------------------------------------------------ evaluation
+    def evaluate(self, method: str = "task_arithmetic", coefficients=None, scaling=None, params=None,
+                 vectors: str = "tau") -> dict:
+        """Merge and evaluate exactly; returns plain data (accuracies in [0, 1])."""
+        t0 = time.perf_counter()
+        kind = self.parse_method(method)
+        s = self.check_scaling(scaling, method)
+        coefs = self.check_coefficients(coefficients)
+        if kind[0] == "atm":
+            if any(c != 1.0 for c in coefs.values()) or _mapping("params", params):
+                raise ValueError("an ATM round is one fixed merged model: per-task coefficients and method "
+                                 "parameters do not apply (only scaling, which multiplies its merged delta)")
+            result = self._atm_result(kind[1], kind[2], s)
+            settings = {"method": f"{ATM_KEY}{kind[1]}:{kind[2]}", "vectors": None, "coefficients": {}, "params": {}}
+        else:
+            if vectors not in VECTOR_KINDS:
+                raise ValueError(f"vectors must be one of {', '.join(VECTOR_KINDS)}, got {vectors!r}")
+            if vectors not in self.source.vector_kinds:
+                self.require_gradient_record()
+            coefs = {t: coefs.get(t, 1.0) for t in self.tasks}
+            checked = self.check_params(kind[1], params)
+            result = self.evaluator.evaluate(kind[1], coefficients=coefs, scaling=s, vectors=vectors, **checked)
+            settings = {"method": kind[1], "vectors": vectors, "coefficients": coefs, "params": checked}
+        return clean({**settings, "label": self.method_label(method), "scaling": s, **result.to_json(),
+                      **self._per_task_references(), "seconds": round(time.perf_counter() - t0, 4)})
+
+    def _per_task_references(self) -> dict:
+        m = self.metrics
+        return {"zero_shot": m["zero_shot"], "finetuned": m["finetuned"],
+                "multitask": m.get("multitask"), "linear_probe": m.get("linear_probe")}
+
+    def preview(self, method: str = "task_arithmetic", coefficients=None, scaling=None, vectors: str = "tau") -> dict | None:
+        """The instant, first-order prediction of evaluate() for task arithmetic and averaging (see
+        tvexplorer/science/preview.py), labelled as such with its build-time error; None where there is none."""
+        if self._preview is None or method not in PREVIEW_METHODS or vectors not in self._preview.kinds:
+            return None
+        t0 = time.perf_counter()
+        s = self.check_scaling(scaling, method)
+        coefs = {t: 1.0 for t in self.tasks} | self.check_coefficients(coefficients)
+        step = s / len(self.tasks) if method == "average" else s
+        result = summarize(self._preview.accuracy(coefs, step, vectors), self.metrics["finetuned"])
+        return clean({"method": method, "vectors": vectors, "coefficients": coefs, "params": {}, "preview": True,
+                      "label": f"{self.method_label(method)} (first-order preview)", "scaling": s, **result.to_json(),
+                      **self._per_task_references(), "error_note": self._preview.error_note(), "seconds": round(time.perf_counter() - t0, 4)})
+
+    def _atm_result(self, variant: str, k: int, scaling: float) -> EvalResult:
+        record = self.atm_runs()[variant]["rounds"][k - 1]
+        if scaling == 1.0:  # exactly what run_atm evaluated and saved
+            return summarize(dict(record["accuracy"]), self.metrics["finetuned"])
+        return self._memoised(("atm", str(self._atm_root), variant, k, scaling),
+                              lambda: self.evaluator.result(self.atm_cache.atm_delta(variant, k).float() * scaling))
+
+    def preset(self, name: str, method: str = "task_arithmetic", vectors: str = "tau") -> dict:
+        """Settings of a preset: {method, scaling (None: keep), coefficients}."""
+        T = len(self.tasks)
+        if name == "equal":
+            return {"method": method, "scaling": self.default_scaling(method), "coefficients": dict.fromkeys(self.tasks, 1.0)}
+        if name == "inverse_t":
+            return {"method": method, "scaling": round(1.0 / T, 4), "coefficients": dict.fromkeys(self.tasks, 1.0)}
+        if name == "best_val":
+            which = "task_arithmetic_one_epoch" if vectors == "tau1" else "task_arithmetic"
+            best = self.metrics.get(which, self.metrics["task_arithmetic"])["best_scaling"]
+            return {"method": "task_arithmetic", "scaling": float(best), "coefficients": dict.fromkeys(self.tasks, 1.0)}
+        if name == "zero":
+            return {"method": method, "scaling": None, "coefficients": dict.fromkeys(self.tasks, 0.0)}
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+
+    # ------------------------------------------------------------ gradient alignment
+    def _memoised(self, key, compute):
+        with self._lock:
+            if key in self._memo:
+                return self._memo[key]
+        value = compute()
+        with self._lock:
+            self._memo[key] = value
+        return value
+
+    def check_task(self, task) -> list[str]:
+        if task in (None, "", ALL_TASKS, "all tasks"):
+            return list(self.tasks)
+        if task not in self.tasks:
+            raise ValueError(f"unknown task {task!r}; this cache has: {', '.join(self.tasks)} (or '{ALL_TASKS}')")
+        return [task]
+
+    def require_gradient_record(self) -> None:
+        if not self.source.has_gradient_record:
+            raise ValueError("this cache was imported from published fine-tuned checkpoints, which carry no first-epoch "
+                             "record (tau1, g0, trajectories); build a cache by fine-tuning to compare gradients "
+                             "with task vectors")
+
+    def task_alignment(self, task: str) -> dict:
+        self.require_gradient_record()
+        return self._memoised(("align", task), lambda: task_alignment(self.source, task))
+
+    def layer_table(self, task: str) -> pd.DataFrame:
+        c = self.source
+        self.require_gradient_record()
+        return self._memoised(("layers", task), lambda: layer_alignment(
+            c.layout, c.vector(task, "tau"), c.vector(task, "tau1"), c.vector(task, "g0")))
+
+    def trajectory(self) -> pd.DataFrame:
+        return self._memoised(("trajectory",), self.source.trajectory)
+
+    def matrix_choices(self) -> list[tuple[str, str]]:
+        out = [(label, key) for key, label in MATRIX_KINDS.items() if key in self.source.vector_kinds]
+        for variant, run in self.atm_runs().items():
+            for r in run["rounds"]:
+                out.append((f"ATM {variant}, round {r['round']}: updates of every task", f"{ATM_KEY}{variant}:{r['round']}"))
+        return out
+
+    def cosine_matrix(self, kind: str = "tau") -> pd.DataFrame:
+        """Task-by-task cosines of tau, tau1, g0, or the task updates of a saved ATM round."""
+        if kind in MATRIX_KINDS:
+            if kind not in self.source.vector_kinds:
+                self.require_gradient_record()
+            return self._memoised(("cos", kind), lambda: cosine_matrix(self.source.vectors(kind)))
+        if isinstance(kind, str) and kind.startswith(ATM_KEY):
+            _, variant, k = self.parse_method(kind)
+            m = self.atm_runs()[variant]["rounds"][k - 1]["update_cosines"]
+            return pd.DataFrame(m, index=self.tasks, columns=self.tasks)
+        raise ValueError(f"unknown matrix {kind!r}; choose one of: {', '.join(k for _, k in self.matrix_choices())}")
+
+    @property
+    def full_batch_exact(self) -> bool:
+        """Only under full-batch 'gd' is tau1 = -lr * g0 an identity worth checking number by number."""
+        return self.source.training["optimizer"] == "gd"
+
+    def references(self) -> dict[str, float | None]:
+        """Average accuracies that the Merge and ATM charts draw as reference lines (None: not recorded)."""
+        a = averages(self.metrics)
+        return {"zero-shot": a["zero_shot"], "linear probe of theta0": a["linear_probe"],
+                "task arithmetic": a["task_arithmetic"], "task arithmetic (tau1)": a["task_arithmetic_one_epoch"],
+                "multi-task (joint fine-tuning)": a["multitask"], "fine-tuned": a["finetuned"]}
+
+    def theory(self) -> dict | None:
+        """The cache's SGD record (tvexplorer/science/theory.py) with its log-log slopes, or None."""
+        from ..science.theory import error_slopes
+        table = self._memoised(("theory",), self.source.theory)
+        if table is None:
+            return None
+        return clean({"note": THEORY_NOTE, "rows": table.to_dict("records"),
+                      "slopes": error_slopes(table).to_dict("records")})
+
+    def alignment(self, task: str | None = ALL_TASKS, matrices: list[str] | None = None) -> dict:
+        """Plain data for one task or all: alignment summaries with per-epoch records, per-layer
+        records, and task-by-task cosine matrices (tau, tau1, g0 and every saved ATM round)."""
+        tasks = self.check_task(task)
+        self.require_gradient_record()
+        kinds = matrices or [k for _, k in self.matrix_choices()]
+        return clean({
+            "optimizer": self.source.training["optimizer"], "lr": self.source.training["lr"],
+            "epochs": self.source.training.get("epochs"),
+            "full_batch_exact": self.full_batch_exact,
+            "full_batch_note": FULL_BATCH_NOTE,
+            "tasks": {t: self.task_alignment(t) for t in tasks},
+            "layers": {t: self.layer_table(t).to_dict("records") for t in tasks},
+            "cosine_matrices": {k: {"tasks": self.tasks, "matrix": self.cosine_matrix(k).values.tolist()} for k in kinds},
+        })
+
+    # ------------------------------------------------------------ ATM
+    @property
+    def atm_root(self) -> Path:
+        """Where ATM rounds are read from and saved to (the cache, or its work copy)."""
+        return self._atm_root
+
+    @property
+    def atm_cache(self) -> Cache:
+        """The cache holding ATM rounds, re-opened when its manifest changed on disk."""
+        manifest = self._atm_root / MANIFEST
+        try:
+            st = manifest.stat()
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except OSError:
+            stamp = None
+        with self._lock:
+            if self._atm_cache is None or stamp != self._atm_stamp:
+                first_look_at_source = self._atm_cache is self.source and self._atm_stamp is None
+                if not first_look_at_source:
+                    try:
+                        self._atm_cache = Cache.open(self._atm_root)
+                    except CacheError:
+                        if self._atm_cache is None:
+                            raise
+                self._atm_stamp = stamp
+            return self._atm_cache
+
+    def atm_runs(self) -> dict:
+        return self.atm_cache.atm_runs()
+
+    def writable_atm_root(self) -> Path:
+        """The folder ATM may write into, making the copy-on-write work copy on first need."""
+        if self.read_only and self._atm_root != self.work_folder:
+            workcopy.make_work_copy(self.source, self.work_folder)
+            with self._lock:
+                self._atm_root, self._atm_cache, self._atm_stamp = self.work_folder, None, None
+        return self._atm_root
+
+    def where_saved(self) -> str:
+        if not self.read_only:
+            return f"ATM rounds are saved into the cache itself: {self._atm_root}"
+        return (f"The cache {Path(self.source.root).resolve()} is treated as read-only; ATM rounds are saved to the "
+                f"copy-on-write work folder {self.work_folder} (small files copied, tensor files linked; "
+                "set TVEXPLORER_WORKDIR to choose another place).")
+
+    def check_atm_request(self, rounds, variant) -> tuple[int, str]:
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown ATM variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
+        r = number("rounds", rounds)
+        if r != int(r) or not 1 <= r <= MAX_ATM_ROUNDS:
+            raise ValueError(f"rounds is {rounds!r}; it must be a whole number from 1 to {MAX_ATM_ROUNDS}")
+        return int(r), variant
+
+    def start_atm(self, rounds=1, variant: str = "standard") -> jobs.Job:
+        """Start `rounds` more rounds in the background; raises jobs.Busy while another run is going."""
+        rounds, variant = self.check_atm_request(rounds, variant)
+        if jobs.busy():
+            raise jobs.Busy(jobs.busy_message())
+        root = self.writable_atm_root()
+        done = len(self.atm_runs().get(variant, {}).get("rounds", []))
+        return jobs.start(root, rounds, variant, done, evaluator_key=self._evaluator_key)
+
+    def atm_summary(self) -> dict:
+        """Every saved round of every variant, with the reference lines the chart draws."""
+        m = self.metrics
+        return clean({
+            "saved_to": str(self._atm_root),
+            "references": self.references(),
+            "task_arithmetic_best_scaling": m["task_arithmetic"]["best_scaling"],
+            "variants": {v: {k: run[k] for k in ("coefficient", "budget_epochs", "train_split", "start") if k in run}
+                         | {"rounds": [{k: r.get(k) for k in ("round", "accuracy", "average", "normalized_average",
+                                                              "update_norms")} for r in run["rounds"]]}
+                         for v, run in self.atm_runs().items()},
+        })
+
+    def atm_status(self) -> dict:
+        job = jobs.current()
+        status = job.status() if job is not None else {"state": "idle"}
+        status["busy"] = jobs.busy()
+        status["rounds_saved"] = {v: len(r["rounds"]) for v, r in self.atm_runs().items()}
+        status["saved_to"] = str(self._atm_root)
+        return clean(status)
+
+
+def open_explorer(path=None, **kwargs) -> Explorer:
+    """Explorer on `path` (default: $TVEXPLORER_CACHE or the bundled demo). The bundled demo, any cache
+    on a Hugging Face Space, and any cache when $TVEXPLORER_READ_ONLY=1 are opened read-only, so that
+    running ATM never changes files under version control; a cache that cannot be written is too."""
+    path = resolve_location(path or default_cache_path())
+    if kwargs.get("read_only") is None and path.resolve() == (Path(__file__).resolve().parents[2] / "assets" / "demo"):
+        kwargs["read_only"] = True
+    if kwargs.get("read_only") is None and os.environ.get("SPACE_ID"):
+        kwargs["read_only"] = True
+    if kwargs.get("read_only") is None and os.environ.get("TVEXPLORER_READ_ONLY", "").lower() in ("1", "true", "yes"):
+        kwargs["read_only"] = True
+    if kwargs.get("device") is None and os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "true"):
+        kwargs["device"] = "cpu"  # ZeroGPU lends a GPU only inside @spaces.GPU functions (the ATM worker)
+    return Explorer(path, **kwargs)

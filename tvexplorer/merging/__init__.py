@@ -1,0 +1,122 @@
+"""Registry of model-merging methods over task vectors (tau = theta_finetuned - theta0).
+
+Each method is a small function over flat 1-D task vectors (see `core.layout.Layout`) plus a frozen
+`MergeMethod` record naming its paper, default scaling and tunable `Param`s, so the CLI and the app
+can list, validate and expose them the same way. Real inputs are ~8 x 88M float16 memory-mapped
+vectors, so elementwise methods stream over tasks (never a [T, P] stack, at most a few full-length
+float32 temporaries) and never write into their inputs; the SVD methods work one layer at a time.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import torch
+
+from ..core.checks import finite, in_range
+from ..core.layout import Layout
+from .elementwise import average, dare, task_arithmetic, ties
+from .spectral import iso_c, tsv
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class Param:
+    """A method's own tunable parameter; allowed values are low <= x <= high, minus the open ends."""
+    name: str
+    default: float
+    low: float
+    high: float
+    help: str
+    low_open: bool = False
+    high_open: bool = False
+    integer: bool = False
+
+    def check(self, method: str, value: float) -> float | int:
+        x = in_range(f"{method} parameter {self.name}", value, self.low, self.high, self.low_open, self.high_open)
+        if self.integer and x != int(x):
+            raise ValueError(f"{method} parameter {self.name}={value!r} must be an integer")
+        return int(x) if self.integer else x
+
+
+@dataclass(frozen=True)
+class MergeMethod:
+    name: str
+    label: str
+    paper: str
+    default_scaling: float
+    params: tuple[Param, ...]
+    fn: Callable[..., Tensor]
+
+
+METHODS: dict[str, MergeMethod] = {m.name: m for m in (
+    MergeMethod("task_arithmetic", "Task Arithmetic", "Ilharco et al., ICLR 2023", 0.3, (), task_arithmetic),
+    MergeMethod("average", "Weight averaging", "Wortsman et al., ICML 2022", 1.0, (), average),
+    MergeMethod("ties", "TIES", "Yadav et al., NeurIPS 2023", 1.0, (
+        Param("k", 20.0, 0.0, 100.0, "percent of entries kept per task (largest magnitudes), in (0, 100]",
+              low_open=True),
+    ), ties),
+    MergeMethod("dare", "DARE", "Yu et al., ICML 2024", 0.3, (
+        Param("p", 0.5, 0.0, 1.0, "probability of dropping each entry, in [0, 1)", high_open=True),
+        Param("seed", 0, 0, 2**31 - 1, "random seed, an integer in [0, 2^31 - 1]", integer=True),
+    ), dare),
+    MergeMethod("tsv", "TSV-M", "Gargiulo et al., CVPR 2025", 1.0, (), tsv),
+    MergeMethod("iso_c", "Iso-C", "Marczak et al., ICML 2025", 1.0, (), iso_c),
+)}
+
+
+def merge_flat(method: str, vectors: Mapping[str, Tensor], layout: Layout, *,
+               coefficients: Mapping[str, float] | None = None, scaling: float | None = None,
+               **params) -> Tensor:
+    """Merge flat task vectors (task name -> 1-D tensor in `layout`, any float dtype, never written).
+
+    Each task is multiplied by its coefficient (default 1.0) before the method combines them; the
+    result is multiplied by `scaling` (default: the method's default_scaling). Returns float32 of
+    shape (layout.numel,).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown merge method {method!r}; choose one of: {', '.join(METHODS)}")
+    spec = METHODS[method]
+    if not vectors:
+        raise ValueError("no task vectors given; pass at least one task")
+    coefficients = dict(coefficients or {})
+    unknown = sorted(set(coefficients) - set(vectors))
+    if unknown:
+        raise ValueError(f"coefficients name unknown task(s) {unknown}; valid tasks: {sorted(vectors)}")
+    for task, c in coefficients.items():
+        finite(f"coefficient for task {task!r}", c, "coefficients must be finite numbers")
+    scaling = spec.default_scaling if scaling is None else scaling
+    finite("scaling", scaling)
+    by_name = {p.name: p for p in spec.params}
+    for name in params:
+        if name not in by_name:
+            raise ValueError(f"method {method!r} has no parameter {name!r}; "
+                             f"its parameters are: {', '.join(by_name) or '(none)'}")
+    values = {p.name: p.check(method, params.get(p.name, p.default)) for p in spec.params}
+    for task, v in vectors.items():
+        if v.ndim != 1 or v.numel() != layout.numel:
+            raise ValueError(f"task vector {task!r} has shape {tuple(v.shape)}, the layout expects ({layout.numel},)")
+        if not v.is_floating_point():
+            raise ValueError(f"task vector {task!r} has dtype {v.dtype}; it must be a floating-point tensor")
+    merged = spec.fn(list(vectors.values()), [float(coefficients.get(t, 1.0)) for t in vectors], layout, **values)
+    return merged.mul_(scaling)
+
+
+def merge(method: str, task_vectors: Mapping[str, Mapping[str, Tensor]], *,
+          coefficients: Mapping[str, float] | None = None, scaling: float | None = None,
+          **params) -> dict[str, Tensor]:
+    """Merge task vectors given as {task: {parameter name: delta}}; returns {parameter name: merged delta}."""
+    if not task_vectors:
+        raise ValueError("no task vectors given; pass at least one task")
+    first = next(iter(task_vectors))
+    layout = Layout.of(task_vectors[first])
+    flat = {}
+    for task, params_of_task in task_vectors.items():
+        # Keep float16 deltas in float16 so flattening does not double their memory.
+        half = all(t.dtype == torch.float16 for t in params_of_task.values())
+        try:
+            flat[task] = layout.flatten(params_of_task, dtype=torch.float16 if half else torch.float32)
+        except ValueError as e:
+            raise ValueError(f"task {task!r} does not match task {first!r}: {e}") from None
+    return layout.unflatten(merge_flat(method, flat, layout, coefficients=coefficients, scaling=scaling, **params))

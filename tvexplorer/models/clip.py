@@ -1,0 +1,107 @@
+"""Base CLIP models, named the open_clip way, and the frozen zero-shot heads built from them.
+
+A model spec is a built-in architecture plus a pretrained tag (`ViT-B-32` + `openai`), a
+`local-dir:PATH` folder (PATH relative to the cache folder when it is not absolute) or an
+`hf-hub:ORG/REPO` repository. Only the image encoder is ever fine-tuned; the text tower is used
+once, at cache-build time, to build each task's classification head.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.model import _build_vision_tower
+from open_clip.transformer import QuickGELU
+from torch.nn.utils import parameters_to_vector
+
+LOCAL_DIR = "local-dir:"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    pretrained: str | None = None
+
+    def resolved_name(self, root: Path | None = None) -> str:
+        """The name open_clip understands, with a relative local-dir path made absolute against `root`."""
+        if self.name.startswith(LOCAL_DIR) and root is not None:
+            path = Path(self.name[len(LOCAL_DIR):])
+            if not path.is_absolute():
+                return LOCAL_DIR + str((root / path).resolve())
+        return self.name
+
+    def model_config(self, root: Path | None = None) -> dict:
+        name = self.resolved_name(root)
+        if name.startswith(LOCAL_DIR):
+            config_path = Path(name[len(LOCAL_DIR):]) / "open_clip_config.json"
+            if not config_path.is_file():
+                raise FileNotFoundError(f"model folder has no open_clip_config.json: {config_path}")
+            return json.loads(config_path.read_text())["model_cfg"]
+        cfg = open_clip.get_model_config(name)
+        if cfg is None:
+            raise ValueError(f"unknown open_clip model {name!r}; see open_clip.list_models()")
+        return cfg
+
+
+def load_clip(spec: ModelSpec, root: Path | None = None) -> tuple[torch.nn.Module, object, dict]:
+    """(CLIP model in eval mode, tokenizer, image-encoder description for the cache manifest)."""
+    name = spec.resolved_name(root)
+    pretrained = None if name.startswith((LOCAL_DIR, "hf-hub:")) else spec.pretrained
+    model = open_clip.create_model(name, pretrained=pretrained)
+    model.eval()
+    tokenizer = open_clip.get_tokenizer(name)
+    cfg = spec.model_config(root)
+    preprocess = model.visual.preprocess_cfg
+    encoder = {
+        "embed_dim": cfg["embed_dim"],
+        "vision_cfg": cfg["vision_cfg"],
+        # open_clip switches to QuickGELU for some pretrained tags; record what was actually built.
+        "quick_gelu": any(isinstance(m, QuickGELU) for m in model.visual.modules()),
+        "image_size": _pair(model.visual.image_size)[0],
+        "mean": list(preprocess["mean"]),
+        "std": list(preprocess["std"]),
+    }
+    return model, tokenizer, encoder
+
+
+def build_image_encoder(encoder: dict) -> torch.nn.Module:
+    """The image tower alone, rebuilt from the manifest's description (weights come from the cache)."""
+    visual = _build_vision_tower(encoder["embed_dim"], copy.deepcopy(encoder["vision_cfg"]), quick_gelu=encoder["quick_gelu"])
+    return visual.eval()
+
+
+@torch.no_grad()
+def zero_shot_head(model, tokenizer, classnames, templates) -> torch.Tensor:
+    """[embed_dim, n_classes]: per class, the renormalised mean of its L2-normalised prompt embeddings."""
+    columns = []
+    for name in classnames:
+        emb = F.normalize(model.encode_text(tokenizer([t.format(name) for t in templates])), dim=-1)
+        columns.append(F.normalize(emb.mean(0), dim=0))
+    return torch.stack(columns, dim=1)
+
+
+def logits(encoder: torch.nn.Module, head: torch.Tensor, logit_scale: float, images: torch.Tensor) -> torch.Tensor:
+    return logit_scale * F.normalize(encoder(images), dim=-1) @ head
+
+
+def _pair(x):
+    return tuple(x) if isinstance(x, (tuple, list)) else (x, x)
+
+
+def get_flat(encoder) -> torch.Tensor:
+    """The parameters as one flat CPU vector, in the encoder's own dtype."""
+    return parameters_to_vector(encoder.parameters()).detach().cpu()
+
+
+def set_flat(encoder, flat: torch.Tensor) -> None:
+    """Copy a flat vector into the parameters (torch's vector_to_parameters would alias it instead)."""
+    offset = 0
+    with torch.no_grad():
+        for p in encoder.parameters():
+            p.copy_(flat[offset:offset + p.numel()].view_as(p))
+            offset += p.numel()

@@ -1,0 +1,302 @@
+"""Building a cache: heads, the gradient record, fine-tuning, trajectories and reference metrics.
+
+For each task, from theta0: g0 (exact full-batch gradient of the training loss), then E epochs of
+fine-tuning keeping tau1 and tau, then per-epoch statistics. Metrics are measured on the vectors
+as stored (after any float16 rounding), so they agree with what the explorer evaluates later.
+
+A build is resumable per task: each finished task's files are written at once and recorded in
+OUT/.build/state.json together with the settings they were built with; a rerun with the same
+settings skips every recorded task whose files are intact. The manifest is written last, so a
+folder without one is never mistaken for a finished cache.
+
+`import_checkpoints` makes the same cache from published fine-tuned image encoders instead of
+fine-tuning; such a cache holds tau only (no g0, tau1 or trajectories).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..core.cache import DTYPES, VECTOR_KINDS, Cache
+from ..core.device import resolve_device
+from ..core.files import atomic_write, sha256_file, write_table, write_tensors, writer_lock
+from ..core.layout import Layout
+from ..core.manifest import (TUNED_METHODS, Manifest, TaskRecord, add_per_task, add_tuned, average_key, averages,
+                             write_manifest)
+from ..data.sources import load_task
+from ..data.splits import TaskData
+from ..merging import merge_flat
+from ..models.clip import ModelSpec, get_flat, load_clip, set_flat, zero_shot_head
+from ..science.alignment import trajectory_table
+from ..science.evaluation import Evaluator
+from ..science.probe import features, probe_accuracy
+from ..science.theory import theory_record
+from ..science.training import TrainConfig, finetune, finetune_jointly, full_batch_gradient, prepare, steps_per_epoch
+
+# Scalings tried on the validation subsets: 0 (theta0 itself) to 1.5, so that a best value at
+# either end shows the grid, not the method, is the limit.
+SCALING_GRID = tuple(round(0.05 * i, 2) for i in range(0, 31))
+STATE = ".build/state.json"
+MULTITASK = "multitask.safetensors"
+THEORY = "theory.csv"
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class _Start:
+    """What every cache begins with: theta0, one zero-shot head per task, and the evaluation subsets."""
+
+    def __init__(self, out: Path, spec: ModelSpec, task_specs: list[dict], n_eval: int | None, n_val: int | None):
+        model, tokenizer, self.encoder_info = load_clip(spec, root=out)
+        self.data: list[TaskData] = [load_task(s) for s in task_specs]
+        self.heads = {d.name: zero_shot_head(model, tokenizer, d.classnames, d.templates) for d in self.data}
+        self.logit_scale = float(model.logit_scale.detach().exp())
+        self.encoder = model.visual.float()
+        del model  # the text tower is not needed past this point
+        self.layout = Layout.of(dict(self.encoder.named_parameters()))
+        self.theta0 = get_flat(self.encoder)
+        self.files = {
+            "base.safetensors": write_tensors(out, "base.safetensors", self.layout.unflatten(self.theta0.clone())),
+            "heads.safetensors": write_tensors(out, "heads.safetensors", {**self.heads, "logit_scale": torch.tensor([self.logit_scale])}),
+        }
+        self.out, self.n_eval, self.n_val = out, n_eval, n_val
+
+    def write_eval(self, task: TaskData) -> dict:
+        """The fixed evaluation subsets (seeded, at most n_eval test and n_val validation images)."""
+        test, val = task.test.take(self.n_eval), task.val.take(self.n_val)
+        rel = f"eval/{task.name}.safetensors"
+        return {rel: write_tensors(self.out, rel, {"test_images": test.images, "test_labels": test.labels,
+                                                   "val_images": val.images, "val_labels": val.labels})}
+
+    def manifest(self, spec: ModelSpec, task_specs: list[dict], training: dict | None, vector_dtype: str,
+                 vector_kinds: tuple[str, ...], files: dict, source: dict) -> Manifest:
+        return Manifest(
+            created_by=f"tvexplorer {__version__}",
+            model={"name": spec.name, "pretrained": spec.pretrained, "encoder": self.encoder_info},
+            layout=self.layout.to_json(),
+            vector_dtype=vector_dtype,
+            vector_kinds=list(vector_kinds),
+            source=source,
+            tasks=[TaskRecord(d.name, list(d.classnames), list(d.templates), s,
+                              {"train": len(d.train), "val": len(d.val), "test": len(d.test)})
+                   for d, s in zip(self.data, task_specs)],
+            training=training,
+            files={**self.files, **files},
+        )
+
+
+def _finish(out: Path, manifest: Manifest, device, measured: dict | None = None) -> Cache:
+    """Reference metrics, the manifest, then the instant preview (a finished cache is usable without it).
+    `measured`: metrics that the build took along the way (per task), added with their averages."""
+    manifest.metrics = reference_metrics(Cache(out, manifest.to_json()), device)
+    for key, per_task in (measured or {}).items():
+        add_per_task(manifest.metrics, key, per_task)
+    write_manifest(out, manifest)
+    shutil.rmtree(out / ".build", ignore_errors=True)
+    log(json.dumps({average_key(k): v for k, v in averages(manifest.metrics).items() if v is not None}))
+    cache = Cache.open(out)
+    add_preview(cache, device)
+    return cache
+
+
+def add_preview(cache: Cache, device) -> None:
+    """The instant preview (tvexplorer/science/preview.py) of a finished cache, with a progress bar."""
+    from ..science.preview import compute_preview
+    with cache.writing(), tqdm(total=len(cache.tasks), desc="preview", unit="task", file=sys.stderr, leave=False) as bar:
+        compute_preview(cache, device, progress=lambda done, total, what: bar.update(done - bar.n))
+
+
+# ------------------------------------------------------------------ resumable per-task progress
+
+class _State:
+    """OUT/.build/state.json: the settings of an unfinished build and the tasks it has finished."""
+
+    def __init__(self, out: Path, settings: dict):
+        self.out, self.path = out, out / STATE
+        self.key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+        self.done: dict[str, dict] = {}
+        if self.path.is_file():
+            saved = json.loads(self.path.read_text())
+            if saved["key"] != self.key:
+                raise ValueError(f"{out} holds an unfinished build with other settings; rerun with the same settings "
+                                 f"to resume it, or delete {out / '.build'} (or choose another --out) to start over")
+            self.done = {t: r for t, r in saved["done"].items() if self._intact(r["files"])}
+
+    def _intact(self, files: dict) -> bool:
+        return all((self.out / rel).is_file() and sha256_file(self.out / rel) == e["sha256"] for rel, e in files.items())
+
+    def record(self, task: str, files: dict) -> None:
+        self.done[task] = {"files": files}
+        text = json.dumps({"key": self.key, "done": self.done}, indent=1)
+        atomic_write(self.path, lambda tmp: tmp.write_text(text))
+
+
+def _holding_writer_lock(build):
+    """Hold OUT's writer lock for a whole build: two builds into one folder would mix their files."""
+    @functools.wraps(build)
+    def locked(out, *args, **kwargs):
+        with writer_lock(out):
+            return build(out, *args, **kwargs)
+    return locked
+
+
+@_holding_writer_lock
+def build_cache(out: Path, spec: ModelSpec, task_specs: list[dict], cfg: TrainConfig, vector_dtype: str = "float32",
+                device: str | None = None, n_eval: int | None = None, n_val: int | None = None,
+                multitask: bool = False, theory: dict | None = None) -> Cache:
+    """Fine-tune every task from `spec` and write a cache to `out`, resuming an interrupted build.
+
+    `multitask` adds the joint fine-tuning baseline (training.finetune_jointly); `theory` (keys
+    tasks, lrs, epochs, n_train, batch_size) adds the SGD record of tvexplorer/science/theory.py."""
+    out = Path(out)
+    device = resolve_device(device)
+    dtype = DTYPES[vector_dtype]
+    state = _State(out, {"model": [spec.name, spec.pretrained], "tasks": task_specs, "training": cfg.to_json(),
+                         "vector_dtype": vector_dtype, "n_eval": n_eval, "n_val": n_val, "multitask": multitask,
+                         "theory": theory})
+    start = _Start(out, spec, task_specs, n_eval, n_val)
+    objectives = prepare(start.encoder, start.heads, start.logit_scale, start.encoder_info, cfg, device)
+    todo = [(i, d) for i, d in enumerate(start.data) if d.name not in state.done]
+    if len(todo) < len(start.data):
+        log(f"resuming: {len(start.data) - len(todo)} of {len(start.data)} tasks already built")
+    joint_steps = cfg.epochs * sum(-(-len(d.train) // cfg.batch_size) for d in start.data)
+    total = sum(-(-len(d.train) // cfg.batch_size) + cfg.epochs * steps_per_epoch(len(d.train), cfg) for _, d in todo)
+    total += joint_steps if multitask and MULTITASK not in state.done else 0
+    with tqdm(total=total, unit="step", file=sys.stderr, dynamic_ncols=True) as bar:  # its ETA spans every task left
+        for i, task in todo:
+            bar.set_description(f"[{i + 1}/{len(start.data)}] {task.name}: gradient at theta0")
+            objective = objectives[task.name]
+            set_flat(start.encoder, start.theta0)
+            g0 = full_batch_gradient(start.encoder, objective, task.train, cfg.batch_size)
+            bar.update(-(-len(task.train) // cfg.batch_size))
+            bar.set_description(f"[{i + 1}/{len(start.data)}] {task.name}: {cfg.epochs} epochs")
+            thetas = finetune(start.encoder, objective, task.train, cfg, i, on_step=bar.update)
+            theta0 = start.theta0.to(thetas[0].dtype)
+            vectors = {"tau": thetas[-1] - theta0, "tau1": thetas[0] - theta0, "g0": g0}
+            rel = f"vectors/{task.name}.safetensors"
+            files = {rel: write_tensors(out, rel, {k: v.to(dtype) for k, v in vectors.items()}), **start.write_eval(task)}
+            rel = f".build/{task.name}.trajectory.csv"
+            write_table(out, rel, trajectory_table(task.name, start.layout, start.theta0, thetas, g0))
+            state.record(task.name, files)
+            del thetas, vectors, g0
+        if multitask and MULTITASK not in state.done:
+            bar.set_description("multi-task baseline: all tasks jointly")
+            set_flat(start.encoder, start.theta0)
+            theta = finetune_jointly(start.encoder, objectives, {d.name: d.train for d in start.data}, cfg,
+                                     on_step=bar.update)
+            delta = (theta - start.theta0.to(theta.dtype)).to(dtype)
+            state.record(MULTITASK, {MULTITASK: write_tensors(out, MULTITASK, {"delta": delta})})
+    if theory and THEORY not in state.done:
+        state.record(THEORY, {THEORY: write_table(out, THEORY, _theory_table(start, theory, device))})
+    trajectory = pd.concat([pd.read_csv(out / f".build/{d.name}.trajectory.csv") for d in start.data], ignore_index=True)
+    files = {rel: e for record in state.done.values() for rel, e in record["files"].items()}
+    files["trajectory.csv"] = write_table(out, "trajectory.csv", trajectory)
+    set_flat(start.encoder, start.theta0)
+    probe = {d.name: _probe(start, d, device) for d in start.data}
+    manifest = start.manifest(spec, task_specs, cfg.to_json(), vector_dtype, VECTOR_KINDS, files, {"kind": "fine-tuned"})
+    return _finish(out, manifest, device, {"linear_probe": probe})
+
+
+def _probe(start: _Start, task: TaskData, device) -> float:
+    """Linear-probe accuracy of theta0's features on the task's evaluation subset (tvexplorer/science/probe.py)."""
+    mean, std = start.encoder_info["mean"], start.encoder_info["std"]
+    test = task.test.take(start.n_eval)
+    return probe_accuracy(features(start.encoder, task.train, mean, std, device), task.train.labels,
+                          features(start.encoder, test, mean, std, device), test.labels)
+
+
+def _theory_table(start: _Start, theory: dict, device) -> pd.DataFrame:
+    """The SGD record for the chosen tasks, in float64 (the encoder stays float64 afterwards)."""
+    cfg = TrainConfig(optimizer="sgd", batch_size=theory["batch_size"])
+    objectives = prepare(start.encoder, start.heads, start.logit_scale, start.encoder_info, cfg, device)
+    names = [d.name for d in start.data]
+    unknown = sorted(set(theory["tasks"]) - set(names))
+    if unknown:
+        raise ValueError(f"theory record: unknown task(s) {', '.join(unknown)}; choose among {', '.join(names)}")
+    tables = []
+    for name in tqdm(theory["tasks"], desc="theory record (SGD, float64)", unit="task", file=sys.stderr):
+        task = start.data[names.index(name)]
+        train = task.train.take(theory["n_train"])
+        tables.append(theory_record(start.encoder, start.theta0, objectives[name], train, name, names.index(name),
+                                    theory["lrs"], theory["epochs"], theory["batch_size"]))
+    return pd.concat(tables, ignore_index=True)
+
+
+@_holding_writer_lock
+def import_checkpoints(out: Path, spec: ModelSpec, task_specs: list[dict], checkpoints: dict[str, Path],
+                       base_checkpoint: Path | None = None, vector_dtype: str = "float32", device: str | None = None,
+                       n_eval: int | None = None, n_val: int | None = None) -> Cache:
+    """A cache of tau = finetuned - theta0 from published fine-tuned image encoders (one file per task).
+
+    theta0 is `spec`'s pretrained image encoder, or `base_checkpoint` (for example the task-arithmetic
+    authors' zeroshot.pt) when given; the heads always come from `spec`'s text tower."""
+    from ..models.checkpoints import check_against, read_image_encoder
+    out = Path(out)
+    device = resolve_device(device)
+    start = _Start(out, spec, task_specs, n_eval, n_val)
+    missing = [d.name for d in start.data if d.name not in checkpoints]
+    if missing:
+        raise ValueError(f"no checkpoint given for task(s) {', '.join(missing)}; pass TASK=PATH for each")
+    expected = dict(zip(start.layout.names, start.layout.shapes))
+    base = start.layout.unflatten(start.theta0)
+    if base_checkpoint is not None:
+        base = read_image_encoder(base_checkpoint)
+        check_against(base, expected, spec.name)
+        start.theta0 = start.layout.flatten(base, dtype=torch.float32)
+        start.files["base.safetensors"] = write_tensors(out, "base.safetensors", start.layout.unflatten(start.theta0.clone()))
+    files = {}
+    for task in tqdm(start.data, desc="importing", unit="task", file=sys.stderr):
+        params = read_image_encoder(checkpoints[task.name], base=base)
+        check_against(params, expected, spec.name)
+        tau = start.layout.flatten(params, dtype=torch.float32) - start.theta0
+        rel = f"vectors/{task.name}.safetensors"
+        files[rel] = write_tensors(out, rel, {"tau": tau.to(DTYPES[vector_dtype])})
+        files.update(start.write_eval(task))
+    source = {"kind": "imported", "checkpoints": {t: str(p) for t, p in checkpoints.items()},
+              "base": str(base_checkpoint) if base_checkpoint else None}
+    manifest = start.manifest(spec, task_specs, None, vector_dtype, ("tau",), files, source)
+    return _finish(out, manifest, device)
+
+
+def _best_on_validation(method: str, vectors: dict, cache: Cache, val: Evaluator, test: Evaluator) -> dict:
+    """The method's merge at every scaling of SCALING_GRID on validation; the best one on test.
+    Every method here is linear in its final scaling, so the merge is computed once."""
+    unit = merge_flat(method, vectors, cache.layout, scaling=1.0)
+    sweep = {s: val.accuracy(unit * s) for s in SCALING_GRID}
+    best = max(SCALING_GRID, key=lambda s: sum(sweep[s].values()))
+    accuracy = test.accuracy(unit * best)
+    return {"best_scaling": best, "accuracy": accuracy, "average": sum(accuracy.values()) / len(accuracy),
+            "val_average_by_scaling": {str(s): sum(a.values()) / len(a) for s, a in sweep.items()}}
+
+
+def reference_metrics(cache: Cache, device) -> dict:
+    """Zero-shot and fine-tuned (and, with a gradient record, 1-epoch) accuracies per task; task
+    arithmetic and the TUNED_METHODS with their scaling chosen on the validation subsets; the
+    multi-task baseline when the cache holds one."""
+    test = Evaluator(cache, device=device)
+    val = Evaluator(cache, device=device, split="val")
+    metrics = {"zero_shot": test.accuracy(None)}
+    pairs = [("tau", "finetuned", "task_arithmetic"), ("tau1", "one_epoch", "task_arithmetic_one_epoch")]
+    pairs = [p for p in pairs if p[0] in cache.vector_kinds]
+    for kind, key, _ in pairs:
+        metrics[key] = {t: test.accuracy(cache.vector(t, kind), [t])[t] for t in cache.tasks}
+    if MULTITASK in cache.manifest["files"]:
+        metrics["multitask"] = test.accuracy(cache.tensors(MULTITASK)["delta"].float())
+    for key in [k for k in ("zero_shot", "finetuned", "one_epoch", "multitask") if k in metrics]:
+        add_per_task(metrics, key, metrics[key])
+    for kind, _, key in pairs:
+        add_tuned(metrics, key, _best_on_validation("task_arithmetic", cache.vectors(kind), cache, val, test))
+    for method in TUNED_METHODS:
+        add_tuned(metrics, method, _best_on_validation(method, cache.vectors("tau"), cache, val, test))
+    return metrics
