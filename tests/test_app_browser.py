@@ -153,4 +153,7 @@ def test_atm_button_adds_a_point_to_the_rounds_chart(page, served, tmp_path):
     screenshot(page, "screenshot-atm.png", tmp_path)
     page.get_by_role("tab", name="Gradient alignment").click()
     page.wait_for_selector("#matrix-plot .heatmaplayer, #matrix-plot .hm", timeout=60_000)
+    # the Theory section: the SGD record's log-log plot with its slope-1 guide, and the measured slopes
+    page.wait_for_selector("#theory-plot .scatterlayer .trace", timeout=60_000)
+    assert "Measured slopes after one epoch" in page.inner_text("#theory-note")
     screenshot(page, "screenshot-alignment.png", tmp_path)

@@ -355,8 +355,9 @@ def test_ui_method_and_presets(handlers, ex):
 
 
 def test_ui_alignment_and_atm_view(handlers, ex):
-    note, table, epochs, layers, matrix = handlers.alignment("all", "tau")
-    assert "plain gradient descent" in note and list(table["task"]) == ex.tasks
+    note, table, epochs, layers, matrix, theory_note, theory = handlers.alignment("all", "tau")
+    assert "no test of the theorem" in note and list(table["task"]) == ex.tasks
+    assert "Measured slopes after one epoch" in theory_note and theory.layout.xaxis.type == "log"
     note, table, *_ = handlers.alignment(ex.tasks[0], "atm:standard:1")
     assert list(table["task"]) == [ex.tasks[0]]
     with pytest.warns(UserWarning, match="unknown task"):

@@ -212,8 +212,8 @@ def _probe(start: _Start, task: TaskData, device) -> float:
     """Linear-probe accuracy of theta0's features on the task's evaluation subset (tvexplorer/science/probe.py)."""
     mean, std = start.encoder_info["mean"], start.encoder_info["std"]
     test = task.test.take(start.n_eval)
-    return probe_accuracy(features(start.encoder, task.train, mean, std, device), task.train.labels,
-                          features(start.encoder, test, mean, std, device), test.labels)
+    return probe_accuracy(*features(start.encoder, task.train, mean, std, device),
+                          *features(start.encoder, test, mean, std, device))
 
 
 def _theory_table(start: _Start, theory: dict, device) -> pd.DataFrame:

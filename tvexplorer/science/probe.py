@@ -15,12 +15,16 @@ from ..data.splits import LazySplit, to_input
 
 
 @torch.inference_mode()
-def features(encoder: torch.nn.Module, split: Split | LazySplit, mean, std, device="cpu", batch_size: int = 500) -> torch.Tensor:
-    """[n, embed_dim] L2-normalised image features, float64 on the CPU, in the split's order."""
+def features(encoder: torch.nn.Module, split: Split | LazySplit, mean, std, device="cpu",
+             batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+    """([n, embed_dim] L2-normalised image features, float64 on the CPU; [n] labels), in the split's
+    order (a lazy split is decoded once, so its labels come with its images)."""
     dtype = next(encoder.parameters()).dtype
-    out = [F.normalize(encoder(to_input(images.to(device), mean, std).to(dtype)), dim=-1).cpu().double()
-           for images, _ in split.batches(batch_size)]
-    return torch.cat(out)
+    out, labels = [], []
+    for images, batch_labels in split.batches(batch_size):
+        out.append(F.normalize(encoder(to_input(images.to(device), mean, std).to(dtype)), dim=-1).cpu().double())
+        labels.append(batch_labels)
+    return torch.cat(out), torch.cat(labels)
 
 
 def probe_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
