@@ -179,7 +179,8 @@ def test_theory_record_and_references(ex):
     result = ex.evaluate("task_arithmetic", scaling=0.3)
     assert result["multitask"] == m["multitask"] and result["linear_probe"] == m["linear_probe"]
     fig = figures.theory_figure(theory)
-    assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "log"
+    assert fig.layout.xaxis.type == fig.layout.xaxis2.type == "log"
+    assert fig.layout.yaxis.type == fig.layout.yaxis2.type == "log"
     guides = [tr for tr in fig.data if tr.name == "slope 1 (theorem)"]
     assert guides and all(tr.y[1] / tr.y[0] == pytest.approx(tr.x[1] / tr.x[0]) for tr in guides)
     merge = figures.merge_figure(result, ex.tasks)
@@ -218,6 +219,10 @@ def test_figures_have_titles_and_the_numbers(ex):
     atm = next(d for d in af.data if d.name == "ATM standard")
     assert list(atm.x) == [r["round"] for r in ex.atm_runs()["standard"]["rounds"]]
     assert af.layout.xaxis.title.text == "ATM round"
+    # the y axis frames every line drawn, closely enough that a climb of a few points shows
+    low, high = af.layout.yaxis.range
+    drawn = [y for d in af.data for y in d.y]
+    assert low <= min(drawn) and max(drawn) <= high and low >= min(drawn) - 5.0
 
 
 # ---------------------------------------------------------------- ATM, work copies, jobs

@@ -132,6 +132,13 @@ def matrix_figure(matrix: pd.DataFrame, title: str) -> go.Figure:
     return fig
 
 
+def _zoomed(fig: go.Figure) -> list[float]:
+    """A y range (percent) around every line drawn, so that a climb of a few points is visible."""
+    ys = [y for trace in fig.data for y in trace.y if y is not None]
+    low, high = (min(ys), max(ys)) if ys else (0.0, 100.0)
+    return [max(0.0, low - 5.0), min(100.0, high + 3.0)]
+
+
 def atm_figure(summary: dict, tasks: list[str]) -> go.Figure:
     """Average test accuracy after each ATM round, beside the task-arithmetic line and the references."""
     fig = go.Figure()
@@ -160,7 +167,7 @@ def atm_figure(summary: dict, tasks: list[str]) -> go.Figure:
                         hovertemplate=f"ATM {variant}, round %{{x}}<br>average %{{y:.2f}} %<br>%{{customdata}}<extra></extra>")
     fig.update_layout(**LAYOUT, height=420, title=dict(text="ATM: average accuracy after each round", font=dict(size=14)),
                       xaxis=dict(title="ATM round", dtick=1, range=[-0.2, n_max + 0.3]),
-                      yaxis=dict(title="average test accuracy (%)", rangemode="tozero"),
+                      yaxis=dict(title="average test accuracy (%)", range=_zoomed(fig)),
                       legend=dict(orientation="h", y=-0.25))
     return fig
 
@@ -189,7 +196,8 @@ def theory_figure(theory: dict) -> go.Figure:
         fig.add_scatter(x=lrs, y=[err0, err0 * lrs[1] / lr0], mode="lines", name="slope 1 (theorem)", showlegend=c == 1,
                         line=dict(color="black", dash="dot", width=1), hoverinfo="skip", row=1, col=c)
     fig.update_xaxes(type="log", title_text="learning rate")
-    fig.update_yaxes(type="log", title_text="|tau_e - prediction| / |prediction|", row=1, col=1)
+    fig.update_yaxes(type="log")
+    fig.update_yaxes(title_text="|tau_e - prediction| / |prediction|", row=1, col=1)
     fig.update_layout(**LAYOUT, height=460, title=dict(text="Paper B with plain SGD: the error is second order in lr",
                                                        font=dict(size=14)), legend=dict(font=dict(size=10)))
     return fig
