@@ -114,6 +114,9 @@ def test_cli_json_outputs(quick_demo):
     assert out["average"] == pytest.approx(sum(out["accuracy"].values()) / 3)
     align = json.loads(run_cli("align", quick_demo, "--task", "digits", "--json").stdout)
     assert list(align["tasks"]) == ["digits"]
+    # an AdamW cache's summary shows the cosines, never |tau1 + lr g0| as if it were a check
+    summary = run_cli("align", quick_demo, "--task", "digits").stdout
+    assert "cos(tau1,-g0)" in summary and "|tau1+lr g0|" not in summary and "no test here" in summary
 
 
 def test_cli_summary_in_process(quick_demo, capsys):
