@@ -157,6 +157,8 @@ def test_import_refuses_a_checkpoint_of_another_architecture(quick_demo, tmp_pat
     (["build", "--out", "{tmp}/c", "--model", "ViT-B-32", "--suite", "8"], "--data-root"),
     (["build", "--out", "{tmp}/c", "--model", "ViT-B-32", "--tasks", "MNIST,Imagenette", "--data-root", "{tmp}"], "Imagenette"),
     (["build", "--out", "{tmp}/c", "--model", "ViT-B-32", "--suite", "8", "--tasks", "MNIST"], "either --suite or --tasks"),
+    (["build", "--out", "{tmp}/c", "--model", "ViT-B-32", "--tasks", "demo:digits", "--optimizer", "gd", "--multitask"],
+     "multi-task baseline is defined for AdamW"),
     (["import", "--out", "{tmp}/c", "--model", "ViT-B-32", "--tasks", "MNIST", "--data-root", "{tmp}",
       "--checkpoint", "MNIST={tmp}/none.pt"], "does not exist"),
 ])

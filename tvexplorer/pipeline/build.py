@@ -40,7 +40,8 @@ from ..science.alignment import trajectory_table
 from ..science.evaluation import Evaluator
 from ..science.probe import features, probe_accuracy
 from ..science.theory import theory_record
-from ..science.training import TrainConfig, finetune, finetune_jointly, full_batch_gradient, prepare, steps_per_epoch
+from ..science.training import (TrainConfig, check_joint_optimizer, finetune, finetune_jointly, full_batch_gradient,
+                                prepare, steps_per_epoch)
 
 # Scalings tried on the validation subsets: 0 (theta0 itself) to 1.5, so that a best value at
 # either end shows the grid, not the method, is the limit.
@@ -160,6 +161,8 @@ def build_cache(out: Path, spec: ModelSpec, task_specs: list[dict], cfg: TrainCo
     `multitask` adds the joint fine-tuning baseline (training.finetune_jointly); `theory` (keys
     tasks, lrs, epochs, n_train, batch_size) adds the SGD record of tvexplorer/science/theory.py."""
     out = Path(out)
+    if multitask:
+        check_joint_optimizer(cfg)
     device = resolve_device(device)
     dtype = DTYPES[vector_dtype]
     state = _State(out, {"model": [spec.name, spec.pretrained], "tasks": task_specs, "training": cfg.to_json(),

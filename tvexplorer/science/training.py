@@ -171,13 +171,19 @@ def _adamw_step(encoder, optimizer, params, loss_fn, batch, cfg: TrainConfig) ->
     optimizer.step()
 
 
+def check_joint_optimizer(cfg: TrainConfig) -> None:
+    """The multi-task baseline mirrors AdamW fine-tuning; say so before any training starts."""
+    if cfg.optimizer != "adamw":
+        raise ValueError(f"the multi-task baseline is defined for AdamW fine-tuning, not {cfg.optimizer!r}; "
+                         "drop --multitask or use --optimizer adamw")
+
+
 def finetune_jointly(encoder, objectives: dict[str, Objective], splits: dict[str, Split | LazySplit],
                      cfg: TrainConfig, on_step: Callable[[], None] | None = None) -> torch.Tensor:
     """The multi-task baseline: one AdamW run on all tasks' training sets at once, as many steps as
     the individual fine-tunes together, each sample scored with its own task's frozen head.
     Returns the flat parameters at the end."""
-    if cfg.optimizer != "adamw":
-        raise ValueError(f"the multi-task baseline is defined for AdamW fine-tuning, not {cfg.optimizer!r}")
+    check_joint_optimizer(cfg)
     tasks = list(splits)
     owner = torch.cat([torch.full((len(splits[t]),), i) for i, t in enumerate(tasks)])  # pooled sample -> task
     position = torch.cat([torch.arange(len(splits[t])) for t in tasks])                # -> index in its split
