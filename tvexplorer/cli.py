@@ -292,7 +292,8 @@ def cmd_align(args):
 
 
 def _print_align(r: dict) -> None:
-    exact = r["optimizer"] == "gd"  # only there is tau1 = -lr * g0 an identity worth a number
+    from .science.alignment import full_batch_identity_holds
+    exact = full_batch_identity_holds(r["optimizer"])
     print(f"fine-tuned with {r['optimizer']}, lr {r['lr']}; " + (
         "tau1 = -lr*g0 holds by construction under 'gd' (the last column shows rounding only)" if exact else
         "its steps are not -lr*g, so tau1 = -lr*g0 is no test here: see the cosines, and `info` for the SGD theory record"))

@@ -30,7 +30,7 @@ from ..core.errors import CacheError
 from ..core.hub import resolve_location
 from ..core.manifest import MANIFEST, PER_TASK_METRICS, averages
 from ..merging import METHODS
-from ..science.alignment import cosine_matrix, layer_alignment, task_alignment
+from ..science.alignment import cosine_matrix, full_batch_identity_holds, layer_alignment, task_alignment
 from ..science.atm import VARIANTS
 from ..science.evaluation import EvalResult, Evaluator, summarize
 from ..science.preview import Preview
@@ -351,8 +351,7 @@ class Explorer:
 
     @property
     def full_batch_exact(self) -> bool:
-        """Only under full-batch 'gd' is tau1 = -lr * g0 an identity worth checking number by number."""
-        return self.source.training["optimizer"] == "gd"
+        return full_batch_identity_holds(self.source.training["optimizer"])
 
     def references(self) -> dict[str, float | None]:
         """Average accuracies that the Merge and ATM charts draw as reference lines (None: not recorded)."""

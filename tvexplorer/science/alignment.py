@@ -82,6 +82,12 @@ def trajectory_table(task: str, layout: Layout, theta0: torch.Tensor, thetas: li
     return table
 
 
+def full_batch_identity_holds(optimizer: str) -> bool:
+    """Only full-batch 'gd' makes tau1 = -lr * g0 an identity (by construction); under mini-batch
+    steps or AdamW the number |tau1 + lr g0| / |lr g0| tests nothing, so it is not shown there."""
+    return optimizer == "gd"
+
+
 def vector_alignment(tau: torch.Tensor, tau1: torch.Tensor, g0: torch.Tensor, lr: float) -> dict:
     """First-epoch gradient against the task vectors, and the full-batch check tau1 = -lr * g0."""
     step = -lr * g0.double()
