@@ -1,0 +1,98 @@
+"""What every command shares: one-line errors, number formatting, opening a cache, and the cache summary
+that build, import and info print."""
+from __future__ import annotations
+
+import argparse
+
+from ..core.cache import Cache
+from ..core.checks import finite
+from ..core.hub import resolve_location
+
+
+class UserError(Exception):
+    """Bad input from the command line, reported as one line."""
+
+
+class CommandParser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of argparse's usage block
+        raise UserError(f"{self.prog}: {message} (see --help)")
+
+
+def key_value(text: str) -> tuple[str, float]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise UserError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        return key, finite(key, value)
+    except ValueError:
+        raise UserError(f"{key}: {value} is not a finite number") from None
+
+
+def finite_scaling(scaling: float) -> None:
+    try:
+        finite("--scaling", scaling)
+    except ValueError:
+        raise UserError(f"--scaling {scaling} is not a finite number") from None
+
+
+def pct(x: float | None) -> str:
+    return "    -" if x is None else f"{100 * x:5.1f}"
+
+
+def table(rows: list[list], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    return "\n".join([line(header), *(line(r) for r in rows)])
+
+
+def open_cache(location: str) -> Cache:
+    return Cache.open(resolve_location(location))
+
+
+def cache_summary(cache: Cache) -> dict:
+    from ..core.manifest import AVERAGED_METRICS, PER_TASK_METRICS, averages
+    m = cache.metrics
+    return {
+        "cache": str(cache.root),
+        "model": cache.manifest["model"]["name"],
+        "parameters": cache.layout.numel,
+        "training": cache.training,
+        "source": cache.manifest.get("source", {"kind": "fine-tuned"}),
+        "tasks": {t: {"classes": len(cache.task(t)["classnames"]), **{k: m.get(k, {}).get(t) for k in PER_TASK_METRICS}}
+                  for t in cache.tasks},
+        "averages": averages(m),
+        "task_arithmetic_best_scaling": m["task_arithmetic"]["best_scaling"],
+        "best_scalings": {k: m[k]["best_scaling"] for k in AVERAGED_METRICS if isinstance(m.get(k), dict) and "best_scaling" in m[k]},
+        "atm": {v: [{"round": r["round"], "average": r["average"]} for r in run["rounds"]] for v, run in cache.atm_runs().items()},
+        "theory_slopes": theory_slopes(cache),
+    }
+
+
+def theory_slopes(cache: Cache) -> list[dict] | None:
+    """Slopes of log relative error against log lr in the cache's SGD record (the theorem says 1)."""
+    from ..science.theory import error_slopes
+    table = cache.theory()
+    return None if table is None else error_slopes(table).to_dict("records")
+
+
+def print_summary(info: dict) -> None:
+    from ..core.manifest import PER_TASK_METRICS
+    print(f"{info['cache']}: {info['model']}, {info['parameters']:,} image-encoder parameters, {len(info['tasks'])} tasks")
+    rows = [[t, v["classes"], *(pct(v[k]) for k in PER_TASK_METRICS)] for t, v in info["tasks"].items()]
+    a = info["averages"]
+    rows.append(["average", "", *(pct(a[k]) for k in PER_TASK_METRICS)])
+    print(table(rows, ["task", "classes", "zero-shot %", "linear probe %", "1 epoch %", "fine-tuned %", "multi-task %"]))
+    print(f"task arithmetic (scaling {info['task_arithmetic_best_scaling']} chosen on validation): {pct(a['task_arithmetic'])} %"
+          + (f"; with 1-epoch vectors: {pct(a['task_arithmetic_one_epoch'])} %" if a["task_arithmetic_one_epoch"] is not None
+             else "; imported task vectors, no 1-epoch record"))
+    others = [f"{k} {pct(a[k])} % (scaling {info['best_scalings'][k]})" for k in ("ties", "tsv", "iso_c") if a.get(k) is not None]
+    if others:
+        print("at their best validation scaling: " + ", ".join(others))
+    for variant, rounds in info["atm"].items():
+        print(f"ATM {variant}: " + ", ".join(f"round {r['round']} {pct(r['average'])} %" for r in rounds))
+    if info.get("theory_slopes"):
+        first = [r["slope"] for r in info["theory_slopes"] if r["epoch"] == 1 and r["prediction"] == "sum_of_epoch_gradients"]
+        print(f"SGD theory record: slope of log error against log lr after one epoch {min(first):.2f} to {max(first):.2f} (theorem: 1)")
+    if "diagnostics" in info:
+        d = info["diagnostics"]
+        print(table([[str(v) for v in d.values()]], list(d)))
