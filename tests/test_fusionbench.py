@@ -163,7 +163,7 @@ def test_a_missing_repository_or_weight_file_is_one_line(hub):
     message = str(e.value)
     assert "\n" not in message and "tanganke/clip-vit-base-patch32_svhn" in message and "Repository Not Found" in message
     hub.add("tanganke/clip-vit-base-patch32_svhn", lambda f: (f / "config.json").write_text("{}"))
-    with pytest.raises(FileNotFoundError, match="clip-vit-base-patch32_svhn holds none of model.safetensors, pytorch_model.bin"):
+    with pytest.raises(FileNotFoundError, match="none of model.safetensors, pytorch_model.bin of tanganke/clip-vit-base-patch32_svhn could be downloaded"):
         fusionbench.download("ViT-B-32", "8")
 
 

@@ -18,9 +18,10 @@ class HubUnavailable(ValueError):
 
 
 def fetch_snapshot(repo_id: str, label: str, **where) -> Path:
-    """`huggingface_hub.snapshot_download(repo_id, **where)`: files already in the hub's cache folder are
-    not fetched again and an interrupted file resumes; without a network (or when the hub refuses), the
-    copy downloaded earlier is used and a line on stderr says so. `label` names the download in messages."""
+    """`huggingface_hub.snapshot_download(repo_id, **where)`: files already complete in the hub's cache
+    folder are not fetched again (huggingface_hub resumes a dropped connection within a run; a file cut
+    off by an interrupted run starts again); without a network (or when the hub refuses), the copy
+    downloaded earlier is used and a line on stderr says so. `label` names the download in messages."""
     from huggingface_hub import snapshot_download
     try:
         return Path(snapshot_download(repo_id, **where))

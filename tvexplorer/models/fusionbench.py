@@ -3,8 +3,8 @@ Deep Model Fusion", 2024), fetched from the Hugging Face hub as files the import
 
 Which repositories hold what is data, in fusionbench.json. Each repository is downloaded with
 `huggingface_hub` into the hub's cache folder (`core.hub.fetch_snapshot`): files already there are not
-fetched again, an interrupted file resumes, and without a network the copies downloaded earlier are
-used. Only config.json and the first weight file a repository has are downloaded. The files are
+fetched again, so a rerun after an interruption fetches only what is missing, and without a network the
+copies downloaded earlier are used. Only config.json and the first weight file a repository has are downloaded. The files are
 transformers checkpoints; `checkpoints.read_image_encoder` converts them to open_clip's names.
 """
 from __future__ import annotations
@@ -59,5 +59,5 @@ def _weights(repo_id: str) -> Path:
         folder = fetch_snapshot(repo_id, "FusionBench", allow_patterns=["config.json", name])
         if (folder / name).is_file():
             return folder / name
-    raise FileNotFoundError(f"FusionBench: {repo_id} holds none of {', '.join(CATALOGUE['weights'])}; "
-                            "the repository may have moved: check it on the hub")
+    raise FileNotFoundError(f"FusionBench: none of {', '.join(CATALOGUE['weights'])} of {repo_id} could be downloaded "
+                            "or found among earlier downloads: check the network, and the repository on the hub")
