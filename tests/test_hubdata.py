@@ -133,14 +133,9 @@ def test_missing_split_column_or_classes_are_one_line(tmp_path):
 
 
 
-def test_build_with_data_hf_needs_no_data_root(monkeypatch, tmp_path):
-    import tvexplorer.pipeline.build as build
-    from tvexplorer.cli import main
-    seen = []
-
-    def stop(out, spec, specs, *args, **kwargs):
-        seen.append(specs)
-        raise ValueError("stopped before any data is loaded")
-    monkeypatch.setattr(build, "build_cache", stop)
-    assert main(["build", "--out", str(tmp_path / "c"), "--model", "ViT-B-32", "--tasks", "MNIST,EMNIST", "--data", "hf"]) == 2
-    assert seen == [[{"source": "hf", "dataset": name, "root": None, "image_size": 224} for name in ("MNIST", "EMNIST")]]
+def test_build_with_data_hf_needs_no_data_root(tmp_path):
+    from tvexplorer.cli import making, parser
+    from tvexplorer.models.clip import ModelSpec
+    args = parser().parse_args(["build", "--out", str(tmp_path / "c"), "--model", "ViT-B-32", "--tasks", "MNIST,EMNIST", "--data", "hf"])
+    assert making._task_specs(args, ModelSpec("ViT-B-32")) == [
+        {"source": "hf", "dataset": name, "root": None, "image_size": 224} for name in ("MNIST", "EMNIST")]

@@ -4,8 +4,9 @@ Deep Model Fusion", 2024), fetched from the Hugging Face hub as files the import
 Which repositories hold what is data, in fusionbench.json. Each repository is downloaded with
 `huggingface_hub` into the hub's cache folder (`core.hub.fetch_snapshot`): files already there are not
 fetched again, so a rerun after an interruption fetches only what is missing, and without a network the
-copies downloaded earlier are used. Only config.json and the first weight file a repository has are downloaded. The files are
-transformers checkpoints; `checkpoints.read_image_encoder` converts them to open_clip's names.
+copies downloaded earlier are used. Only config.json and the first weight file a repository has are
+downloaded. The files are transformers checkpoints; `checkpoints.read_image_encoder` converts them to
+open_clip's names.
 """
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ def suite_tasks(suite: str) -> list[str]:
 
 def download(model: str, suite: str) -> Download:
     """Fetch theta0 and the suite's fine-tunes of `model` (or find them in the hub's cache folder)."""
-    spec, _ = model_spec(model), suite_tasks(suite)
+    spec = model_spec(model)
+    suite_tasks(suite)  # an unknown suite is refused before anything is fetched
     entry = CATALOGUE["models"][model]
     base = _weights(entry["base"])
     checkpoints = {CATALOGUE["tasks"][task]: _weights(entry["finetuned"].format(task=task)) for task in CATALOGUE["suites"][suite]}
