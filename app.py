@@ -170,12 +170,14 @@ def main(argv=None) -> None:
     p.add_argument("--host", default=None, help="interface to listen on (default 127.0.0.1, or $GRADIO_SERVER_NAME)")
     p.add_argument("--port", type=int, default=None, help="port (default 7860, or $GRADIO_SERVER_PORT)")
     p.add_argument("--device", default=None, help="torch device for evaluation (default: cuda when available)")
+    p.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default="auto",
+                   help="evaluation precision (auto: bfloat16 where the hardware is fast at it; builds record float32)")
     p.add_argument("--read-only", action="store_true", default=None,
                    help="never write into the cache; ATM rounds go to a copy-on-write work folder")
     p.add_argument("--workdir", default=None, help="where work folders go (default: $TVEXPLORER_WORKDIR or the temp dir)")
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link")
     args = p.parse_args(argv)
-    h = ui.load(args.cache, device=args.device, read_only=args.read_only, workdir=args.workdir)
+    h = ui.load(args.cache, device=args.device, read_only=args.read_only, workdir=args.workdir, precision=args.precision)
     launch(h, server_name=args.host, server_port=args.port, share=args.share, show_error=False)
 
 

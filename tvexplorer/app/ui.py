@@ -17,6 +17,7 @@ from functools import wraps
 from pathlib import Path
 
 import gradio as gr
+from gradio.components.plot import PlotData
 
 from ..core.errors import CacheError, first_line
 from ..merging import METHODS
@@ -72,6 +73,11 @@ def api_errors(fn):
     return wrapper
 
 
+def _plot(figure: dict) -> PlotData:
+    """A figure given as plotly JSON, handed to gr.Plot as is (gr.Plot would otherwise want a go.Figure)."""
+    return PlotData(type="plotly", plot=json.dumps(figure))
+
+
 def _percent(x):
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f} %"
 
@@ -107,7 +113,7 @@ class Handlers:
     def header(self) -> str:
         i = self.ex.info()
         return (f"# Task vector explorer\nModel `{i['model']}` · {i['parameters']:,} image-encoder parameters · "
-                f"{len(self.tasks)} tasks ({', '.join(self.tasks)}) · evaluation on {i['device']} · "
+                f"{len(self.tasks)} tasks ({', '.join(self.tasks)}) · evaluation on {i['device']} in {i['precision']} · "
                 f"cache `{i['cache']}`")
 
     def about(self) -> str:
@@ -143,7 +149,7 @@ class Handlers:
         what = result["label"] + (f" over {result['vectors']}" if result.get("vectors") else "")
         status = (f"✓ **Up to date** — {what}, scaling {result['scaling']:g}: average **{_percent(result['average'])}**, "
                   f"normalized **{_percent(result['normalized_average'])}** (evaluated in {result['seconds']:.2f} s)")
-        return status, figures.merge_figure(result, self.tasks), table, str(csv), result
+        return status, _plot(figures.merge_figure(result, self.tasks)), table, str(csv), result
 
     def preview(self, method, vectors, scaling, *values):
         """UI: the first-order preview at once, where there is one (task arithmetic, averaging); the exact
@@ -158,7 +164,7 @@ class Handlers:
         status = (f"◔ **Preview** (first-order, not exact) — {result['label']}, scaling {result['scaling']:g}: average "
                   f"**{_percent(result['average'])}**, normalized **{_percent(result['normalized_average'])}** "
                   f"({1000 * result['seconds']:.0f} ms); exact numbers on their way. _{result['error_note']}_")
-        return (status, figures.merge_figure(result, self.tasks), presenters.result_table(self.ex, result),
+        return (status, _plot(figures.merge_figure(result, self.tasks)), presenters.result_table(self.ex, result),
                 gr.skip(), gr.skip())
 
     def settings_updates(self, method, scaling=None, coefficients=None):

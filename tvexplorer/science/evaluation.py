@@ -14,12 +14,12 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ..core.cache import Cache
-from ..core.device import resolve_device
+from ..core.device import has_fast_bfloat16, resolve_device
 from ..core.errors import CacheError
 from ..core.layout import Layout
 from ..data.splits import to_input
 from ..merging import METHODS, merge_flat
-from ..models.clip import build_image_encoder, set_flat
+from ..models.clip import INFERENCE_PRECISIONS, build_image_encoder, run_blocks_in_bfloat16, set_flat
 
 
 @dataclass(frozen=True)
@@ -41,15 +41,24 @@ def summarize(accuracy: dict[str, float], finetuned: dict[str, float]) -> EvalRe
 
 class Evaluator:
     def __init__(self, cache: Cache, device: str | torch.device | None = None, batch_size: int = 500,
-                 split: str = "test", memo_size: int = 512):
+                 split: str = "test", memo_size: int = 512, precision: str = "float32"):
+        """precision: float32 (what builds record), bfloat16 (see models.clip.run_blocks_in_bfloat16), or
+        auto: bfloat16 where the hardware runs it fast, else float32."""
         self.cache = cache
         self.device = resolve_device(device)
+        if precision == "auto":
+            precision = "bfloat16" if has_fast_bfloat16(self.device) else "float32"
+        if precision not in INFERENCE_PRECISIONS:
+            raise ValueError(f"precision must be auto or one of {', '.join(INFERENCE_PRECISIONS)}, got {precision!r}")
+        self.precision = precision
         self.batch_size = batch_size
         model = cache.manifest["model"]["encoder"]
         self.mean, self.std = model["mean"], model["std"]
         self.encoder = build_image_encoder(model).to(self.device)
         if Layout.of(dict(self.encoder.named_parameters())) != cache.layout:
             raise CacheError("base.safetensors: the stored layout does not match the image encoder that the manifest's model config builds")
+        if precision == "bfloat16":
+            run_blocks_in_bfloat16(self.encoder)
         self.theta0 = cache.base().to(self.device)
         heads, _ = cache.heads()
         self.heads = {t: h.to(self.device) for t, h in heads.items()}
@@ -60,21 +69,21 @@ class Evaluator:
         self._memo_size = memo_size
 
     @torch.inference_mode()
-    def accuracy(self, delta: torch.Tensor | None = None, tasks: list[str] | None = None) -> dict[str, float]:
-        """Accuracy of theta0 + delta (flat) on each task's evaluation subset."""
+    def predictions(self, delta: torch.Tensor | None = None, tasks: list[str] | None = None) -> dict[str, torch.Tensor]:
+        """Predicted class of each evaluation image of each task, for theta0 + delta (flat)."""
         with self._lock:
             theta = self.theta0 if delta is None else self.theta0 + delta.to(self.device, torch.float32)
             set_flat(self.encoder, theta)
             out = {}
             for task in tasks or self.cache.tasks:
-                correct = 0
-                split = self.sets[task]
-                for images, labels in split.batches(self.batch_size):
-                    features = self.encoder(to_input(images.to(self.device), self.mean, self.std))
-                    predicted = (features @ self.heads[task]).argmax(dim=1).cpu()
-                    correct += int((predicted == labels).sum())
-                out[task] = correct / len(split)
+                out[task] = torch.cat([
+                    (self.encoder(to_input(images.to(self.device), self.mean, self.std)) @ self.heads[task]).argmax(dim=1).cpu()
+                    for images, _ in self.sets[task].batches(self.batch_size)])
             return out
+
+    def accuracy(self, delta: torch.Tensor | None = None, tasks: list[str] | None = None) -> dict[str, float]:
+        """Accuracy of theta0 + delta (flat) on each task's evaluation subset."""
+        return {t: int((p == self.sets[t].labels).sum()) / len(p) for t, p in self.predictions(delta, tasks).items()}
 
     def result(self, delta: torch.Tensor | None) -> EvalResult:
         return summarize(self.accuracy(delta), self.cache.metrics["finetuned"])
