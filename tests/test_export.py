@@ -139,3 +139,29 @@ def test_merge_for_export_is_what_the_evaluator_scores(quick_demo, evaluator):
     delta, settings = merge_for_export(evaluator.cache, method="dare", params={"p": 0.3, "seed": 4})
     assert torch.equal(delta, merged_delta(evaluator.cache, "dare", p=0.3, seed=4))
     assert settings["scaling"] == 0.3  # DARE's default, recorded
+
+
+@pytest.mark.parametrize("quick_gelu", [True, False])
+def test_hf_conversion_of_a_random_tower_runs_the_same_in_transformers(quick_gelu):
+    """The inverse conversion alone, on a tower with the openai models' QuickGELU and on one without."""
+    transformers = pytest.importorskip("transformers")
+    from tvexplorer.models.checkpoints import convert_hf_clip_vision, to_hf_clip_vision
+    from tvexplorer.models.clip import build_image_encoder
+    encoder = {"embed_dim": 24, "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 48, "layers": 2, "head_width": 16},
+               "quick_gelu": quick_gelu, "image_size": 32}
+    torch.manual_seed(0)
+    tower = build_image_encoder(encoder)
+    with torch.no_grad():
+        for p in tower.parameters():
+            p.add_(0.02 * torch.randn_like(p))  # no zero biases or unit norms left by the initialisation
+    params = {k: v.detach() for k, v in tower.named_parameters()}
+    state, config = to_hf_clip_vision(params, encoder)
+    config.pop("architectures"), config.pop("model_type")
+    model = transformers.CLIPVisionModelWithProjection(transformers.CLIPVisionConfig(**config)).eval()
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not unexpected and all("position_ids" in k for k in missing)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert (model(pixel_values=x).image_embeds - tower(x)).abs().max().item() < 1e-5
+    back = convert_hf_clip_vision(state)
+    assert back.keys() == params.keys() and all(torch.equal(back[k], params[k]) for k in params)

@@ -184,7 +184,7 @@ def stage(files: list[PlannedFile], folder: Path) -> None:
 
 
 def push(repo_id: str, files: list[PlannedFile], folder: Path) -> str:
-    """Create the Space if needed and upload the staged `folder` in one commit; returns the Space's URL."""
+    """Create the Space if needed and upload the staged `folder` with one upload_folder call; returns the Space's URL."""
     api = HfApi()
     try:
         api.create_repo(repo_id, repo_type="space", space_sdk="gradio", exist_ok=True)
