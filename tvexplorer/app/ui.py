@@ -23,6 +23,7 @@ from ..core.errors import CacheError, first_line
 from ..merging import METHODS
 from . import figures, jobs, presenters
 from .about import ABOUT
+from .export import merged_model_zip
 from .explorer import (ALL_TASKS, COEFFICIENT_RANGE, PRESETS, SCALING_RANGE, SLIDER_STEP, VECTOR_KINDS, Explorer,
                        open_explorer)
 
@@ -166,6 +167,17 @@ class Handlers:
                   f"({1000 * result['seconds']:.0f} ms); exact numbers on their way. _{result['error_note']}_")
         return (status, _plot(figures.merge_figure(result, self.tasks)), presenters.result_table(self.ex, result),
                 gr.skip(), gr.skip())
+
+    def download_model(self, fmt, method, vectors, scaling, *values):
+        """UI: the merged model of the current settings (or ATM round) as a zip file; bad input warns."""
+        params, coefficients = self._split(values)
+        try:
+            kind = self.ex.parse_method(method)
+            return str(merged_model_zip(self.ex, self.tmp, fmt, method, vectors, scaling, coefficients,
+                                        params.get(kind[1], {})))
+        except USER_ERRORS as e:
+            gr.Warning(first_line(e))
+            return gr.skip()
 
     def settings_updates(self, method, scaling=None, coefficients=None):
         """Updates for [method, scaling, vectors, *param groups, *task sliders, hint] after a method change or preset."""

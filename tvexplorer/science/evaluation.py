@@ -39,6 +39,13 @@ def summarize(accuracy: dict[str, float], finetuned: dict[str, float]) -> EvalRe
                       sum(normalized.values()) / len(normalized))
 
 
+def merged_delta(cache: Cache, method: str, *, coefficients: dict[str, float] | None = None, scaling: float | None = None,
+                 vectors: str = "tau", **params) -> torch.Tensor:
+    """The flat float32 delta that `method` makes of the cache's task vectors of kind `vectors`:
+    what the Evaluator adds to theta0, and what an exported model holds."""
+    return merge_flat(method, cache.vectors(vectors), cache.layout, coefficients=coefficients, scaling=scaling, **params)
+
+
 class Evaluator:
     def __init__(self, cache: Cache, device: str | torch.device | None = None, batch_size: int = 500,
                  split: str = "test", memo_size: int = 512, precision: str = "float32"):
@@ -96,8 +103,7 @@ class Evaluator:
             if key in self._memo:
                 self._memo.move_to_end(key)
                 return self._memo[key]
-        delta = merge_flat(method, self.cache.vectors(vectors), self.cache.layout,
-                           coefficients=coefficients, scaling=scaling, **params)
+        delta = merged_delta(self.cache, method, coefficients=coefficients, scaling=scaling, vectors=vectors, **params)
         result = self.result(delta)
         with self._memo_lock:
             self._memo[key] = result
