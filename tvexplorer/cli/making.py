@@ -130,13 +130,14 @@ def _import_from_hub(args):
 
 
 def cmd_import(args):
+    from ..data.sources import task_name
     from ..models.clip import ModelSpec
     from ..pipeline.build import import_checkpoints
     if args.hub:
         return _import_from_hub(args)
     spec = ModelSpec(args.model, args.pretrained)
     specs = _task_specs(args, spec)
-    names = [s.get("dataset") or s.get("name") or s.get("task") for s in specs]
+    names = [task_name(s) for s in specs]
     files = _checkpoint_files(args, names)
     unknown = sorted(set(files) - set(names))
     if unknown:

@@ -41,6 +41,12 @@ def _hub(spec: dict) -> TaskData:
 
 # Data sources by the name stored in a task's data spec (benchmarks.py and hubdata.py for the real ones).
 SOURCES: dict[str, Callable[[dict], TaskData]] = {"demo": _demo, "benchmark": _benchmark, "folder": _folder, "hf": _hub}
+# The spec key that holds the task's name, per source: what load_task(spec).name will be, known without loading.
+NAME_KEYS = {"demo": "task", "benchmark": "dataset", "folder": "name", "hf": "dataset"}
+
+
+def task_name(spec: dict) -> str:
+    return spec[NAME_KEYS[spec["source"]]]
 
 
 def load_task(spec: dict) -> TaskData:
