@@ -421,3 +421,48 @@ def test_gram_svd_methods_match_full_svd_references(shape):
         got = merge(method, tasks)["w"].double()
         want = reference(mats)
         assert torch.allclose(got, want, rtol=0, atol=1e-5 * want.abs().max()), method
+
+
+def _matrix_with_spectrum(rows: int, singular_values: torch.Tensor, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    u = torch.linalg.qr(torch.randn(rows, len(singular_values), generator=g, dtype=torch.float64))[0]
+    v = torch.linalg.qr(torch.randn(len(singular_values), len(singular_values), generator=g, dtype=torch.float64))[0]
+    return (u * singular_values) @ v.T
+
+
+@pytest.mark.parametrize("rows, condition", [
+    (40, 3.0),     # at least 2:1 tall and well-conditioned: the float32 Gram path
+    (40, 1e3),     # tall but ill-conditioned: float32 would be ~10 % off, so it must go to float64
+    (12, 1e4),     # square: float64 straight away
+    (40, None),    # exactly rank-deficient: the true-SVD fallback
+])
+@pytest.mark.parametrize("wide", [False, True])
+def test_polar_factor_and_spectrum_match_torch_svd(rows, condition, wide):
+    from tvexplorer.merging.spectral import _polar
+    s = torch.logspace(0, -math.log10(condition), 12, dtype=torch.float64) if condition else torch.cat(
+        [torch.logspace(0, -1, 6, dtype=torch.float64), torch.zeros(6, dtype=torch.float64)])
+    a = _matrix_with_spectrum(rows, s, seed=rows)
+    a = (a.T if wide else a).float()
+    polar, singular_values = _polar(a)
+    u, sv, vh = torch.linalg.svd(a.double(), full_matrices=False)
+    assert polar.dtype == torch.float32 and polar.shape == a.shape
+    assert torch.allclose(singular_values.double(), sv.flip(0), rtol=0, atol=1e-6 * sv[0])
+    if condition:  # the polar factor is unique: it must be U V^T
+        assert torch.allclose(polar.double(), u @ vh, rtol=0, atol=1e-5)
+    # a polar factor, unique or not, times a's symmetric square root (V S V^T, or U S U^T when wide) gives a back
+    root = (vh.T * sv) @ vh if not wide else (u * sv) @ u.T
+    assert torch.allclose(polar.double() @ root if not wide else root @ polar.double(), a.double(), atol=1e-5)
+    rows_or_columns = polar.T @ polar if not wide else polar @ polar.T
+    assert torch.allclose(rows_or_columns, torch.eye(12), atol=1e-5)
+
+
+def test_top_singular_triplets_match_torch_svd():
+    from tvexplorer.merging.spectral import _top_singular
+    a = _matrix_with_spectrum(30, torch.logspace(0, -2, 10, dtype=torch.float64), seed=7).float()
+    for m in (a, a.T):
+        u, s, v = _top_singular(m, 4)
+        uu, ss, vvh = torch.linalg.svd(m.double(), full_matrices=False)
+        assert torch.allclose(s.double(), ss[:4], atol=1e-6)
+        # singular vectors up to sign
+        assert torch.allclose((u.double().T @ uu[:, :4]).abs(), torch.eye(4, dtype=torch.float64), atol=1e-5)
+        assert torch.allclose((v.double().T @ vvh[:4].T).abs(), torch.eye(4, dtype=torch.float64), atol=1e-5)
