@@ -10,6 +10,7 @@ import math
 import threading
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
+from typing import Mapping
 
 import torch
 
@@ -59,14 +60,22 @@ class Evaluator:
         self._memo: OrderedDict[tuple, EvalResult] = OrderedDict()
         self._memo_size = memo_size
 
+    def _load(self, delta: torch.Tensor | None) -> None:
+        set_flat(self.encoder, self.theta0 if delta is None else self.theta0 + delta.to(self.device, torch.float32))
+
     @torch.inference_mode()
-    def accuracy(self, delta: torch.Tensor | None = None, tasks: list[str] | None = None) -> dict[str, float]:
-        """Accuracy of theta0 + delta (flat) on each task's evaluation subset."""
+    def accuracy(self, delta: torch.Tensor | Mapping[str, torch.Tensor] | None = None,
+                 tasks: list[str] | None = None) -> dict[str, float]:
+        """Accuracy of theta0 + delta (flat) on each task's evaluation subset; a per-task merge (a mapping
+        task -> flat delta, as a task-conditioned method returns) gives each task its own model."""
+        per_task = isinstance(delta, Mapping)
         with self._lock:
-            theta = self.theta0 if delta is None else self.theta0 + delta.to(self.device, torch.float32)
-            set_flat(self.encoder, theta)
+            if not per_task:
+                self._load(delta)
             out = {}
             for task in tasks or self.cache.tasks:
+                if per_task:
+                    self._load(delta[task])
                 correct = 0
                 split = self.sets[task]
                 for images, labels in split.batches(self.batch_size):
