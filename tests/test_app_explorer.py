@@ -15,6 +15,7 @@ from tvexplorer.app.explorer import Explorer, clean
 from tvexplorer.core import workcopy
 from tvexplorer.core.cache import Cache
 from tvexplorer.core.errors import CacheError
+from tvexplorer.merging import METHODS
 from tvexplorer.science.alignment import cosine, cosine_matrix
 from tvexplorer.science.evaluation import Evaluator
 
@@ -357,6 +358,16 @@ def test_ui_method_and_presets(handlers, ex):
     assert best[0]["value"] == "task_arithmetic" and best[1]["value"] == ex.metrics["task_arithmetic"]["best_scaling"]
     zero = handlers.preset("zero")("ties", "tau", 0.7)
     assert zero[1]["value"] == 0.7 and [u["value"] for u in zero[3 + len(handlers.param_methods):-1]] == [0.0] * len(ex.tasks)
+
+
+def test_ui_task_conditioned_method_says_it_has_no_preview(handlers, ex):
+    assert [k for _, k in ex.method_choices()][:len(METHODS)] == list(METHODS)  # the chooser reads the registry
+    hint = handlers.on_method("emr")[-1]
+    assert "Task-conditioned" in hint and "No instant preview for this method" in hint
+    assert "No instant preview" not in handlers.on_method("task_arithmetic")[-1]
+    assert ex.preview("emr") is None
+    result = ex.evaluate("emr")
+    assert result["label"] == METHODS["emr"].label and set(result["accuracy"]) == set(ex.tasks)
 
 
 def test_ui_alignment_and_atm_view(handlers, ex):

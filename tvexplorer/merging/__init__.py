@@ -75,26 +75,26 @@ METHODS: dict[str, MergeMethod] = {m.name: m for m in (
               low_open=True),
     ), iso_cts),
     MergeMethod("consensus", "Consensus TA", "Wang et al., ICML 2024", 0.3, (
-        Param("mask_lambda", 0.4, 0.0, 10.0, "TALL mask threshold lambda, between 0 and 10"),
+        Param("mask_lambda", 0.4, 0.0, 5.0, "TALL mask threshold lambda, between 0 and 5"),
         Param("k", 2, 0, 100, "entries kept where at least k tasks' masks agree, an integer in [0, 100]", integer=True),
     ), consensus),
     MergeMethod("tall_masks", "TALL masks (per task)", "Wang et al., ICML 2024", 1.0, (
-        Param("mask_lambda", 0.4, 0.0, 10.0, "TALL mask threshold lambda, between 0 and 10"),
+        Param("mask_lambda", 0.4, 0.0, 5.0, "TALL mask threshold lambda, between 0 and 5"),
     ), tall_masks, per_task=True),
     MergeMethod("emr", "EMR-merging (per task)", "Huang et al., NeurIPS 2024", 1.0, (), emr, per_task=True),
     MergeMethod("magmax", "MagMax", "Marczak et al., ECCV 2024", 0.5, (), magmax),
     MergeMethod("cart", "CART", "Choi et al., 2025", 1.0, (
         Param("rank_ratio", 0.08, 0.0, 1.0, "share of each layer's rank kept per centred task vector, in (0, 1]",
               low_open=True),
-        Param("strength", 1.0, 0.0, 10.0, "weight of the low-rank centred parts, between 0 and 10"),
+        Param("strength", 1.0, 0.0, 5.0, "weight of the low-rank centred parts, between 0 and 5"),
     ), cart),
     MergeMethod("lines", "LiNeS", "Wang et al., ICLR 2025", 1.0, (
-        Param("alpha", 0.125, 0.0, 10.0, "scale of the shallowest block and of the parameters outside the blocks, between 0 and 10"),
-        Param("beta", 0.5, -10.0, 10.0, "added scale at the deepest block, between -10 and 10"),
+        Param("alpha", 0.125, 0.0, 2.0, "scale of the shallowest block and of the parameters outside the blocks, between 0 and 2"),
+        Param("beta", 0.5, -2.0, 2.0, "scale added at the deepest block, between -2 and 2"),
     ), lines),
     MergeMethod("wudi", "WUDI-merging", "Cheng et al., 2025", 1.0, (
         Param("steps", 300, 0, 10000, "Adam steps per linear layer, an integer in [0, 10000]", integer=True),
-        Param("lr", 1e-5, 0.0, 1.0, "Adam learning rate, in (0, 1]", low_open=True),
+        Param("log10_lr", -5.0, -8.0, 0.0, "Adam learning rate 10^x, x between -8 and 0"),
     ), wudi),
 )}
 

@@ -56,16 +56,16 @@ def _wudi_matrix(mats: list[Tensor], steps: int, lr: float) -> Tensor:
     return x.detach()
 
 
-def wudi(vectors: list[Tensor], coefficients: list[float], layout: Layout, *, steps: int, lr: float) -> Tensor:
+def wudi(vectors: list[Tensor], coefficients: list[float], layout: Layout, *, steps: int, log10_lr: float) -> Tensor:
     """WUDI-merging: Cheng et al., "Whoever Started the Interference Should End It: Guiding Data-Free
     Model Merging via Task Vectors", 2025. A linear layer's task vector spans (approximately) the
     inputs that its task feeds it, so per 2-D parameter the merged update X starts from the sum and
-    takes `steps` Adam steps (learning rate lr, as the authors: 300 steps at 1e-5) that shrink each
+    takes `steps` Adam steps (learning rate 10^log10_lr; the authors: 300 steps at 1e-5) that shrink each
     task's interference |(X - tau_t) tau_t^T|^2, weighted by 1/|tau_t|^2; other parameters are
     averaged."""
     out = torch.empty(layout.numel, dtype=torch.float32, device=vectors[0].device)
     for _, shape, sl in layout.slices():
         mats = [scaled_copy(v[sl], c).view(shape) for v, c in zip(vectors, coefficients)]
-        merged = _wudi_matrix(mats, steps, lr) if len(shape) == 2 else sum(mats) / len(mats)
+        merged = _wudi_matrix(mats, steps, 10.0 ** log10_lr) if len(shape) == 2 else sum(mats) / len(mats)
         out[sl] = merged.reshape(-1)
     return out
