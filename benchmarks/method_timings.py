@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE)]  # this tree's tvexplorer and the bench suite
 from bench.plan import vit_b32  # noqa: E402
 from tvexplorer.core.layout import Layout  # noqa: E402
 from tvexplorer.merging import METHODS, TaskDeltas, merge_flat  # noqa: E402

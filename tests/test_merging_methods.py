@@ -162,7 +162,7 @@ CASES = {  # method: (params, reference, (module, function, old, new) mutations 
     "iso_cts": ({"common_fraction": 0.5}, lambda vs: reference_iso_cts(vs, 0.5), [
         (subspace_module, "_iso_cts_matrices", "_polar(u) @ _polar(v).T", "u @ v.T"),
         (subspace_module, "_iso_cts_matrices", "m.double() - u @ (u.T @ m.double())", "m.double()"),
-        (subspace_module, "_iso_cts_matrices", "common = rank - per_task * tasks", "common = int(rank * common_fraction)"),
+        (subspace_module, "_iso_cts_matrices", "common = rank - each * tasks", "common = int(rank * common_fraction)"),
     ]),
     "consensus": ({"mask_lambda": 0.5, "k": 2}, lambda vs: reference_consensus(vs, 0.5, 2), [
         (masks_module, "_tall_mask", "(multitask - task)", "multitask.clone()"),

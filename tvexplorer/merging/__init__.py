@@ -75,11 +75,11 @@ METHODS: dict[str, MergeMethod] = {m.name: m for m in (
               low_open=True),
     ), iso_cts),
     MergeMethod("consensus", "Consensus TA", "Wang et al., ICML 2024", 0.3, (
-        Param("mask_lambda", 0.4, 0.0, 5.0, "TALL mask threshold lambda, between 0 and 5"),
+        Param("mask_lambda", 0.6, 0.0, 5.0, "TALL mask threshold lambda, between 0 and 5"),
         Param("k", 2, 0, 100, "entries kept where at least k tasks' masks agree, an integer in [0, 100]", integer=True),
     ), consensus),
     MergeMethod("tall_masks", "TALL masks (per task)", "Wang et al., ICML 2024", 1.0, (
-        Param("mask_lambda", 0.4, 0.0, 5.0, "TALL mask threshold lambda, between 0 and 5"),
+        Param("mask_lambda", 0.6, 0.0, 5.0, "TALL mask threshold lambda, between 0 and 5"),
     ), tall_masks, per_task=True),
     MergeMethod("emr", "EMR-merging (per task)", "Huang et al., NeurIPS 2024", 1.0, (), emr, per_task=True),
     MergeMethod("magmax", "MagMax", "Marczak et al., ECCV 2024", 0.5, (), magmax),
@@ -93,7 +93,7 @@ METHODS: dict[str, MergeMethod] = {m.name: m for m in (
         Param("beta", 0.5, -2.0, 2.0, "scale added at the deepest block, between -2 and 2"),
     ), lines),
     MergeMethod("wudi", "WUDI-merging", "Cheng et al., 2025", 1.0, (
-        Param("steps", 300, 0, 10000, "Adam steps per linear layer, an integer in [0, 10000]", integer=True),
+        Param("steps", 400, 0, 10000, "Adam steps per linear layer, an integer in [0, 10000]", integer=True),
         Param("log10_lr", -5.0, -8.0, 0.0, "Adam learning rate 10^x, x between -8 and 0"),
     ), wudi),
 )}

@@ -60,7 +60,7 @@ def wudi(vectors: list[Tensor], coefficients: list[float], layout: Layout, *, st
     """WUDI-merging: Cheng et al., "Whoever Started the Interference Should End It: Guiding Data-Free
     Model Merging via Task Vectors", 2025. A linear layer's task vector spans (approximately) the
     inputs that its task feeds it, so per 2-D parameter the merged update X starts from the sum and
-    takes `steps` Adam steps (learning rate 10^log10_lr; the authors: 300 steps at 1e-5) that shrink each
+    takes `steps` Adam steps (learning rate 10^log10_lr; FusionBench: 400 steps at 1e-5) that shrink each
     task's interference |(X - tau_t) tau_t^T|^2, weighted by 1/|tau_t|^2; other parameters are
     averaged."""
     out = torch.empty(layout.numel, dtype=torch.float32, device=vectors[0].device)

@@ -17,12 +17,12 @@ def _iso_cts_matrices(mats: list[Tensor], common_fraction: float) -> Tensor:
     rank, tasks = min(mats[0].shape), len(mats)
     # As the authors: the common subspace gets common_fraction of the rank, adjusted so that the rest
     # splits evenly among the tasks (never below 0 directions left for it).
-    per_task = min(round((rank - int(rank * common_fraction)) / tasks), rank // tasks)
-    common = rank - per_task * tasks
+    each = min(round((rank - int(rank * common_fraction)) / tasks), rank // tasks)
+    common = rank - each * tasks
     u, s, v = _svd(sum(mats))
     u, s, v = u[:, :common], s[:common], v[:, :common]
-    if per_task:
-        specific = [_svd(m.double() - u @ (u.T @ m.double()), per_task, torch.float32) for m in mats]
+    if each:  # each task's own top directions outside the common subspace
+        specific = [_svd(m.double() - u @ (u.T @ m.double()), each, torch.float32) for m in mats]
         u = torch.cat([u, *(x.double() for x, _, _ in specific)], dim=1)
         s = torch.cat([s, *(x.double() for _, x, _ in specific)])
         v = torch.cat([v, *(x.double() for _, _, x in specific)], dim=1)
