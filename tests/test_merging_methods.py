@@ -174,8 +174,9 @@ CASES = {  # method: (params, reference, (module, function, old, new) mutations 
     ]),
     "emr": ({}, reference_emr, [
         (masks_module, "emr", "torch.where(total > 0, 1.0, -1.0)", "torch.where(total >= 0, 1.0, -1.0)"),
-        (masks_module, "emr", "own[i] += float(task.abs().mean())", "own[i] += float(task.abs().sum())"),
-        (masks_module, "emr", "clamp_(min=0)", "abs_()"),
+        (masks_module, "emr", "own[i] += float(aligned.abs().mean())", "own[i] += float(aligned.abs().sum())"),
+        (masks_module, "emr", "torch.maximum(largest, aligned, out=largest)", "torch.maximum(largest, aligned.abs(), out=largest)"),
+        (masks_module, "emr", "(largest * agree).mean()", "largest.mean()"),
     ]),
     "magmax": ({}, reference_magmax, [
         (masks_module, "magmax", "candidate.abs() > best.abs()", "candidate > best"),

@@ -82,15 +82,15 @@ def emr(vectors: list[Tensor], coefficients: list[float], layout: Layout) -> Del
         total = task_arithmetic([v[sl] for v in vectors], coefficients, layout)
         sign = torch.where(total > 0, 1.0, -1.0)
         largest = torch.zeros_like(total)
-        for v, c in zip(vectors, coefficients):
-            task = scaled_copy(v[sl], c)
-            agreeing = task.mul_(sign).clamp_(min=0)  # |tau_t| where it agrees with the sign, else 0
-            torch.maximum(largest, agreeing, out=largest)
-        unified[sl] = largest.mul_(sign)
+        agrees = []  # one parameter's masks, [T x that parameter] booleans
         for i, (v, c) in enumerate(zip(vectors, coefficients)):
-            task = scaled_copy(v[sl], c)
-            own[i] += float(task.abs().mean())
-            kept[i] += float((unified[sl] * (task * sign > 0)).abs_().mean())
+            aligned = scaled_copy(v[sl], c).mul_(sign)  # |tau_t|, positive where tau_t agrees with the sign
+            own[i] += float(aligned.abs().mean())
+            agrees.append(aligned > 0)
+            torch.maximum(largest, aligned, out=largest)  # from 0: only agreeing entries count
+        for i, agree in enumerate(agrees):
+            kept[i] += float((largest * agree).mean())
+        unified[sl] = largest.mul_(sign)
     rescalers = [o / k if k > 0 else 0.0 for o, k in zip(own, kept)]  # k = 0: the masked vector is all 0
 
     def delta_of(i: int) -> Tensor:
