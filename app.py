@@ -15,6 +15,7 @@ import gradio as gr
 
 from tvexplorer.app import ui
 from tvexplorer.app.explorer import MAX_ATM_ROUNDS, PRESETS, VECTOR_KINDS
+from tvexplorer.pipeline.export import FORMATS
 from tvexplorer.science.atm import VARIANTS
 
 EVAL = dict(concurrency_limit=4, concurrency_id="evaluate")
@@ -79,6 +80,11 @@ def build(h) -> gr.Blocks:
                         table = gr.Dataframe(label="Accuracy (%) — copy with the button, or download as CSV",
                                              elem_id="merge-table", interactive=False, buttons=["copy", "fullscreen"])
                         download = gr.DownloadButton("Download CSV", elem_id="merge-csv", size="sm")
+                        with gr.Row():
+                            model_format = gr.Radio([(label, key) for key, label in FORMATS.items()], value="open_clip",
+                                                    label="Merged model format", elem_id="model-format")
+                            model_button = gr.Button("Download merged model", size="sm", elem_id="model-download")
+                        model_file = gr.File(label="Merged model (zip) for the current settings", elem_id="model-file")
                         with gr.Accordion("Result as JSON", open=False):
                             raw = gr.JSON(label="evaluate() result")
             # ---------------------------------------------------------------- gradient alignment
@@ -123,6 +129,8 @@ def build(h) -> gr.Blocks:
         evaluating = dict(trigger_mode="always_last", show_progress="minimal", show_progress_on=[status],
                           api_visibility="private", **EVAL)
 
+        model_button.click(h.download_model, [model_format, *inputs], [model_file], api_visibility="private",
+                           concurrency_limit=1, concurrency_id="export")
         gr.on([s.input for s in sliders] + [n.input for n in numbers], None, None, [status],
               js=ui.STALE_ON_INPUT_JS, queue=False, show_progress="hidden")
         gr.on(commit, None, None, [status], js=ui.STALE_ON_RUN_JS, queue=False, show_progress="hidden")
@@ -170,12 +178,14 @@ def main(argv=None) -> None:
     p.add_argument("--host", default=None, help="interface to listen on (default 127.0.0.1, or $GRADIO_SERVER_NAME)")
     p.add_argument("--port", type=int, default=None, help="port (default 7860, or $GRADIO_SERVER_PORT)")
     p.add_argument("--device", default=None, help="torch device for evaluation (default: cuda when available)")
+    p.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default="auto",
+                   help="evaluation precision (auto: bfloat16 where the hardware is fast at it; builds record float32)")
     p.add_argument("--read-only", action="store_true", default=None,
                    help="never write into the cache; ATM rounds go to a copy-on-write work folder")
     p.add_argument("--workdir", default=None, help="where work folders go (default: $TVEXPLORER_WORKDIR or the temp dir)")
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link")
     args = p.parse_args(argv)
-    h = ui.load(args.cache, device=args.device, read_only=args.read_only, workdir=args.workdir)
+    h = ui.load(args.cache, device=args.device, read_only=args.read_only, workdir=args.workdir, precision=args.precision)
     launch(h, server_name=args.host, server_port=args.port, share=args.share, show_error=False)
 
 

@@ -27,5 +27,5 @@ def served(quick_demo, tmp_path_factory):
     from tvexplorer.app import ui
     root = tmp_path_factory.mktemp("served") / "cache"
     shutil.copytree(quick_demo, root)
-    with apphelpers.running_app(ui.load(root, device="cpu", read_only=False)) as url:
+    with apphelpers.running_app(ui.load(root, device="cpu", read_only=False, precision="float32")) as url:
         yield url, root

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+import plotly.graph_objects as go
 import pytest
 import torch
 
@@ -29,7 +30,7 @@ def cache_dir(quick_demo, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ex(cache_dir):
-    return Explorer(cache_dir, device="cpu", read_only=False)
+    return Explorer(cache_dir, device="cpu", read_only=False, precision="float32")  # exact: compared with recorded numbers
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +185,7 @@ def test_theory_record_and_references(ex):
     assert fig.layout.yaxis.type == fig.layout.yaxis2.type == "log"
     guides = [tr for tr in fig.data if tr.name == "slope 1 (theorem)"]
     assert guides and all(tr.y[1] / tr.y[0] == pytest.approx(tr.x[1] / tr.x[0]) for tr in guides)
-    merge = figures.merge_figure(result, ex.tasks)
+    merge = go.Figure(figures.merge_figure(result, ex.tasks))  # plotly validates the JSON
     assert {"multi-task (joint fine-tuning)", "linear probe of theta0"} <= {tr.name for tr in merge.data}
 
 
@@ -200,7 +201,10 @@ def test_cosine_matrix_matches_pairwise_cosines(ex):
 
 def test_figures_have_titles_and_the_numbers(ex):
     r = ex.evaluate("task_arithmetic", scaling=0.3)
-    fig = figures.merge_figure(r, ex.tasks)
+    plain = figures.merge_figure(r, ex.tasks)
+    json.dumps(plain)  # what the app sends as is
+    assert isinstance(plain["layout"]["template"], dict), "plotly.js knows no template names: it must be expanded"
+    fig = go.Figure(plain)  # plotly validates the JSON
     assert fig.layout.yaxis.title.text == "test accuracy (%)" and fig.layout.xaxis.title.text == "task"
     merged = fig.data[1]
     assert list(merged.x) == [*ex.tasks, "average"]

@@ -389,6 +389,9 @@ def test_emr_is_evaluated_with_each_tasks_own_model(quick_demo):
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["accuracy"] == result.accuracy
+    from tvexplorer.pipeline.export import merge_for_export
+    with pytest.raises(ValueError, match="emr is task-conditioned: it makes one model per task, not one merged model"):
+        merge_for_export(cache, method="emr")
     r = subprocess.run([sys.executable, "-m", "tvexplorer", "eval", str(quick_demo), "--method", "tall_masks",
                         "--param", "mask_lambda=-1"], capture_output=True, text=True)
     assert r.returncode == 2 and "tall_masks parameter mask_lambda=-1.0 is out of range" in r.stderr

@@ -39,6 +39,22 @@ def test_recorded_metrics_are_reproduced_exactly(demo):
     assert evaluator.accuracy(demo.atm_delta("standard", last["round"])) == last["accuracy"]
 
 
+def test_bfloat16_evaluation_agrees_with_float32_on_99_5_percent_of_images(demo):
+    """The app's fast precision: its predictions, image by image, against float32's, on the shipped demo
+    at its best task-arithmetic scaling."""
+    delta = merge_flat("task_arithmetic", demo.vectors(), demo.layout, scaling=demo.metrics["task_arithmetic"]["best_scaling"])
+    exact, fast = Evaluator(demo, device="cpu"), Evaluator(demo, device="cpu", precision="bfloat16")
+    assert fast.precision == "bfloat16" and exact.precision == "float32"
+    blocks = fast.encoder.transformer.resblocks
+    assert blocks[0].mlp.c_fc.weight.dtype == torch.bfloat16 and fast.encoder.conv1.weight.dtype == torch.float32
+    a, b = exact.predictions(delta), fast.predictions(delta)
+    agree, total = sum(int((a[t] == b[t]).sum()) for t in a), sum(len(a[t]) for t in a)
+    assert agree / total >= 0.995, f"bfloat16 agrees with float32 on {agree}/{total} images"
+    assert agree < total, "bfloat16 changed no prediction at all: is it really running in bfloat16?"
+    with pytest.raises(ValueError, match="precision must be"):
+        Evaluator(demo, device="cpu", precision="float16")
+
+
 def test_demo_outcomes_make_it_worth_exploring(demo):
     """The issue's bar for the demo world: zero-shot well above chance but at least 20 points under
     the fine-tuned average, fine-tuned at least 90 %, task arithmetic in between."""

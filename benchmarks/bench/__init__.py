@@ -34,7 +34,7 @@ from .merges import bench_fusionbench, bench_merge
 from .plan import FULL, MERGES, FUSIONBENCH_PYTHON, Plan, QUICK, ROOT, SECTIONS, log, timed, tiny_vit, vit_b32
 from .report import format_report, targets
 from .timings import bench_app, bench_cache, bench_evaluation
-from .world import write_world
+from .world import mapped_tau, write_world
 from tvexplorer.core.device import resolve_device
 from tvexplorer.core.manifest import MANIFEST
 
@@ -102,7 +102,12 @@ def run(quick: bool = False, only: list[str] | None = None, device: str | torch.
             result["fusionbench"] = _timed_section(result, "fusionbench", lambda: bench_fusionbench(
                 world, plan, rows, ours_out, copy_gbps, tmp / "merged", fb_python if fb_python.exists() else None))
         if "evaluation" in chosen:
-            result["evaluation"] = _timed_section(result, "evaluation", lambda: bench_evaluation(world, device))
+            delta = mapped_tau(world.root, [world.tasks[0]])[world.tasks[0]]
+            repeats = 1 if quick else 4
+            result["evaluation"] = _timed_section(result, "evaluation", lambda: bench_evaluation(world.root, device, delta, repeats))
+            demo = Path(app_cache) if app_cache else ROOT / "assets" / "demo"
+            if (demo / MANIFEST).is_file():
+                result["evaluation_demo"] = _timed_section(result, "evaluation_demo", lambda: bench_evaluation(demo, device, None, repeats))
         if "cache" in chosen:
             result["cache"] = _timed_section(result, "cache", lambda: bench_cache(world, tmp))
         if "app" in chosen:

@@ -3,6 +3,7 @@ checkpoints, and the app's /evaluate round trip against the bare call."""
 from __future__ import annotations
 
 import gc
+import json
 import math
 import os
 import socket
@@ -32,15 +33,17 @@ def _seconds(fn: Callable[[], object], device: torch.device) -> float:
     return timed(once)[0]
 
 
-def _bare_loop(world: World, cache: Cache, delta: torch.Tensor, device: torch.device) -> tuple[Callable[[], None], int]:
-    """A bare forward loop over each task's evaluation images as one batch (the Evaluator's batches
-    hold up to 500 images, more than a task has here); returns (the loop, images)."""
+def _bare_loop(cache: Cache, device: torch.device, delta: torch.Tensor | None) -> tuple[Callable[[], None], int]:
+    """A plain float32 `visual(x)` loop over each task's evaluation images, one batch per task of up to 500
+    (the Evaluator's batch size); returns (the loop, images)."""
     from tvexplorer.data.splits import to_input
     from tvexplorer.models.clip import build_image_encoder, set_flat
-    encoder = build_image_encoder(world.encoder).to(device)
-    set_flat(encoder, cache.base().to(device) + delta.to(device))
-    mean, std = world.encoder["mean"], world.encoder["std"]
-    batches = [to_input(cache.eval_split(t).images.to(device), mean, std) for t in world.tasks]
+    info = cache.manifest["model"]["encoder"]
+    encoder = build_image_encoder(info).to(device)
+    base = cache.base().to(device)
+    set_flat(encoder, base if delta is None else base + delta.to(device))
+    batches = [to_input(images.to(device), info["mean"], info["std"])
+               for t in cache.tasks for images, _ in cache.eval_split(t).batches(500)]
 
     @torch.inference_mode()
     def bare():
@@ -49,22 +52,27 @@ def _bare_loop(world: World, cache: Cache, delta: torch.Tensor, device: torch.de
     return bare, sum(len(x) for x in batches)
 
 
-def bench_evaluation(world: World, device: torch.device, repeats: int = 4) -> dict:
-    """Evaluator.accuracy of theta0 + delta against a bare forward loop over the same images."""
+def bench_evaluation(root: Path, device: torch.device, delta: torch.Tensor | None = None, repeats: int = 4) -> dict:
+    """Evaluator.accuracy of theta0 + delta, in float32 and in the app's precision (auto), against a plain
+    float32 forward loop over the same images, the three alternated; and how many predictions the fast
+    precision changes."""
     from tvexplorer.science.evaluation import Evaluator
-    cache = Cache.open(world.root)
-    delta = mapped_tau(world.root, [world.tasks[0]])[world.tasks[0]]
-    evaluator = Evaluator(cache, device=device)
-    bare, images = _bare_loop(world, cache, delta, device)
-    evaluator_runs, bare_runs = [], []
-    for _ in range(repeats):  # alternated, so that a drift in the machine's speed hits both alike
-        evaluator_runs.append(_seconds(lambda: evaluator.accuracy(delta), device))
-        bare_runs.append(_seconds(bare, device))
-    evaluator_s, bare_s = min(evaluator_runs), min(bare_runs)
-    return {"device": str(device), "images": images, "image_size": world.encoder["image_size"], "calls": repeats,
-            "evaluator_s": evaluator_s, "bare_s": bare_s, "evaluator_runs_s": evaluator_runs, "bare_runs_s": bare_runs,
-            "evaluator_images_per_s": images / evaluator_s, "bare_images_per_s": images / bare_s,
-            "overhead_pct": 100 * (evaluator_s / bare_s - 1)}
+    cache = Cache.open(root)
+    exact, fast = Evaluator(cache, device=device), Evaluator(cache, device=device, precision="auto")
+    bare, images = _bare_loop(cache, device, delta)
+    calls = {"bare": bare, "float32": lambda: exact.accuracy(delta), "fast": lambda: fast.accuracy(delta)}
+    runs = {k: [] for k in calls}
+    for _ in range(repeats):  # alternated, so that a drift in the machine's speed hits all alike
+        for k, fn in calls.items():
+            runs[k].append(_seconds(fn, device))
+    best = {k: min(v) for k, v in runs.items()}
+    a, b = exact.predictions(delta), fast.predictions(delta)
+    agree = sum(int((a[t] == b[t]).sum()) for t in a) / sum(len(a[t]) for t in a)
+    info = cache.manifest["model"]["encoder"]
+    return {"cache": str(root), "device": str(device), "images": images, "image_size": info["image_size"], "calls": repeats,
+            "precision": fast.precision, "bare_s": best["bare"], "float32_s": best["float32"], "fast_s": best["fast"],
+            "runs_s": runs, "fast_vs_bare": best["fast"] / best["bare"],
+            "float32_overhead_pct": 100 * (best["float32"] / best["bare"] - 1), "agreement": agree}
 
 
 def _open_and_merge(root: Path) -> torch.Tensor:
@@ -145,17 +153,38 @@ def _spread(seconds: list[float]) -> dict:
     return {"median_s": statistics.median(ordered), "min_s": ordered[0], "max_s": ordered[-1], "p90_s": p90}
 
 
-def _round_trips(cache: Path, device: torch.device, warmup: dict, settings: list[dict], log_path: Path):
-    """(seconds per /evaluate round trip, the server's own seconds per request), after one warm-up request."""
+def _sse_call(http, url: str, api_name: str, data: list):
+    """One call made the way the browser's client makes it: POST the inputs, then read the event stream
+    to the result. gradio_client polls in 50 ms sleeps, so its round trips measure itself as much as the app."""
+    event = http.post(f"{url}gradio_api/call/{api_name}", json={"data": data}).json()["event_id"]
+    last = None
+    with http.stream("GET", f"{url}gradio_api/call/{api_name}/{event}") as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data:"):
+                last = line[len("data:"):]
+    return json.loads(last)[0]
+
+
+def _round_trips(cache: Path, device: torch.device, warmup: dict, settings: list[dict], log_path: Path) -> dict:
+    """Seconds per /evaluate round trip with new settings, over plain HTTP and through gradio_client; the
+    server's own seconds per request; and a round trip to /info, which computes nothing."""
+    import httpx
     proc, client = _start_app(cache, device, log_path)
+    url = client.src if client.src.endswith("/") else client.src + "/"
+    args = lambda s: [s["method"], s["coefficients"], s["scaling"], s["params"], s["vectors"]]
+    half = max(1, len(settings) // 2)
     try:
-        client.predict(**warmup, api_name="/evaluate")
-        trips, server = [], []
-        for s in settings:
-            seconds, response = timed(partial(client.predict, **s, api_name="/evaluate"))
-            trips.append(seconds)
-            server.append(response["seconds"])
-        return trips, server
+        with httpx.Client(timeout=120) as http:
+            _sse_call(http, url, "evaluate", args(warmup))
+            out = {"round_trip": [], "server": [], "round_trip_gradio_client": [], "noop_round_trip": []}
+            for s in settings[:half]:
+                seconds, response = timed(partial(_sse_call, http, url, "evaluate", args(s)))
+                out["round_trip"].append(seconds)
+                out["server"].append(response["seconds"])
+                out["noop_round_trip"].append(timed(partial(_sse_call, http, url, "info", []))[0])
+            for s in settings[half:] or settings[:1]:
+                out["round_trip_gradio_client"].append(timed(partial(client.predict, **s, api_name="/evaluate"))[0])
+            return out
     finally:
         proc.terminate()
         try:
@@ -167,7 +196,7 @@ def _round_trips(cache: Path, device: torch.device, warmup: dict, settings: list
 
 def _bare_calls(cache: Path, device: torch.device, warmup: dict, settings: list[dict]) -> list[float]:
     from tvexplorer.science.evaluation import Evaluator
-    evaluator = Evaluator(Cache.open(cache), device=device)
+    evaluator = Evaluator(Cache.open(cache), device=device, precision="auto")  # as the app does
     call = lambda s: partial(evaluator.evaluate, s["method"], coefficients=s["coefficients"], scaling=s["scaling"],
                              vectors=s["vectors"])
     call(warmup)()
@@ -175,12 +204,12 @@ def _bare_calls(cache: Path, device: torch.device, warmup: dict, settings: list[
 
 
 def bench_app(cache: Path, device: torch.device, requests: int, out_dir: Path) -> dict:
-    """Round trips to the app's /evaluate (each with new settings) against Evaluator.evaluate in-process,
-    measured after the app has stopped so the two never compete for the cores."""
+    """Round trips to the app's /evaluate (each with new settings) against Evaluator.evaluate in-process in
+    the same precision, measured after the app has stopped so the two never compete for the cores."""
     warmup, *settings = _settings(Cache.open(cache).tasks, requests + 1)
-    trips, server = _round_trips(cache, device, warmup, settings, out_dir / "app.log")
-    bare = _bare_calls(cache, device, warmup, settings)
-    out = {"cache": str(cache), "device": str(device), "requests": len(trips), "round_trip": _spread(trips),
-           "server": _spread(server), "bare": _spread(bare)}
+    trips = _round_trips(cache, device, warmup, settings, out_dir / "app.log")
+    bare = _bare_calls(cache, device, warmup, settings[:len(trips["round_trip"])])
+    out = {"cache": str(cache), "device": str(device), "requests": len(trips["round_trip"]),
+           **{k: _spread(v) for k, v in trips.items()}, "bare": _spread(bare)}
     out["overhead_median_diff"] = out["round_trip"]["median_s"] - out["bare"]["median_s"]  # seconds; noise can make it negative
     return out

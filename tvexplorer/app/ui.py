@@ -17,11 +17,13 @@ from functools import wraps
 from pathlib import Path
 
 import gradio as gr
+from gradio.components.plot import PlotData
 
 from ..core.errors import CacheError, first_line
 from ..merging import METHODS
 from . import figures, jobs, presenters
 from .about import ABOUT
+from .export import merged_model_zip
 from .explorer import (ALL_TASKS, COEFFICIENT_RANGE, PRESETS, PREVIEW_METHODS, SCALING_RANGE, SLIDER_STEP, VECTOR_KINDS,
                        Explorer, open_explorer)
 
@@ -72,6 +74,11 @@ def api_errors(fn):
     return wrapper
 
 
+def _plot(figure: dict) -> PlotData:
+    """A figure given as plotly JSON, handed to gr.Plot as is (gr.Plot would otherwise want a go.Figure)."""
+    return PlotData(type="plotly", plot=json.dumps(figure))
+
+
 def _percent(x):
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f} %"
 
@@ -107,7 +114,7 @@ class Handlers:
     def header(self) -> str:
         i = self.ex.info()
         return (f"# Task vector explorer\nModel `{i['model']}` · {i['parameters']:,} image-encoder parameters · "
-                f"{len(self.tasks)} tasks ({', '.join(self.tasks)}) · evaluation on {i['device']} · "
+                f"{len(self.tasks)} tasks ({', '.join(self.tasks)}) · evaluation on {i['device']} in {i['precision']} · "
                 f"cache `{i['cache']}`")
 
     def about(self) -> str:
@@ -143,7 +150,7 @@ class Handlers:
         what = result["label"] + (f" over {result['vectors']}" if result.get("vectors") else "")
         status = (f"✓ **Up to date** — {what}, scaling {result['scaling']:g}: average **{_percent(result['average'])}**, "
                   f"normalized **{_percent(result['normalized_average'])}** (evaluated in {result['seconds']:.2f} s)")
-        return status, figures.merge_figure(result, self.tasks), table, str(csv), result
+        return status, _plot(figures.merge_figure(result, self.tasks)), table, str(csv), result
 
     def preview(self, method, vectors, scaling, *values):
         """UI: the first-order preview at once, where there is one (task arithmetic, averaging); the exact
@@ -158,8 +165,19 @@ class Handlers:
         status = (f"◔ **Preview** (first-order, not exact) — {result['label']}, scaling {result['scaling']:g}: average "
                   f"**{_percent(result['average'])}**, normalized **{_percent(result['normalized_average'])}** "
                   f"({1000 * result['seconds']:.0f} ms); exact numbers on their way. _{result['error_note']}_")
-        return (status, figures.merge_figure(result, self.tasks), presenters.result_table(self.ex, result),
+        return (status, _plot(figures.merge_figure(result, self.tasks)), presenters.result_table(self.ex, result),
                 gr.skip(), gr.skip())
+
+    def download_model(self, fmt, method, vectors, scaling, *values):
+        """UI: the merged model of the current settings (or ATM round) as a zip file; bad input warns."""
+        params, coefficients = self._split(values)
+        try:
+            kind = self.ex.parse_method(method)
+            return str(merged_model_zip(self.ex, self.tmp, fmt, method, vectors, scaling, coefficients,
+                                        params.get(kind[1], {})))
+        except USER_ERRORS as e:
+            gr.Warning(first_line(e))
+            return gr.skip()
 
     def settings_updates(self, method, scaling=None, coefficients=None):
         """Updates for [method, scaling, vectors, *param groups, *task sliders, hint] after a method change or preset."""

@@ -1,4 +1,5 @@
-"""Commands that make a cache: build-demo, build (fine-tune every task) and import (published checkpoints)."""
+"""Commands that make a cache: build-demo, build (fine-tune every task) and import (published checkpoints,
+from files or from the Hugging Face hub)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,17 +31,32 @@ def _task_specs(args, spec) -> list[dict]:
             raise UserError(f"unknown demo task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}")
         specs = demo_task_specs({"n_train": args.n_train, "n_test": args.n_test, "seed": args.seed, "only": names})
     elif tasks or args.folder:
-        if args.data_root is None:
-            raise UserError("real benchmarks need --data-root DIR (the folder that holds, or will hold, the datasets)")
-        size = spec.model_config(Path(args.out))["vision_cfg"]["image_size"]
-        size = size[0] if isinstance(size, (list, tuple)) else size
-        specs = benchmark_specs(tasks, args.data_root, size, args.download) if tasks else []
+        from_hub = _data_source(args) == "hf"
+        if args.data_root is None and not from_hub:
+            raise UserError("real benchmarks need --data-root DIR (the folder that holds, or will hold, the datasets), "
+                            "or --data hf to load them from the Hugging Face hub")
+        size = _image_size(args, spec)
+        if from_hub:
+            from ..data.hubdata import hub_specs
+            specs = hub_specs(tasks, args.data_root, size) if tasks else []
+        else:
+            specs = benchmark_specs(tasks, args.data_root, size, args.download) if tasks else []
         for item in args.folder:
             name, sep, folder = item.partition("=")
             if not sep or not name:
                 raise UserError(f"--folder expects NAME=DIR, got {item!r}")
             specs.append({"source": "folder", "name": name, "root": folder, "image_size": size})
     return specs
+
+
+def _image_size(args, spec) -> int:
+    size = spec.model_config(Path(args.out))["vision_cfg"]["image_size"]
+    return size[0] if isinstance(size, (list, tuple)) else size
+
+
+def _data_source(args) -> str:
+    """--data, whose default is the hub's datasets for --hub imports and torchvision's formats otherwise."""
+    return args.data or ("hf" if getattr(args, "hub", None) else "torchvision")
 
 
 def cmd_build(args):
@@ -90,9 +106,34 @@ def _checkpoint_files(args, tasks: list[str]) -> dict[str, Path]:
     return files
 
 
+def _import_from_hub(args):
+    """import --hub fusionbench: the published fine-tunes of a whole suite, evaluated on the hub's datasets."""
+    from ..models import fusionbench
+    from ..pipeline.build import import_checkpoints
+    given = [flag for flag, value in (("--checkpoint", args.checkpoint), ("--checkpoint-dir", args.checkpoint_dir),
+                                      ("--base", args.base), ("--pretrained", args.pretrained), ("--tasks", args.tasks),
+                                      ("--folder", args.folder)) if value]
+    if given:
+        raise UserError(f"--hub {args.hub} chooses the checkpoints, base weights and tasks itself: leave out {', '.join(given)}")
+    if args.suite is None:
+        raise UserError(f"--hub {args.hub} needs --suite 8|14|20")
+    if _data_source(args) != "hf":
+        raise UserError(f"--hub {args.hub}: FusionBench's fine-tunes are evaluated on its own hub datasets "
+                        "(EMNIST is its letters split): use --data hf, the default with --hub")
+    from ..data.hubdata import hub_specs
+    spec = fusionbench.model_spec(args.model)
+    specs = hub_specs(fusionbench.suite_tasks(args.suite), args.data_root, _image_size(args, spec))
+    fetched = fusionbench.download(args.model, args.suite)
+    cache = import_checkpoints(args.out, fetched.spec, specs, fetched.checkpoints, base_checkpoint=fetched.base,
+                               vector_dtype=args.dtype, device=args.device, n_eval=args.n_eval, n_val=args.n_val)
+    return cache_summary(cache)
+
+
 def cmd_import(args):
     from ..models.clip import ModelSpec
     from ..pipeline.build import import_checkpoints
+    if args.hub:
+        return _import_from_hub(args)
     spec = ModelSpec(args.model, args.pretrained)
     specs = _task_specs(args, spec)
     names = [s.get("dataset") or s.get("name") or s.get("task") for s in specs]
@@ -107,6 +148,7 @@ def cmd_import(args):
 
 def register(command) -> None:
     from ..core.cache import DTYPES
+    from ..models.fusionbench import HUBS
     from ..science.training import OPTIMIZERS, PRECISIONS, TrainConfig
     d = TrainConfig()
     c = command("build-demo", cmd_build_demo, print_summary, "build the demo world (tiny CLIP, tasks, cache, ATM rounds) from nothing")
@@ -123,6 +165,10 @@ def register(command) -> None:
                        help="extra tasks from image folders (DIR/train/<class>/*, DIR/test/<class>/*)")
         c.add_argument("--data-root", default=None, help="folder that holds the benchmark datasets")
         c.add_argument("--download", action="store_true", help="let torchvision download datasets that it can")
+        c.add_argument("--data", choices=["torchvision", "hf"], default=None,
+                       help="where benchmarks come from: torchvision's formats under --data-root, or the Hugging Face "
+                            "datasets FusionBench uses (hf; local copies under --data-root when given); default: "
+                            "hf with --hub, else torchvision")
         c.add_argument("--n-eval", type=int, default=1000, help="test images kept per task for evaluation (seeded subset)")
         c.add_argument("--n-val", type=int, default=500, help="validation images kept per task (seeded subset)")
         c.add_argument("--n-train", type=int, default=2500, help="demo tasks only: training images per task")
@@ -153,3 +199,5 @@ def register(command) -> None:
     c.add_argument("--checkpoint-dir", default=None,
                    help="folder with TASK/finetuned.pt, TASK/model.safetensors, TASK/pytorch_model.bin or TASK.pt per task")
     c.add_argument("--base", default=None, help="theta0 from a checkpoint file (e.g. zeroshot.pt) instead of the pretrained model")
+    c.add_argument("--hub", choices=HUBS, default=None,
+                   help="fetch a published suite of fine-tunes from the Hugging Face hub instead (with --model and --suite)")

@@ -1,5 +1,5 @@
 """Where a task's images come from: the data source named in its stored data spec (the demo world,
-a real benchmark, an image folder) loads it as TaskData."""
+a real benchmark through torchvision, a Hugging Face dataset, an image folder) loads it as TaskData."""
 from __future__ import annotations
 
 from typing import Callable
@@ -34,8 +34,13 @@ def _folder(spec: dict) -> TaskData:
     return load_folder(spec)
 
 
-# Data sources by the name stored in a task's data spec (see benchmarks.py for the real ones).
-SOURCES: dict[str, Callable[[dict], TaskData]] = {"demo": _demo, "benchmark": _benchmark, "folder": _folder}
+def _hub(spec: dict) -> TaskData:
+    from .hubdata import load_hub  # the datasets library loads only when hub data is asked for
+    return load_hub(spec)
+
+
+# Data sources by the name stored in a task's data spec (benchmarks.py and hubdata.py for the real ones).
+SOURCES: dict[str, Callable[[dict], TaskData]] = {"demo": _demo, "benchmark": _benchmark, "folder": _folder, "hf": _hub}
 
 
 def load_task(spec: dict) -> TaskData:

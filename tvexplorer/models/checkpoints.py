@@ -263,6 +263,56 @@ def convert_hf_clip_vision(state: Mapping[str, torch.Tensor],
     return out
 
 
+# open_clip vision-config keys that a Hugging Face CLIPVisionConfig can express; any other (layer scale,
+# attentional pooling, no ln_pre, ...) builds a tower that transformers' CLIP cannot reproduce.
+_HF_EXPRESSIBLE = {"image_size", "patch_size", "width", "layers", "head_width", "mlp_ratio", "patch_dropout"}
+
+
+def to_hf_clip_vision(params: Mapping[str, torch.Tensor], encoder: Mapping) -> tuple[dict[str, torch.Tensor], dict]:
+    """(state dict, config.json) of a transformers `CLIPVisionModelWithProjection` holding the open_clip
+    image tower `params`; the exact inverse of `convert_hf_clip_vision`. `encoder` is the manifest's
+    description of the tower (vision_cfg, embed_dim, quick_gelu)."""
+    cfg = encoder["vision_cfg"]
+    unsupported = sorted(set(cfg) - _HF_EXPRESSIBLE)
+    if unsupported:
+        raise CheckpointError(f"this image tower uses open_clip options that transformers' CLIP cannot express "
+                              f"({', '.join(unsupported)}); export it with --format open_clip instead")
+    names = {v: k for k, v in _HF_NAMES.items()}
+    layer_names = {v: k for k, v in _HF_LAYER_NAMES.items()}
+    state: dict[str, torch.Tensor] = {}
+    for name, tensor in params.items():
+        block = re.fullmatch(r"transformer\.resblocks\.(\d+)\.(.+)", name)
+        if name in names:
+            state["vision_model." + names[name]] = tensor
+        elif name == "proj":
+            state["visual_projection.weight"] = tensor.T.contiguous()
+        elif block and block[2] in layer_names:
+            state[f"vision_model.encoder.layers.{block[1]}.{layer_names[block[2]]}"] = tensor
+        elif block and (packed := re.fullmatch(r"attn\.in_proj_(weight|bias)", block[2])):
+            for part, chunk in zip("qkv", tensor.chunk(3)):
+                state[f"vision_model.encoder.layers.{block[1]}.self_attn.{part}_proj.{packed[1]}"] = chunk.contiguous()
+        else:
+            raise CheckpointError(f"image-tower parameter {name!r} has no Hugging Face CLIP counterpart; "
+                                  "export it with --format open_clip instead")
+    width = int(cfg["width"])
+    config = {
+        "architectures": ["CLIPVisionModelWithProjection"],
+        "model_type": "clip_vision_model",
+        "hidden_size": width,
+        "intermediate_size": int(params["transformer.resblocks.0.mlp.c_fc.weight"].shape[0]),
+        "num_hidden_layers": int(cfg["layers"]),
+        "num_attention_heads": width // int(cfg.get("head_width", 64)),
+        "image_size": int(encoder["image_size"]),
+        "patch_size": int(cfg["patch_size"]),
+        "projection_dim": int(encoder["embed_dim"]),
+        "num_channels": 3,
+        "hidden_act": "quick_gelu" if encoder["quick_gelu"] else "gelu",
+        "layer_norm_eps": 1e-5,  # torch's LayerNorm default, which open_clip uses
+        "torch_dtype": "float32",
+    }
+    return state, config
+
+
 def _strip_to_tower(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     prefix = _single_prefix(tensors, "class_embedding")
     if prefix is None:

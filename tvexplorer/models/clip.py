@@ -105,3 +105,33 @@ def set_flat(encoder, flat: torch.Tensor) -> None:
         for p in encoder.parameters():
             p.copy_(flat[offset:offset + p.numel()].view_as(p))
             offset += p.numel()
+
+
+INFERENCE_PRECISIONS = ("float32", "bfloat16")
+
+
+def run_blocks_in_bfloat16(encoder) -> None:
+    """Inference in mixed precision, in place: each transformer block's attention and MLP in bfloat16; the
+    residual stream, layer norms, patch embedding and output projection in float32.
+
+    On the demo this is about twice as fast as float32 on a CPU with AMX or AVX-512 BF16 and changes
+    0.3 % of the predictions; a residual stream rounded to bfloat16 as well changed 0.5 %. set_flat still
+    works (it casts). Only open_clip ViTs have these blocks."""
+    blocks = getattr(getattr(encoder, "transformer", None), "resblocks", None)
+    if blocks is None:
+        raise ValueError(f"bfloat16 inference needs an open_clip ViT; {type(encoder).__name__} has no transformer "
+                         "blocks (use precision float32)")
+    for block in blocks:
+        for part in (block.attn, block.mlp):
+            part.to(torch.bfloat16)
+            part.register_forward_pre_hook(_to_bfloat16, with_kwargs=True)
+            part.register_forward_hook(_to_float32)
+
+
+def _to_bfloat16(module, args, kwargs):
+    cast = lambda a: a.to(torch.bfloat16) if torch.is_tensor(a) and a.is_floating_point() else a
+    return tuple(map(cast, args)), {k: cast(v) for k, v in kwargs.items()}
+
+
+def _to_float32(module, args, out):
+    return (out[0].float(), *out[1:]) if isinstance(out, tuple) else out.float()

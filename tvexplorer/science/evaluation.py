@@ -15,12 +15,14 @@ from typing import Mapping
 import torch
 
 from ..core.cache import Cache
-from ..core.device import resolve_device
+from ..core.device import has_fast_bfloat16, resolve_device
 from ..core.errors import CacheError
 from ..core.layout import Layout
 from ..data.splits import to_input
 from ..merging import METHODS, merge_flat
-from ..models.clip import build_image_encoder, set_flat
+from ..models.clip import INFERENCE_PRECISIONS, build_image_encoder, run_blocks_in_bfloat16, set_flat
+
+Delta = torch.Tensor | Mapping[str, torch.Tensor]  # one flat delta, or one per task (a per_task method's TaskDeltas)
 
 
 @dataclass(frozen=True)
@@ -40,17 +42,34 @@ def summarize(accuracy: dict[str, float], finetuned: dict[str, float]) -> EvalRe
                       sum(normalized.values()) / len(normalized))
 
 
+def merged_delta(cache: Cache, method: str, *, coefficients: dict[str, float] | None = None, scaling: float | None = None,
+                 vectors: str = "tau", **params) -> Delta:
+    """The flat float32 delta that `method` makes of the cache's task vectors of kind `vectors`:
+    what the Evaluator adds to theta0 (for a task-conditioned method, one per task: a mapping task ->
+    delta), and what an exported model holds."""
+    return merge_flat(method, cache.vectors(vectors), cache.layout, coefficients=coefficients, scaling=scaling, **params)
+
+
 class Evaluator:
     def __init__(self, cache: Cache, device: str | torch.device | None = None, batch_size: int = 500,
-                 split: str = "test", memo_size: int = 512):
+                 split: str = "test", memo_size: int = 512, precision: str = "float32"):
+        """precision: float32 (what builds record), bfloat16 (see models.clip.run_blocks_in_bfloat16), or
+        auto: bfloat16 where the hardware runs it fast, else float32."""
         self.cache = cache
         self.device = resolve_device(device)
+        if precision == "auto":
+            precision = "bfloat16" if has_fast_bfloat16(self.device) else "float32"
+        if precision not in INFERENCE_PRECISIONS:
+            raise ValueError(f"precision must be auto or one of {', '.join(INFERENCE_PRECISIONS)}, got {precision!r}")
+        self.precision = precision
         self.batch_size = batch_size
         model = cache.manifest["model"]["encoder"]
         self.mean, self.std = model["mean"], model["std"]
         self.encoder = build_image_encoder(model).to(self.device)
         if Layout.of(dict(self.encoder.named_parameters())) != cache.layout:
             raise CacheError("base.safetensors: the stored layout does not match the image encoder that the manifest's model config builds")
+        if precision == "bfloat16":
+            run_blocks_in_bfloat16(self.encoder)
         self.theta0 = cache.base().to(self.device)
         heads, _ = cache.heads()
         self.heads = {t: h.to(self.device) for t, h in heads.items()}
@@ -64,10 +83,9 @@ class Evaluator:
         set_flat(self.encoder, self.theta0 if delta is None else self.theta0 + delta.to(self.device, torch.float32))
 
     @torch.inference_mode()
-    def accuracy(self, delta: torch.Tensor | Mapping[str, torch.Tensor] | None = None,
-                 tasks: list[str] | None = None) -> dict[str, float]:
-        """Accuracy of theta0 + delta (flat) on each task's evaluation subset; a per-task merge (a mapping
-        task -> flat delta, as a task-conditioned method returns) gives each task its own model."""
+    def predictions(self, delta: Delta | None = None, tasks: list[str] | None = None) -> dict[str, torch.Tensor]:
+        """Predicted class of each evaluation image of each task, for theta0 + delta (flat); a per-task
+        merge (a mapping task -> flat delta, as a task-conditioned method returns) gives each task its own model."""
         per_task = isinstance(delta, Mapping)
         with self._lock:
             if not per_task:
@@ -76,16 +94,16 @@ class Evaluator:
             for task in tasks or self.cache.tasks:
                 if per_task:
                     self._load(delta[task])
-                correct = 0
-                split = self.sets[task]
-                for images, labels in split.batches(self.batch_size):
-                    features = self.encoder(to_input(images.to(self.device), self.mean, self.std))
-                    predicted = (features @ self.heads[task]).argmax(dim=1).cpu()
-                    correct += int((predicted == labels).sum())
-                out[task] = correct / len(split)
+                out[task] = torch.cat([
+                    (self.encoder(to_input(images.to(self.device), self.mean, self.std)) @ self.heads[task]).argmax(dim=1).cpu()
+                    for images, _ in self.sets[task].batches(self.batch_size)])
             return out
 
-    def result(self, delta: torch.Tensor | None) -> EvalResult:
+    def accuracy(self, delta: Delta | None = None, tasks: list[str] | None = None) -> dict[str, float]:
+        """Accuracy of theta0 + delta (flat) on each task's evaluation subset."""
+        return {t: int((p == self.sets[t].labels).sum()) / len(p) for t, p in self.predictions(delta, tasks).items()}
+
+    def result(self, delta: Delta | None) -> EvalResult:
         return summarize(self.accuracy(delta), self.cache.metrics["finetuned"])
 
     def evaluate(self, method: str, *, coefficients: dict[str, float] | None = None, scaling: float | None = None,
@@ -96,8 +114,7 @@ class Evaluator:
             if key in self._memo:
                 self._memo.move_to_end(key)
                 return self._memo[key]
-        delta = merge_flat(method, self.cache.vectors(vectors), self.cache.layout,
-                           coefficients=coefficients, scaling=scaling, **params)
+        delta = merged_delta(self.cache, method, coefficients=coefficients, scaling=scaling, vectors=vectors, **params)
         result = self.result(delta)
         with self._memo_lock:
             self._memo[key] = result
