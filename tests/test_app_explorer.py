@@ -16,6 +16,7 @@ from tvexplorer.app.explorer import Explorer, clean
 from tvexplorer.core import workcopy
 from tvexplorer.core.cache import Cache
 from tvexplorer.core.errors import CacheError
+from tvexplorer.merging import METHODS
 from tvexplorer.science.alignment import cosine, cosine_matrix
 from tvexplorer.science.evaluation import Evaluator
 
@@ -324,7 +325,7 @@ def test_ui_evaluate_handler(handlers, ex):
         out = handlers.evaluate("task_arithmetic", "tau", 0.3, *defaults, 5.0, *[1.0] * (len(ex.tasks) - 1))
     assert out[0].startswith("⚠ **Not updated:**") and "between -1 and 2" in out[0]
     assert all(o == ui.gr.skip() for o in out[1:])
-    assert n == 3  # ties k, dare p, dare seed
+    assert n == sum(len(m.params) for m in METHODS.values())  # one control per method parameter (ties k, dare p, ...)
 
 
 def test_preview_is_labelled_and_matches_the_stored_linearisation(ex, handlers):
@@ -361,6 +362,16 @@ def test_ui_method_and_presets(handlers, ex):
     assert best[0]["value"] == "task_arithmetic" and best[1]["value"] == ex.metrics["task_arithmetic"]["best_scaling"]
     zero = handlers.preset("zero")("ties", "tau", 0.7)
     assert zero[1]["value"] == 0.7 and [u["value"] for u in zero[3 + len(handlers.param_methods):-1]] == [0.0] * len(ex.tasks)
+
+
+def test_ui_task_conditioned_method_says_it_has_no_preview(handlers, ex):
+    assert [k for _, k in ex.method_choices()][:len(METHODS)] == list(METHODS)  # the chooser reads the registry
+    hint = handlers.on_method("emr")[-1]
+    assert "Task-conditioned" in hint and "No instant preview for this method" in hint
+    assert "No instant preview" not in handlers.on_method("task_arithmetic")[-1]
+    assert ex.preview("emr") is None
+    result = ex.evaluate("emr")
+    assert result["label"] == METHODS["emr"].label and set(result["accuracy"]) == set(ex.tasks)
 
 
 def test_ui_alignment_and_atm_view(handlers, ex):

@@ -38,8 +38,9 @@ def mixed_tasks(seed, n_tasks=3):
 
 # --- registry --------------------------------------------------------------------------------------
 
-def test_registry_lists_the_six_methods_with_papers_and_defaults():
-    assert list(METHODS) == ALL
+def test_registry_lists_the_methods_with_papers_and_defaults():
+    # the newer methods are tested in test_merging_methods.py
+    assert list(METHODS) == [*ALL, "iso_cts", "consensus", "tall_masks", "emr", "magmax", "cart", "lines", "wudi"]
     assert {m: METHODS[m].default_scaling for m in ALL} == {
         "task_arithmetic": 0.3, "average": 1.0, "ties": 1.0, "dare": 0.3, "tsv": 1.0, "iso_c": 1.0}
     for name, spec in METHODS.items():
@@ -321,7 +322,7 @@ L3 = flat_layout(3)
 
 @pytest.mark.parametrize("call, message", [
     (lambda: merge_flat("soup", AB, L3),
-     r"unknown merge method 'soup'; choose one of: task_arithmetic, average, ties, dare, tsv, iso_c"),
+     r"unknown merge method 'soup'; choose one of: task_arithmetic, average, ties, dare, tsv, iso_c, iso_cts, "),
     (lambda: merge_flat("ties", {}, L3), r"no task vectors given"),
     (lambda: merge("ties", {}), r"no task vectors given"),
     (lambda: merge_flat("average", AB, L3, coefficients={"z": 1.0}),

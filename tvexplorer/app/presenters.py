@@ -5,7 +5,20 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ..merging import MergeMethod
 from .explorer import FULL_BATCH_NOTE, Explorer
+
+
+def method_hint(spec: MergeMethod, previewable: bool) -> str:
+    """The Merge panel's line about a registry method: its paper and default scaling, whether each task
+    gets its own model, and why there is no instant preview where there is none."""
+    hint = f"**{spec.label}** ({spec.paper}); default scaling {spec.default_scaling:g}."
+    if spec.per_task:
+        hint += " Task-conditioned: each task is evaluated with its own merged model (one shared vector, its own mask)."
+    if not previewable:
+        hint += (" No instant preview for this method (the preview is linear in the task vectors, this merge is not): "
+                 "the numbers appear when the exact evaluation finishes.")
+    return hint
 
 
 def result_table(ex: Explorer, result: dict) -> pd.DataFrame:

@@ -24,8 +24,8 @@ from ..merging import METHODS
 from . import figures, jobs, presenters
 from .about import ABOUT
 from .export import merged_model_zip
-from .explorer import (ALL_TASKS, COEFFICIENT_RANGE, PRESETS, SCALING_RANGE, SLIDER_STEP, VECTOR_KINDS, Explorer,
-                       open_explorer)
+from .explorer import (ALL_TASKS, COEFFICIENT_RANGE, PRESETS, PREVIEW_METHODS, SCALING_RANGE, SLIDER_STEP, VECTOR_KINDS,
+                       Explorer, open_explorer)
 
 log = logging.getLogger("tvexplorer.app")
 USER_ERRORS = (ValueError, KeyError, CacheError, FileNotFoundError, jobs.Busy)
@@ -195,8 +195,7 @@ class Handlers:
             hint = (f"**{self.ex.method_label(method)}** is one fixed merged model saved by ATM: the per-task coefficients "
                     "and the choice of task vectors do not apply; the scaling multiplies its merged delta (1 = as saved).")
         else:
-            spec = METHODS[kind[1]]
-            hint = f"**{spec.label}** ({spec.paper}); default scaling {spec.default_scaling:g}."
+            hint = presenters.method_hint(METHODS[kind[1]], kind[1] in PREVIEW_METHODS)
         # The vectors choice stays as it is (an ATM round ignores it, as the hint says).
         return [gr.update(value=method), gr.update(value=s), gr.skip(), *groups, *tasks, hint]
 

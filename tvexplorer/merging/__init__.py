@@ -5,6 +5,8 @@ Each method is a small function over flat 1-D task vectors (see `core.layout.Lay
 can list, validate and expose them the same way. Real inputs are ~8 x 88M float16 memory-mapped
 vectors, so elementwise methods stream over tasks (never a [T, P] stack, at most a few full-length
 float32 temporaries) and never write into their inputs; the SVD methods work one layer at a time.
+A task-conditioned method (`per_task`, e.g. EMR) returns a `TaskDeltas`: one delta per task,
+computed when that task is evaluated.
 """
 from __future__ import annotations
 
@@ -16,7 +18,11 @@ import torch
 from ..core.checks import finite, in_range
 from ..core.layout import Layout
 from .elementwise import average, dare, task_arithmetic, ties
+from .layers import lines, wudi
+from .masks import consensus, emr, magmax, tall_masks
 from .spectral import iso_c, tsv
+from .subspace import cart, iso_cts
+from .task_deltas import TaskDeltas
 
 Tensor = torch.Tensor
 
@@ -47,7 +53,8 @@ class MergeMethod:
     paper: str
     default_scaling: float
     params: tuple[Param, ...]
-    fn: Callable[..., Tensor]
+    fn: Callable[..., Tensor]  # a per_task method's returns delta_of(task index) instead
+    per_task: bool = False     # one merged model per task, each applied only when its own task is evaluated
 
 
 METHODS: dict[str, MergeMethod] = {m.name: m for m in (
@@ -63,17 +70,44 @@ METHODS: dict[str, MergeMethod] = {m.name: m for m in (
     ), dare),
     MergeMethod("tsv", "TSV-M", "Gargiulo et al., CVPR 2025", 1.0, (), tsv),
     MergeMethod("iso_c", "Iso-C", "Marczak et al., ICML 2025", 1.0, (), iso_c),
+    MergeMethod("iso_cts", "Iso-CTS", "Marczak et al., ICML 2025", 1.0, (
+        Param("common_fraction", 0.8, 0.0, 1.0, "share of each layer's rank kept for the common subspace, in (0, 1]",
+              low_open=True),
+    ), iso_cts),
+    MergeMethod("consensus", "Consensus TA", "Wang et al., ICML 2024", 0.3, (
+        Param("mask_lambda", 0.6, 0.0, 5.0, "TALL mask threshold lambda, between 0 and 5"),
+        Param("k", 2, 0, 100, "entries kept where at least k tasks' masks agree, an integer in [0, 100]", integer=True),
+    ), consensus),
+    MergeMethod("tall_masks", "TALL masks (per task)", "Wang et al., ICML 2024", 1.0, (
+        Param("mask_lambda", 0.6, 0.0, 5.0, "TALL mask threshold lambda, between 0 and 5"),
+    ), tall_masks, per_task=True),
+    MergeMethod("emr", "EMR-merging (per task)", "Huang et al., NeurIPS 2024", 1.0, (), emr, per_task=True),
+    MergeMethod("magmax", "MagMax", "Marczak et al., ECCV 2024", 0.5, (), magmax),
+    MergeMethod("cart", "CART", "Choi et al., 2025", 1.0, (
+        Param("rank_ratio", 0.08, 0.0, 1.0, "share of each layer's rank kept per centred task vector, in (0, 1]",
+              low_open=True),
+        Param("strength", 1.0, 0.0, 5.0, "weight of the low-rank centred parts, between 0 and 5"),
+    ), cart),
+    MergeMethod("lines", "LiNeS", "Wang et al., ICLR 2025", 1.0, (
+        Param("alpha", 0.125, 0.0, 2.0, "scale of the shallowest block and of the parameters outside the blocks, between 0 and 2"),
+        Param("beta", 0.5, -2.0, 2.0, "scale added at the deepest block, between -2 and 2"),
+    ), lines),
+    MergeMethod("wudi", "WUDI-merging", "Cheng et al., 2025", 1.0, (
+        Param("steps", 400, 0, 10000, "Adam steps per linear layer, an integer in [0, 10000]", integer=True),
+        Param("log10_lr", -5.0, -8.0, 0.0, "Adam learning rate 10^x, x between -8 and 0"),
+    ), wudi),
 )}
 
 
 def merge_flat(method: str, vectors: Mapping[str, Tensor], layout: Layout, *,
                coefficients: Mapping[str, float] | None = None, scaling: float | None = None,
-               **params) -> Tensor:
+               **params) -> Tensor | TaskDeltas:
     """Merge flat task vectors (task name -> 1-D tensor in `layout`, any float dtype, never written).
 
     Each task is multiplied by its coefficient (default 1.0) before the method combines them; the
     result is multiplied by `scaling` (default: the method's default_scaling). Returns float32 of
-    shape (layout.numel,).
+    shape (layout.numel,), or for a per_task method a TaskDeltas of such vectors (which reads
+    `vectors` again whenever one is computed).
     """
     if method not in METHODS:
         raise ValueError(f"unknown merge method {method!r}; choose one of: {', '.join(METHODS)}")
@@ -100,13 +134,16 @@ def merge_flat(method: str, vectors: Mapping[str, Tensor], layout: Layout, *,
         if not v.is_floating_point():
             raise ValueError(f"task vector {task!r} has dtype {v.dtype}; it must be a floating-point tensor")
     merged = spec.fn(list(vectors.values()), [float(coefficients.get(t, 1.0)) for t in vectors], layout, **values)
+    if spec.per_task:
+        return TaskDeltas(list(vectors), lambda i: merged(i).mul_(scaling))
     return merged.mul_(scaling)
 
 
 def merge(method: str, task_vectors: Mapping[str, Mapping[str, Tensor]], *,
           coefficients: Mapping[str, float] | None = None, scaling: float | None = None,
-          **params) -> dict[str, Tensor]:
-    """Merge task vectors given as {task: {parameter name: delta}}; returns {parameter name: merged delta}."""
+          **params) -> dict[str, Tensor] | TaskDeltas:
+    """Merge task vectors given as {task: {parameter name: delta}}; returns {parameter name: merged delta},
+    or for a per_task method {task: {parameter name: merged delta}}, each task's computed when looked up."""
     if not task_vectors:
         raise ValueError("no task vectors given; pass at least one task")
     first = next(iter(task_vectors))
@@ -119,4 +156,5 @@ def merge(method: str, task_vectors: Mapping[str, Mapping[str, Tensor]], *,
             flat[task] = layout.flatten(params_of_task, dtype=torch.float16 if half else torch.float32)
         except ValueError as e:
             raise ValueError(f"task {task!r} does not match task {first!r}: {e}") from None
-    return layout.unflatten(merge_flat(method, flat, layout, coefficients=coefficients, scaling=scaling, **params))
+    merged = merge_flat(method, flat, layout, coefficients=coefficients, scaling=scaling, **params)
+    return merged.map(layout.unflatten) if isinstance(merged, TaskDeltas) else layout.unflatten(merged)

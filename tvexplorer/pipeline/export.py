@@ -67,6 +67,9 @@ def merge_for_export(cache: Cache, *, method: str | None = None, atm: str | None
         variant, round_ = parse_atm_round(atm)
         s = 1.0 if scaling is None else float(scaling)
         return atm_round_delta(atm_cache or cache, variant, round_, s), {"atm": f"{variant}:{round_}", "scaling": s}
+    if method in METHODS and METHODS[method].per_task:
+        raise ValueError(f"{method} is task-conditioned: it makes one model per task, not one merged model to export; "
+                         "export a single-model method such as task_arithmetic or tsv")
     vectors = vectors or "tau"
     delta = merged_delta(cache, method, coefficients=coefficients, scaling=scaling, vectors=vectors, **(params or {}))
     s = METHODS[method].default_scaling if scaling is None else float(scaling)

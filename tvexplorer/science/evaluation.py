@@ -10,6 +10,7 @@ import math
 import threading
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
+from typing import Mapping
 
 import torch
 
@@ -20,6 +21,8 @@ from ..core.layout import Layout
 from ..data.splits import to_input
 from ..merging import METHODS, merge_flat
 from ..models.clip import INFERENCE_PRECISIONS, build_image_encoder, run_blocks_in_bfloat16, set_flat
+
+Delta = torch.Tensor | Mapping[str, torch.Tensor]  # one flat delta, or one per task (a per_task method's TaskDeltas)
 
 
 @dataclass(frozen=True)
@@ -40,9 +43,10 @@ def summarize(accuracy: dict[str, float], finetuned: dict[str, float]) -> EvalRe
 
 
 def merged_delta(cache: Cache, method: str, *, coefficients: dict[str, float] | None = None, scaling: float | None = None,
-                 vectors: str = "tau", **params) -> torch.Tensor:
+                 vectors: str = "tau", **params) -> Delta:
     """The flat float32 delta that `method` makes of the cache's task vectors of kind `vectors`:
-    what the Evaluator adds to theta0, and what an exported model holds."""
+    what the Evaluator adds to theta0 (for a task-conditioned method, one per task: a mapping task ->
+    delta), and what an exported model holds."""
     return merge_flat(method, cache.vectors(vectors), cache.layout, coefficients=coefficients, scaling=scaling, **params)
 
 
@@ -75,24 +79,31 @@ class Evaluator:
         self._memo: OrderedDict[tuple, EvalResult] = OrderedDict()
         self._memo_size = memo_size
 
+    def _load(self, delta: torch.Tensor | None) -> None:
+        set_flat(self.encoder, self.theta0 if delta is None else self.theta0 + delta.to(self.device, torch.float32))
+
     @torch.inference_mode()
-    def predictions(self, delta: torch.Tensor | None = None, tasks: list[str] | None = None) -> dict[str, torch.Tensor]:
-        """Predicted class of each evaluation image of each task, for theta0 + delta (flat)."""
+    def predictions(self, delta: Delta | None = None, tasks: list[str] | None = None) -> dict[str, torch.Tensor]:
+        """Predicted class of each evaluation image of each task, for theta0 + delta (flat); a per-task
+        merge (a mapping task -> flat delta, as a task-conditioned method returns) gives each task its own model."""
+        per_task = isinstance(delta, Mapping)
         with self._lock:
-            theta = self.theta0 if delta is None else self.theta0 + delta.to(self.device, torch.float32)
-            set_flat(self.encoder, theta)
+            if not per_task:
+                self._load(delta)
             out = {}
             for task in tasks or self.cache.tasks:
+                if per_task:
+                    self._load(delta[task])
                 out[task] = torch.cat([
                     (self.encoder(to_input(images.to(self.device), self.mean, self.std)) @ self.heads[task]).argmax(dim=1).cpu()
                     for images, _ in self.sets[task].batches(self.batch_size)])
             return out
 
-    def accuracy(self, delta: torch.Tensor | None = None, tasks: list[str] | None = None) -> dict[str, float]:
+    def accuracy(self, delta: Delta | None = None, tasks: list[str] | None = None) -> dict[str, float]:
         """Accuracy of theta0 + delta (flat) on each task's evaluation subset."""
         return {t: int((p == self.sets[t].labels).sum()) / len(p) for t, p in self.predictions(delta, tasks).items()}
 
-    def result(self, delta: torch.Tensor | None) -> EvalResult:
+    def result(self, delta: Delta | None) -> EvalResult:
         return summarize(self.accuracy(delta), self.cache.metrics["finetuned"])
 
     def evaluate(self, method: str, *, coefficients: dict[str, float] | None = None, scaling: float | None = None,
