@@ -5,6 +5,9 @@ Each method is a small function over flat 1-D task vectors (see `core.layout.Lay
 can list, validate and expose them the same way. Real inputs are ~8 x 88M float16 memory-mapped
 vectors, so elementwise methods stream over tasks (never a [T, P] stack, at most a few full-length
 float32 temporaries) and never write into their inputs; the SVD methods work one layer at a time.
+A method that needs more than the task vectors says what in `needs` (RegMean: "grams", each task's
+input Gram matrices per linear layer); callers pass it per task as `task_inputs`, and the evaluator
+supplies it from the cache (tvexplorer/science/evaluation.py), so no caller special-cases a method.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import torch
 from ..core.checks import finite, in_range
 from ..core.layout import Layout
 from .elementwise import average, dare, task_arithmetic, ties
+from .regmean import regmean
 from .spectral import iso_c, tsv
 
 Tensor = torch.Tensor
@@ -48,6 +52,7 @@ class MergeMethod:
     default_scaling: float
     params: tuple[Param, ...]
     fn: Callable[..., Tensor]
+    needs: str | None = None  # per-task data beyond the task vectors, passed to fn as `inputs`
 
 
 METHODS: dict[str, MergeMethod] = {m.name: m for m in (
@@ -63,17 +68,22 @@ METHODS: dict[str, MergeMethod] = {m.name: m for m in (
     ), dare),
     MergeMethod("tsv", "TSV-M", "Gargiulo et al., CVPR 2025", 1.0, (), tsv),
     MergeMethod("iso_c", "Iso-C", "Marczak et al., ICML 2025", 1.0, (), iso_c),
+    MergeMethod("regmean", "RegMean", "Jin et al., ICLR 2023", 1.0, (
+        Param("alpha", 0.6, 0.0, 1.0, "factor on the Gram matrices' off-diagonal entries, in [0, 1] "
+              "(FusionBench's reduce_non_diagonal_ratio; 1 = plain least squares, 0 = diagonal)"),
+    ), regmean, needs="grams"),
 )}
 
 
 def merge_flat(method: str, vectors: Mapping[str, Tensor], layout: Layout, *,
                coefficients: Mapping[str, float] | None = None, scaling: float | None = None,
-               **params) -> Tensor:
+               task_inputs: Mapping[str, object] | None = None, **params) -> Tensor:
     """Merge flat task vectors (task name -> 1-D tensor in `layout`, any float dtype, never written).
 
     Each task is multiplied by its coefficient (default 1.0) before the method combines them; the
-    result is multiplied by `scaling` (default: the method's default_scaling). Returns float32 of
-    shape (layout.numel,).
+    result is multiplied by `scaling` (default: the method's default_scaling). A method with `needs`
+    takes `task_inputs` (task name -> what it needs for that task). Returns float32 of shape
+    (layout.numel,).
     """
     if method not in METHODS:
         raise ValueError(f"unknown merge method {method!r}; choose one of: {', '.join(METHODS)}")
@@ -99,14 +109,21 @@ def merge_flat(method: str, vectors: Mapping[str, Tensor], layout: Layout, *,
             raise ValueError(f"task vector {task!r} has shape {tuple(v.shape)}, the layout expects ({layout.numel},)")
         if not v.is_floating_point():
             raise ValueError(f"task vector {task!r} has dtype {v.dtype}; it must be a floating-point tensor")
+    if spec.needs:
+        missing = [t for t in vectors if t not in (task_inputs or {})]
+        if missing:
+            raise ValueError(f"method {method!r} needs {spec.needs} for every task and has none for {', '.join(missing)}; "
+                             "merge through the Evaluator, which supplies them from the cache")
+        values["inputs"] = [task_inputs[t] for t in vectors]
     merged = spec.fn(list(vectors.values()), [float(coefficients.get(t, 1.0)) for t in vectors], layout, **values)
     return merged.mul_(scaling)
 
 
 def merge(method: str, task_vectors: Mapping[str, Mapping[str, Tensor]], *,
           coefficients: Mapping[str, float] | None = None, scaling: float | None = None,
-          **params) -> dict[str, Tensor]:
-    """Merge task vectors given as {task: {parameter name: delta}}; returns {parameter name: merged delta}."""
+          task_inputs: Mapping[str, object] | None = None, **params) -> dict[str, Tensor]:
+    """Merge task vectors given as {task: {parameter name: delta}}; returns {parameter name: merged delta}.
+    RegMean's task_inputs: {task: {parameter name: LinearInput}}."""
     if not task_vectors:
         raise ValueError("no task vectors given; pass at least one task")
     first = next(iter(task_vectors))
@@ -119,4 +136,5 @@ def merge(method: str, task_vectors: Mapping[str, Mapping[str, Tensor]], *,
             flat[task] = layout.flatten(params_of_task, dtype=torch.float16 if half else torch.float32)
         except ValueError as e:
             raise ValueError(f"task {task!r} does not match task {first!r}: {e}") from None
-    return layout.unflatten(merge_flat(method, flat, layout, coefficients=coefficients, scaling=scaling, **params))
+    return layout.unflatten(merge_flat(method, flat, layout, coefficients=coefficients, scaling=scaling,
+                                       task_inputs=task_inputs, **params))

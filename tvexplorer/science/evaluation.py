@@ -2,7 +2,9 @@
 
 One image encoder is built once and receives theta0 + delta before each evaluation; each task is
 scored with its own frozen zero-shot head. Results are memoised by (vectors, method, parameters,
-coefficients, scaling): the explorer's sliders revisit the same settings often.
+coefficients, scaling): the explorer's sliders revisit the same settings often. A method that
+needs per-task data (`MergeMethod.needs`, e.g. RegMean's Gram matrices) gets it here, from the cache,
+computed and saved the first time (TASK_INPUTS), so every caller merges every method the same way.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import math
 import threading
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import torch
 
@@ -20,6 +23,10 @@ from ..core.layout import Layout
 from ..data.splits import to_input
 from ..merging import METHODS, merge_flat
 from ..models.clip import build_image_encoder, set_flat
+from .grams import task_grams
+
+# What a method's `needs` names -> (cache, device, store) -> {task: that data for the task}.
+TASK_INPUTS = {"grams": task_grams}
 
 
 @dataclass(frozen=True)
@@ -41,8 +48,11 @@ def summarize(accuracy: dict[str, float], finetuned: dict[str, float]) -> EvalRe
 
 class Evaluator:
     def __init__(self, cache: Cache, device: str | torch.device | None = None, batch_size: int = 500,
-                 split: str = "test", memo_size: int = 512):
+                 split: str = "test", memo_size: int = 512, store: Callable[[], Cache] | None = None):
+        """`store`: the writable cache where per-task data that `cache` lacks is computed and saved
+        (default: `cache` itself; the app passes the work folder of a read-only cache)."""
         self.cache = cache
+        self.store = store
         self.device = resolve_device(device)
         self.batch_size = batch_size
         model = cache.manifest["model"]["encoder"]
@@ -87,14 +97,25 @@ class Evaluator:
             if key in self._memo:
                 self._memo.move_to_end(key)
                 return self._memo[key]
-        delta = merge_flat(method, self.cache.vectors(vectors), self.cache.layout,
-                           coefficients=coefficients, scaling=scaling, **params)
-        result = self.result(delta)
+        result = self.result(self.merged(method, coefficients=coefficients, scaling=scaling, vectors=vectors, **params))
         with self._memo_lock:
             self._memo[key] = result
             while len(self._memo) > self._memo_size:
                 self._memo.popitem(last=False)
         return result
+
+    def merged(self, method: str, *, coefficients: dict[str, float] | None = None, scaling: float | None = None,
+               vectors: str = "tau", **params) -> torch.Tensor:
+        """The flat merged delta of the cache's task vectors of kind `vectors`, with what the method needs."""
+        needs = METHODS[method].needs if method in METHODS else None
+        task_inputs = None
+        if needs:
+            if vectors != "tau":
+                raise ValueError(f"{METHODS[method].label} uses the {needs} of the fine-tuned models, which belong to the "
+                                 f"full task vectors: choose vectors 'tau', not {vectors!r}")
+            task_inputs = TASK_INPUTS[needs](self.cache, self.device, self.store)
+        return merge_flat(method, self.cache.vectors(vectors), self.cache.layout, coefficients=coefficients,
+                          scaling=scaling, task_inputs=task_inputs, **params)
 
     def _key(self, method, coefficients, scaling, vectors, params) -> tuple:
         """Settings that mean the same merge share one key (defaults filled in)."""
