@@ -174,12 +174,15 @@ def test_recorded_grams_are_those_of_each_linear_layers_inputs(quick_demo):
     assert torch.equal(get_flat(encoder), theta)  # the fine-tuned model, not theta0
     # Independently: what each module really receives, seen from other modules' hooks.
     seen = {}
+
+    def keep(key, value) -> None:  # a forward hook that returned a value would replace the module's output
+        seen.setdefault(key, value)
     block = encoder.transformer.resblocks[1]
-    hooks = [block.ln_2.register_forward_hook(lambda m, a, out: seen.setdefault("ln_2", out)),
-             block.ln_1.register_forward_hook(lambda m, a, out: seen.setdefault("ln_1", out)),
-             block.attn.register_forward_hook(lambda m, a, out: seen.setdefault("attn", (a[0], out[0]))),
-             block.mlp.gelu.register_forward_hook(lambda m, a, out: seen.setdefault("gelu", out)),
-             encoder.ln_post.register_forward_hook(lambda m, a, out: seen.setdefault("ln_post", out))]
+    hooks = [block.ln_2.register_forward_hook(lambda m, a, out: keep("ln_2", out)),
+             block.ln_1.register_forward_hook(lambda m, a, out: keep("ln_1", out)),
+             block.attn.register_forward_hook(lambda m, a, out: keep("attn", (a[0], out[0]))),
+             block.mlp.gelu.register_forward_hook(lambda m, a, out: keep("gelu", out)),
+             encoder.ln_post.register_forward_hook(lambda m, a, out: keep("ln_post", out))]
     from tvexplorer.data.splits import to_input
     with torch.no_grad():
         encoder(to_input(images.images, info["mean"], info["std"]))
@@ -246,3 +249,16 @@ def test_read_only_cache_gets_its_grams_in_the_store(demo_copy, tmp_path):
     assert missing_grams(Cache.open(work)) == []
     with pytest.raises(ValueError, match=r"RegMean uses the grams of the fine-tuned models.*choose vectors 'tau'"):
         ev.evaluate("regmean", vectors="tau1")
+
+
+def test_a_tower_without_recorded_linear_layers_is_refused_in_one_line(quick_demo):
+    from tvexplorer.science.grams import add_grams, supports_grams
+    cache = Cache.open(quick_demo)
+    assert supports_grams(cache)
+    manifest = json.loads(json.dumps(cache.manifest))
+    manifest["model"]["encoder"]["vision_cfg"]["layers"] = [3, 4, 6, 3]  # how open_clip describes a ResNet tower
+    resnet = Cache(cache.root, manifest)
+    assert not supports_grams(resnet)
+    with pytest.raises(ValueError, match=r"recorded for open_clip ViT image towers; .* so RegMean cannot merge it") as info:
+        add_grams(resnet)
+    assert "\n" not in str(info.value)

@@ -22,10 +22,14 @@ def cmd_table(args):
 
 
 def _print_table(r: dict) -> None:
+    from ..pipeline.build import SCALING_GRID
     tasks = r["tasks"]
-    rows = [[x["label"], "" if x["best_scaling"] is None else f"{x['best_scaling']:g}",
+    edge = max(SCALING_GRID)
+    rows = [[x["label"], "" if x["best_scaling"] is None else f"{x['best_scaling']:g}" + ("*" if x["best_scaling"] == edge else ""),
              *(pct(x["accuracy"][t]) for t in tasks), pct(x["average"]), pct(x["normalized_average"])] for x in r["rows"]]
     print(table(rows, ["method", "best λ", *tasks, "average", "normalized"]))
+    if any(x["best_scaling"] == edge for x in r["rows"]):
+        print(f"* at the top of the scaling grid ({edge:g}): that method's best scaling may lie beyond it")
     print(f"accuracy (%) on the test subsets; λ chosen on validation, method parameters at their defaults; "
           + (f"computed now: {', '.join(r['computed'])} ({r['seconds']:g} s), the rest recorded in {r['cache']}"
              if r["computed"] else f"all recorded in {r['cache']}"))

@@ -94,5 +94,5 @@ def regmean(vectors: list[Tensor], coefficients: list[float], layout: Layout, *,
             rhs = product if rhs is None else rhs.add_(product)
             mean = w_in if mean is None else mean.add_(w_in)
         merged = _solve(lhs, rhs, mean.div_(len(vectors))).float()
-        out[sl] = (merged.T if inputs[0][name].input_axis == 1 else merged).reshape(-1)
+        out[sl] = (merged.T if x.input_axis == 1 else merged).reshape(-1)  # stored Grams share one orientation record
     return out

@@ -37,7 +37,7 @@ from ..data.splits import TaskData
 from ..models.clip import ModelSpec, get_flat, load_clip, set_flat, zero_shot_head
 from ..science.alignment import trajectory_table
 from ..science.evaluation import Evaluator
-from ..science.grams import add_grams
+from ..science.grams import add_grams, supports_grams
 from ..science.probe import features, probe_accuracy
 from ..science.theory import theory_record
 from ..science.training import (TrainConfig, check_joint_optimizer, finetune, finetune_jointly, full_batch_gradient,
@@ -109,7 +109,8 @@ def _finish(out: Path, manifest: Manifest, device, measured: dict | None = None)
     log(json.dumps({average_key(k): v for k, v in averages(manifest.metrics).items() if v is not None}))
     cache = Cache.open(out)
     add_preview(cache, device)
-    add_grams(cache, device)
+    if supports_grams(cache):
+        add_grams(cache, device)
     return cache
 
 

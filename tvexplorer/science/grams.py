@@ -131,6 +131,13 @@ class StoredGrams(Mapping[str, LinearInput]):
         return len(self.shapes)
 
 
+def supports_grams(cache: Cache) -> bool:
+    """Whether the image tower is one whose linear layers are recorded here: open_clip's own ViT (a
+    ResNet tower's `layers` is a list, a timm tower names its model)."""
+    cfg = cache.manifest["model"]["encoder"]["vision_cfg"]
+    return isinstance(cfg.get("layers"), int) and not cfg.get("timm_model_name")
+
+
 def missing_grams(cache: Cache) -> list[str]:
     """Tasks whose Gram matrices the cache does not hold."""
     return [t for t in cache.tasks if gram_file(t) not in cache.manifest["files"]]
@@ -139,6 +146,9 @@ def missing_grams(cache: Cache) -> list[str]:
 def add_grams(cache: Cache, device=None, n_examples: int = DEFAULT_EXAMPLES) -> None:
     """Compute and save the Grams of every task that has none, one task at a time, under the writer
     lock (so two processes never compute them twice): each file, then the manifest that lists it."""
+    if not supports_grams(cache):
+        raise ValueError(f"RegMean's Gram matrices are recorded for open_clip ViT image towers; this cache's model "
+                         f"{cache.manifest['model']['name']} has another kind, so RegMean cannot merge it")
     with cache.writing():
         todo = missing_grams(cache)
         if not todo:
