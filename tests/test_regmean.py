@@ -208,19 +208,22 @@ def test_recorded_grams_are_those_of_each_linear_layers_inputs(quick_demo):
     assert encoder.proj is not None  # restored
 
 
+def strip_grams(root):
+    """The cache at `root` as one built before Grams were stored."""
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["files"] = {r: e for r, e in manifest["files"].items() if not r.startswith("grams/")}
+    manifest.pop("grams", None)
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    shutil.rmtree(root / "grams", ignore_errors=True)
+
+
 def test_grams_are_stored_once_and_reused(demo_copy, monkeypatch):
     from tvexplorer.science import grams as grams_module
     from tvexplorer.science.evaluation import Evaluator
     calls = []
     real = grams_module.compute_grams
     monkeypatch.setattr(grams_module, "compute_grams", lambda *a, **k: calls.append(1) or real(*a, **k))
-    cache = Cache.open(demo_copy)
-    for rel in [r for r in cache.manifest["files"] if r.startswith("grams/")]:  # a build stores them: start without
-        (demo_copy / rel).unlink()
-    manifest = json.loads((demo_copy / "manifest.json").read_text())
-    manifest["files"] = {r: e for r, e in manifest["files"].items() if not r.startswith("grams/")}
-    manifest.pop("grams", None)
-    (demo_copy / "manifest.json").write_text(json.dumps(manifest))
+    strip_grams(demo_copy)  # a build stores them: start without
     cache = Cache.open(demo_copy)
     first = Evaluator(cache, device="cpu").evaluate("regmean")
     assert len(calls) == len(cache.tasks)  # one forward pass over each task's training subset
@@ -235,11 +238,7 @@ def test_grams_are_stored_once_and_reused(demo_copy, monkeypatch):
 def test_read_only_cache_gets_its_grams_in_the_store(demo_copy, tmp_path):
     from tvexplorer.science.evaluation import Evaluator
     from tvexplorer.science.grams import missing_grams
-    manifest = json.loads((demo_copy / "manifest.json").read_text())
-    manifest["files"] = {r: e for r, e in manifest["files"].items() if not r.startswith("grams/")}
-    manifest.pop("grams", None)
-    (demo_copy / "manifest.json").write_text(json.dumps(manifest))
-    shutil.rmtree(demo_copy / "grams", ignore_errors=True)
+    strip_grams(demo_copy)
     work = tmp_path / "work"
     shutil.copytree(demo_copy, work)
     source = Cache.open(demo_copy)
@@ -262,3 +261,17 @@ def test_a_tower_without_recorded_linear_layers_is_refused_in_one_line(quick_dem
     with pytest.raises(ValueError, match=r"recorded for open_clip ViT image towers; .* so RegMean cannot merge it") as info:
         add_grams(resnet)
     assert "\n" not in str(info.value)
+
+
+def test_the_app_merges_regmean_on_a_read_only_cache_through_its_work_folder(demo_copy, tmp_path):
+    from tvexplorer.app.explorer import Explorer
+    from tvexplorer.science.grams import missing_grams
+    strip_grams(demo_copy)
+    before = (demo_copy / "manifest.json").read_bytes()
+    ex = Explorer(demo_copy, device="cpu", read_only=True, workdir=tmp_path / "work")
+    r = ex.evaluate("regmean", scaling=1.0, params={"alpha": 1.0})
+    assert r["method"] == "regmean" and r["params"] == {"alpha": 1.0} and 0 <= r["average"] <= 1
+    assert (demo_copy / "manifest.json").read_bytes() == before
+    assert missing_grams(Cache.open(ex.work_folder)) == []
+    with pytest.raises(ValueError, match="choose vectors 'tau'"):
+        ex.evaluate("regmean", vectors="tau1")
