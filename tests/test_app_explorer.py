@@ -320,7 +320,7 @@ def test_ui_evaluate_handler(handlers, ex):
         out = handlers.evaluate("task_arithmetic", "tau", 0.3, *defaults, 5.0, *[1.0] * (len(ex.tasks) - 1))
     assert out[0].startswith("⚠ **Not updated:**") and "between -1 and 2" in out[0]
     assert all(o == ui.gr.skip() for o in out[1:])
-    assert n == 3  # ties k, dare p, dare seed
+    assert n == 4  # ties k, dare p, dare seed, regmean alpha
 
 
 def test_preview_is_labelled_and_matches_the_stored_linearisation(ex, handlers):
