@@ -13,7 +13,7 @@ import argparse
 
 import gradio as gr
 
-from tvexplorer.app import ui
+from tvexplorer.app import results, ui
 from tvexplorer.app.explorer import MAX_ATM_ROUNDS, PRESETS, VECTOR_KINDS
 from tvexplorer.pipeline.export import FORMATS
 from tvexplorer.science.atm import VARIANTS
@@ -114,6 +114,12 @@ def build(h) -> gr.Blocks:
                 atm_chart = gr.Plot(label="Accuracy per round", elem_id="atm-chart")
                 atm_table = gr.Dataframe(label="Saved rounds (%)", interactive=False, elem_id="atm-table",
                                          buttons=["copy", "fullscreen"])
+            # ---------------------------------------------------------------- results table
+            with gr.Tab("Results table", id="results") as results_tab:
+                results_status = gr.Markdown(elem_id="results-status")
+                results_table = gr.Dataframe(label="Every merge method at its best validation scaling (%)",
+                                             interactive=False, elem_id="results-table", buttons=["copy", "fullscreen"])
+                results_fill = gr.Button("Compute missing rows", elem_id="results-fill")
             # ---------------------------------------------------------------- about
             with gr.Tab("About", id="about"):
                 gr.Markdown(h.about())
@@ -161,6 +167,13 @@ def build(h) -> gr.Blocks:
         run_btn.click(h.atm_run, [variant, rounds], atm_view, concurrency_limit=None, show_progress="full",
                       show_progress_on=[atm_status], api_visibility="private")
         cancel_btn.click(h.atm_cancel, None, [atm_status], concurrency_limit=None, api_visibility="private")
+
+        # -------------------------------------------------------------------- results table wiring
+        r = results.Results(h.ex)
+        gr.api(r.api_results, api_name="results")
+        results_tab.select(r.view, None, [results_status, results_table], api_visibility="private")
+        results_fill.click(r.fill, None, [results_status, results_table], concurrency_limit=1,
+                           show_progress="full", api_visibility="private")
 
         # -------------------------------------------------------------------- page load: saved rounds, first numbers
         then_evaluate(demo.load(h.atm_refresh, None, atm_view, api_visibility="private"))

@@ -39,6 +39,8 @@ def test_named_endpoints(client):
     methods = client.predict(api_name="/methods")
     assert methods["methods"]["ties"]["params"][0]["name"] == "k" and "atm:standard:1" in methods["atm_rounds"]
     assert client.predict("inverse_t", api_name="/preset")["scaling"] == round(1 / 3, 4)
+    table = client.predict(api_name="/results")  # the results table as recorded (tests/test_table.py fills it)
+    assert [r["key"] for r in table["rows"]][:4] == ["zero_shot", "finetuned", "multitask", "task_arithmetic"]
     preview = client.predict(method="task_arithmetic", scaling=0.0, api_name="/preview")
     assert preview["preview"] is True and preview["accuracy"] == client.predict(scaling=0.0, api_name="/evaluate")["accuracy"]
 

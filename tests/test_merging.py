@@ -39,8 +39,8 @@ def mixed_tasks(seed, n_tasks=3):
 # --- registry --------------------------------------------------------------------------------------
 
 def test_registry_lists_the_methods_with_papers_and_defaults():
-    # the newer methods are tested in test_merging_methods.py
-    assert list(METHODS) == [*ALL, "iso_cts", "consensus", "tall_masks", "emr", "magmax", "cart", "lines", "wudi"]
+    # the newer methods: test_merging_methods.py; RegMean, which needs Grams: test_regmean.py
+    assert list(METHODS) == [*ALL, "iso_cts", "consensus", "tall_masks", "emr", "magmax", "cart", "lines", "wudi", "regmean"]
     assert {m: METHODS[m].default_scaling for m in ALL} == {
         "task_arithmetic": 0.3, "average": 1.0, "ties": 1.0, "dare": 0.3, "tsv": 1.0, "iso_c": 1.0}
     for name, spec in METHODS.items():

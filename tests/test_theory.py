@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from test_training import ENCODER, tiny_problem
+from test_training import tiny_problem
 from tvexplorer.core.cache import Cache
-from tvexplorer.models.clip import build_image_encoder, get_flat, set_flat
+from tvexplorer.models.clip import get_flat, set_flat
 from tvexplorer.science.alignment import cosine, norm
 from tvexplorer.science.theory import PREDICTIONS, error_slopes, theory_record
 from tvexplorer.science.training import Objective, TrainConfig, finetune, finetune_jointly, full_batch_gradient

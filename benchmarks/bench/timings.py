@@ -19,7 +19,7 @@ import torch
 
 from .machine import sync_device, evict, resident_fraction
 from .plan import ROOT, timed
-from .world import World, mapped_tau, write_checkpoints
+from .world import World, write_checkpoints
 from tvexplorer.core.cache import Cache
 from tvexplorer.core.files import sha256_file
 from tvexplorer.core.layout import Layout

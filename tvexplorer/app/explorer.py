@@ -109,7 +109,7 @@ class Explorer:
         self.source = Cache.open(path)
         # The app evaluates in bfloat16 where the hardware is fast at it (about twice as fast, see
         # Evaluator); the numbers a build records are float32.
-        self.evaluator = Evaluator(self.source, device=device, precision=precision)
+        self.evaluator = Evaluator(self.source, device=device, precision=precision, store=self._writable_cache)
         self._preview = Preview.open(self.source)  # None for a cache built without one
         self.read_only = (not workcopy.is_writable(self.source.root)) if read_only is None else bool(read_only)
         self.work_folder = workcopy.work_folder(self.source, Path(workdir) if workdir else None) if self.read_only else None
@@ -424,6 +424,11 @@ class Explorer:
             with self._lock:
                 self._atm_root, self._atm_cache, self._atm_stamp = self.work_folder, None, None
         return self._atm_root
+
+    def _writable_cache(self) -> Cache:
+        """Where data that a merge method needs and the cache lacks (RegMean's Grams) is saved."""
+        self.writable_atm_root()
+        return self.atm_cache
 
     def where_saved(self) -> str:
         if not self.read_only:

@@ -20,6 +20,9 @@ Schema (version 1), one JSON object, in this order:
     files            {relative path: {"bytes", "sha256"}} for every file of the cache but this one
     atm, preview, theory, ...   optional records that later writers add (ATM rounds, the instant
                      preview, the SGD theory record); kept as they are, after the keys above
+    grams            optional; {"input_axis": {parameter: 0 or 1}, "seed", "examples": {task: images}}:
+                     the input Gram matrices that RegMean needs, one file grams/<task>.safetensors per
+                     task (tvexplorer/science/grams.py)
 
 The manifest is written last (atomically, under the writer lock), so a cache whose manifest lists a
 file has that file complete.
@@ -35,6 +38,7 @@ from .files import atomic_write
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
+GRAMS = "grams"  # the record of stored input Gram matrices
 
 # Metric keys that hold one accuracy per task; merges whose best validation scaling a build records;
 # and every metric that has a mean over tasks, stored under average_key(metric).

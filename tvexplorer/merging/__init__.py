@@ -7,6 +7,9 @@ vectors, so elementwise methods stream over tasks (never a [T, P] stack, at most
 float32 temporaries) and never write into their inputs; the SVD methods work one layer at a time.
 A task-conditioned method (`per_task`, e.g. EMR) returns a `TaskDeltas`: one delta per task,
 computed when that task is evaluated.
+A method that needs more than the task vectors says what in `needs` (RegMean: "grams", each task's
+input Gram matrices per linear layer); callers pass it per task as `task_inputs`, and the evaluator
+supplies it from the cache (tvexplorer/science/evaluation.py), so no caller special-cases a method.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from ..core.layout import Layout
 from .elementwise import average, dare, task_arithmetic, ties
 from .layers import lines, wudi
 from .masks import consensus, emr, magmax, tall_masks
+from .regmean import regmean
 from .spectral import iso_c, tsv
 from .subspace import cart, iso_cts
 from .task_deltas import TaskDeltas
@@ -55,6 +59,7 @@ class MergeMethod:
     params: tuple[Param, ...]
     fn: Callable[..., Tensor]  # a per_task method's returns delta_of(task index) instead
     per_task: bool = False     # one merged model per task, each applied only when its own task is evaluated
+    needs: str | None = None   # per-task data beyond the task vectors, passed to fn as `inputs`
 
 
 METHODS: dict[str, MergeMethod] = {m.name: m for m in (
@@ -96,17 +101,22 @@ METHODS: dict[str, MergeMethod] = {m.name: m for m in (
         Param("steps", 400, 0, 10000, "Adam steps per linear layer, an integer in [0, 10000]", integer=True),
         Param("log10_lr", -5.0, -8.0, 0.0, "Adam learning rate 10^x, x between -8 and 0"),
     ), wudi),
+    MergeMethod("regmean", "RegMean", "Jin et al., ICLR 2023", 1.0, (
+        Param("alpha", 0.6, 0.0, 1.0, "factor on the Gram matrices' off-diagonal entries, in [0, 1] "
+              "(FusionBench's reduce_non_diagonal_ratio; 1 = plain least squares, 0 = diagonal)"),
+    ), regmean, needs="grams"),
 )}
 
 
 def merge_flat(method: str, vectors: Mapping[str, Tensor], layout: Layout, *,
                coefficients: Mapping[str, float] | None = None, scaling: float | None = None,
-               **params) -> Tensor | TaskDeltas:
+               task_inputs: Mapping[str, object] | None = None, **params) -> Tensor | TaskDeltas:
     """Merge flat task vectors (task name -> 1-D tensor in `layout`, any float dtype, never written).
 
     Each task is multiplied by its coefficient (default 1.0) before the method combines them; the
-    result is multiplied by `scaling` (default: the method's default_scaling). Returns float32 of
-    shape (layout.numel,), or for a per_task method a TaskDeltas of such vectors (which reads
+    result is multiplied by `scaling` (default: the method's default_scaling). A method with `needs`
+    takes `task_inputs` (task name -> what it needs for that task). Returns float32 of shape
+    (layout.numel,), or for a per_task method a TaskDeltas of such vectors (which reads
     `vectors` again whenever one is computed).
     """
     if method not in METHODS:
@@ -133,6 +143,12 @@ def merge_flat(method: str, vectors: Mapping[str, Tensor], layout: Layout, *,
             raise ValueError(f"task vector {task!r} has shape {tuple(v.shape)}, the layout expects ({layout.numel},)")
         if not v.is_floating_point():
             raise ValueError(f"task vector {task!r} has dtype {v.dtype}; it must be a floating-point tensor")
+    if spec.needs:
+        missing = [t for t in vectors if t not in (task_inputs or {})]
+        if missing:
+            raise ValueError(f"method {method!r} needs {spec.needs} for every task and has none for {', '.join(missing)}; "
+                             "merge through the Evaluator, which supplies them from the cache")
+        values["inputs"] = [task_inputs[t] for t in vectors]
     merged = spec.fn(list(vectors.values()), [float(coefficients.get(t, 1.0)) for t in vectors], layout, **values)
     if spec.per_task:
         return TaskDeltas(list(vectors), lambda i: merged(i).mul_(scaling))
@@ -141,9 +157,10 @@ def merge_flat(method: str, vectors: Mapping[str, Tensor], layout: Layout, *,
 
 def merge(method: str, task_vectors: Mapping[str, Mapping[str, Tensor]], *,
           coefficients: Mapping[str, float] | None = None, scaling: float | None = None,
-          **params) -> dict[str, Tensor] | TaskDeltas:
+          task_inputs: Mapping[str, object] | None = None, **params) -> dict[str, Tensor] | TaskDeltas:
     """Merge task vectors given as {task: {parameter name: delta}}; returns {parameter name: merged delta},
-    or for a per_task method {task: {parameter name: merged delta}}, each task's computed when looked up."""
+    or for a per_task method {task: {parameter name: merged delta}}, each task's computed when looked up.
+    RegMean's task_inputs: {task: {parameter name: LinearInput}}."""
     if not task_vectors:
         raise ValueError("no task vectors given; pass at least one task")
     first = next(iter(task_vectors))
@@ -156,5 +173,5 @@ def merge(method: str, task_vectors: Mapping[str, Mapping[str, Tensor]], *,
             flat[task] = layout.flatten(params_of_task, dtype=torch.float16 if half else torch.float32)
         except ValueError as e:
             raise ValueError(f"task {task!r} does not match task {first!r}: {e}") from None
-    merged = merge_flat(method, flat, layout, coefficients=coefficients, scaling=scaling, **params)
+    merged = merge_flat(method, flat, layout, coefficients=coefficients, scaling=scaling, task_inputs=task_inputs, **params)
     return merged.map(layout.unflatten) if isinstance(merged, TaskDeltas) else layout.unflatten(merged)

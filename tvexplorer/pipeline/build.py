@@ -34,10 +34,10 @@ from ..core.manifest import (TUNED_METHODS, Manifest, TaskRecord, add_per_task, 
                              write_manifest)
 from ..data.sources import load_task
 from ..data.splits import TaskData
-from ..merging import merge_flat
 from ..models.clip import ModelSpec, get_flat, load_clip, set_flat, zero_shot_head
 from ..science.alignment import trajectory_table
 from ..science.evaluation import Evaluator
+from ..science.grams import add_grams, supports_grams
 from ..science.probe import features, probe_accuracy
 from ..science.theory import theory_record
 from ..science.training import (TrainConfig, check_joint_optimizer, finetune, finetune_jointly, full_batch_gradient,
@@ -98,7 +98,8 @@ class _Start:
 
 
 def _finish(out: Path, manifest: Manifest, device, measured: dict | None = None) -> Cache:
-    """Reference metrics, the manifest, then the instant preview (a finished cache is usable without it).
+    """Reference metrics, the manifest, then the instant preview and RegMean's Gram matrices (a
+    finished cache is usable without them).
     `measured`: metrics that the build took along the way (per task), added with their averages."""
     manifest.metrics = reference_metrics(Cache(out, manifest.to_json()), device)
     for key, per_task in (measured or {}).items():
@@ -108,6 +109,8 @@ def _finish(out: Path, manifest: Manifest, device, measured: dict | None = None)
     log(json.dumps({average_key(k): v for k, v in averages(manifest.metrics).items() if v is not None}))
     cache = Cache.open(out)
     add_preview(cache, device)
+    if supports_grams(cache):
+        add_grams(cache, device)
     return cache
 
 
@@ -272,10 +275,11 @@ def import_checkpoints(out: Path, spec: ModelSpec, task_specs: list[dict], check
     return _finish(out, manifest, device)
 
 
-def _best_on_validation(method: str, vectors: dict, cache: Cache, val: Evaluator, test: Evaluator) -> dict:
-    """The method's merge at every scaling of SCALING_GRID on validation; the best one on test.
-    Every method here is linear in its final scaling, so the merge is computed once."""
-    unit = merge_flat(method, vectors, cache.layout, scaling=1.0)
+def best_on_validation(method: str, val: Evaluator, test: Evaluator, vectors: str = "tau", **params) -> dict:
+    """The method's merge (its parameters at `params`, else their defaults) at every scaling of
+    SCALING_GRID on validation; the best one on test. Every method is linear in its final scaling,
+    so the merge is computed once."""
+    unit = val.merged(method, scaling=1.0, vectors=vectors, **params)
     sweep = {s: val.accuracy(unit * s) for s in SCALING_GRID}
     best = max(SCALING_GRID, key=lambda s: sum(sweep[s].values()))
     accuracy = test.accuracy(unit * best)
@@ -299,7 +303,7 @@ def reference_metrics(cache: Cache, device) -> dict:
     for key in [k for k in ("zero_shot", "finetuned", "one_epoch", "multitask") if k in metrics]:
         add_per_task(metrics, key, metrics[key])
     for kind, _, key in pairs:
-        add_tuned(metrics, key, _best_on_validation("task_arithmetic", cache.vectors(kind), cache, val, test))
+        add_tuned(metrics, key, best_on_validation("task_arithmetic", val, test, kind))
     for method in TUNED_METHODS:
-        add_tuned(metrics, method, _best_on_validation(method, cache.vectors("tau"), cache, val, test))
+        add_tuned(metrics, method, best_on_validation(method, val, test))
     return metrics

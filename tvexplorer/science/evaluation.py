@@ -2,7 +2,9 @@
 
 One image encoder is built once and receives theta0 + delta before each evaluation; each task is
 scored with its own frozen zero-shot head. Results are memoised by (vectors, method, parameters,
-coefficients, scaling): the explorer's sliders revisit the same settings often.
+coefficients, scaling): the explorer's sliders revisit the same settings often. A method that
+needs per-task data (`MergeMethod.needs`, e.g. RegMean's Gram matrices) gets it here, from the cache,
+computed and saved the first time (TASK_INPUTS), so every caller merges every method the same way.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import math
 import threading
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
-from typing import Mapping
+from typing import Callable, Mapping
 
 import torch
 
@@ -21,8 +23,11 @@ from ..core.layout import Layout
 from ..data.splits import to_input
 from ..merging import METHODS, merge_flat
 from ..models.clip import INFERENCE_PRECISIONS, build_image_encoder, run_blocks_in_bfloat16, set_flat
+from .grams import task_grams
 
 Delta = torch.Tensor | Mapping[str, torch.Tensor]  # one flat delta, or one per task (a per_task method's TaskDeltas)
+# What a method's `needs` names -> (cache, device, store) -> {task: that data for the task}.
+TASK_INPUTS = {"grams": task_grams}
 
 
 @dataclass(frozen=True)
@@ -43,19 +48,33 @@ def summarize(accuracy: dict[str, float], finetuned: dict[str, float]) -> EvalRe
 
 
 def merged_delta(cache: Cache, method: str, *, coefficients: dict[str, float] | None = None, scaling: float | None = None,
-                 vectors: str = "tau", **params) -> Delta:
+                 vectors: str = "tau", device: str | torch.device | None = None,
+                 store: Callable[[], Cache] | None = None, **params) -> Delta:
     """The flat float32 delta that `method` makes of the cache's task vectors of kind `vectors`:
     what the Evaluator adds to theta0 (for a task-conditioned method, one per task: a mapping task ->
-    delta), and what an exported model holds."""
-    return merge_flat(method, cache.vectors(vectors), cache.layout, coefficients=coefficients, scaling=scaling, **params)
+    delta), and what an exported model holds. What the method needs beyond the vectors comes from
+    the cache, computed on `device` and saved into `store` (default: the cache) the first time."""
+    needs = METHODS[method].needs if method in METHODS else None
+    task_inputs = None
+    if needs:
+        if vectors != "tau":
+            raise ValueError(f"{METHODS[method].label} uses the {needs} of the fine-tuned models, which belong to the "
+                             f"full task vectors: choose vectors 'tau', not {vectors!r}")
+        task_inputs = TASK_INPUTS[needs](cache, resolve_device(device), store)
+    return merge_flat(method, cache.vectors(vectors), cache.layout, coefficients=coefficients, scaling=scaling,
+                      task_inputs=task_inputs, **params)
 
 
 class Evaluator:
     def __init__(self, cache: Cache, device: str | torch.device | None = None, batch_size: int = 500,
-                 split: str = "test", memo_size: int = 512, precision: str = "float32"):
+                 split: str = "test", memo_size: int = 512, precision: str = "float32",
+                 store: Callable[[], Cache] | None = None):
         """precision: float32 (what builds record), bfloat16 (see models.clip.run_blocks_in_bfloat16), or
-        auto: bfloat16 where the hardware runs it fast, else float32."""
+        auto: bfloat16 where the hardware runs it fast, else float32. `store`: the writable cache where
+        per-task data that `cache` lacks is computed and saved (default: `cache` itself; the app passes
+        the work folder of a read-only cache)."""
         self.cache = cache
+        self.store = store
         self.device = resolve_device(device)
         if precision == "auto":
             precision = "bfloat16" if has_fast_bfloat16(self.device) else "float32"
@@ -114,13 +133,16 @@ class Evaluator:
             if key in self._memo:
                 self._memo.move_to_end(key)
                 return self._memo[key]
-        delta = merged_delta(self.cache, method, coefficients=coefficients, scaling=scaling, vectors=vectors, **params)
-        result = self.result(delta)
+        result = self.result(self.merged(method, coefficients=coefficients, scaling=scaling, vectors=vectors, **params))
         with self._memo_lock:
             self._memo[key] = result
             while len(self._memo) > self._memo_size:
                 self._memo.popitem(last=False)
         return result
+
+    def merged(self, method: str, **settings) -> Delta:
+        """merged_delta of this evaluator's cache, its per-task data computed on its device into its store."""
+        return merged_delta(self.cache, method, device=self.device, store=self.store, **settings)
 
     def _key(self, method, coefficients, scaling, vectors, params) -> tuple:
         """Settings that mean the same merge share one key (defaults filled in)."""

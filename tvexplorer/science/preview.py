@@ -25,7 +25,6 @@ are linearised by default.
 from __future__ import annotations
 
 import contextlib
-import math
 import random
 from typing import Callable, Iterator, Mapping, Sequence
 
@@ -119,8 +118,8 @@ def predict_features(f0: Tensor, jvps: Tensor, weights: Tensor) -> Tensor:
     differentiable in the weights. The same sum as one [T] @ [T, N*D] product took 10 to 50 ms on
     the CPU: BLAS's vector-matrix path is slow for so few rows."""
     out = f0
-    for weight, jvp in zip(weights.to(jvps.dtype), jvps):
-        out = out + weight * jvp
+    for weight, derivative in zip(weights.to(jvps.dtype), jvps):
+        out = out + weight * derivative
     return out
 
 
