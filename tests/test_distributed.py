@@ -3,6 +3,7 @@ exactly the files of the serial run; a worker killed in the middle of a task is 
 cache is still right; a killed driver resumes with the same command without redoing finished tasks."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,11 +13,10 @@ from pathlib import Path
 
 import pytest
 import ray
+import torch
 
 from tvexplorer.cli import main
 from tvexplorer.core.cache import Cache
-from tvexplorer.pipeline import distributed
-from tvexplorer.science.atm import run_atm
 
 TASKS = "digits,signs,textures"
 
@@ -32,6 +32,16 @@ def result_hashes(out: Path) -> dict:
     """sha256 of every task-vector file and of the multi-task delta, as the manifest records them."""
     files = json.loads((out / "manifest.json").read_text())["files"]
     return {rel: e["sha256"] for rel, e in files.items() if rel.startswith("vectors/") or rel == "multitask.safetensors"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Serial runs in this process use one torch thread, as Ray's one-CPU workers do: float sums
+    split over another number of threads differ in their last bits, so only like and like compare."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -58,15 +68,13 @@ def test_ray_build_gives_the_serial_files(cluster, quick_demo, serial_build, tmp
 
 
 def test_ray_atm_round_gives_the_serial_round(cluster, quick_demo, tmp_path):
-    import shutil
     caches = []
-    for name, tune_round in (("serial", None), ("ray", distributed.atm_round)):
+    for name, extra in (("serial", []), ("ray", ["--ray"])):
         shutil.copytree(quick_demo, tmp_path / name)
-        cache = Cache.open(tmp_path / name)
-        done = len(cache.atm_runs()["standard"]["rounds"])
-        record, = run_atm(cache, 1, device="cpu", tune_round=tune_round)
-        assert record["round"] == done + 1
+        done = len(Cache.open(tmp_path / name).atm_runs()["standard"]["rounds"])
+        assert main(["atm", str(tmp_path / name), "--rounds", "1", "--device", "cpu", *extra]) == 0
         caches.append(Cache.open(tmp_path / name))
+        assert len(caches[-1].atm_runs()["standard"]["rounds"]) == done + 1
     serial, parallel = caches
     rel = serial.atm_runs()["standard"]["rounds"][-1]["file"]
     assert parallel.manifest["files"][rel]["sha256"] == serial.manifest["files"][rel]["sha256"]
@@ -136,3 +144,24 @@ def test_a_killed_driver_resumes_without_redoing_finished_tasks(cluster, quick_d
     assert f"resuming: {len(tasks)} of 3 tasks already built" in rerun.stderr
     assert {rel: (out / rel).stat().st_mtime_ns for rel in mtimes} == mtimes  # saved once, never rewritten
     assert result_hashes(out) == result_hashes(serial_build)
+
+
+def test_ray_import_gives_the_serial_vectors_and_one_line_errors(cluster, quick_demo, tmp_path, capsys):
+    from test_build import save_open_clip_checkpoint
+    source = Cache.open(quick_demo)
+    tasks = source.tasks[:2]
+    for t in tasks:
+        save_open_clip_checkpoint(tmp_path / f"{t}.pt", source.layout.unflatten(source.base() + source.vector(t).float()))
+    args = ["import", "--model", f"local-dir:{quick_demo / 'model'}", "--tasks", "demo:" + ",".join(tasks),
+            "--n-train", "64", "--n-test", "20", "--n-eval", "20", "--n-val", "10", "--checkpoint-dir", str(tmp_path), "--device", "cpu"]
+    assert main([*args, "--out", str(tmp_path / "serial")]) == 0
+    assert main([*args, "--out", str(tmp_path / "ray"), "--ray"]) == 0
+    assert result_hashes(tmp_path / "ray") == result_hashes(tmp_path / "serial") and len(result_hashes(tmp_path / "ray")) == 2
+
+    bad = source.layout.unflatten(source.base())
+    bad["conv1.weight"] = bad["conv1.weight"][:, :, :2]  # another patch size
+    save_open_clip_checkpoint(tmp_path / f"{tasks[1]}.pt", bad)
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "bad"), "--ray"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "conv1.weight" in errors[0] and "Traceback" not in errors[0]
