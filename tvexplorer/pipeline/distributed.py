@@ -32,8 +32,8 @@ MAX_RETRIES = 3
 @contextlib.contextmanager
 def cluster(address: str) -> Iterator[None]:
     """Connected to Ray for the block. 'auto': the cluster this machine belongs to (RAY_ADDRESS or
-    the last `ray start` here), else a new local one; otherwise a cluster's address (HOST:PORT or
-    ray://HOST:PORT). A process already connected (a test's local cluster) keeps its connection."""
+    the last `ray start` here), else a new local one; otherwise a cluster's address (HOST:PORT of
+    its head). A process already connected (a test's local cluster) keeps its connection."""
     import ray
     if ray.is_initialized():
         yield
@@ -77,7 +77,7 @@ def as_finished(jobs: dict) -> Iterator[tuple[object, object]]:
 @dataclass(frozen=True)
 class Base:
     """What every worker starts from, shipped once through the object store: theta0, the heads, and
-    the encoder's description (weights and text tower stay with the driver)."""
+    the encoder's description (the model files and the text tower stay with the driver)."""
     encoder_info: dict
     theta0: torch.Tensor
     heads: dict
