@@ -34,7 +34,11 @@ def cluster(address: str) -> Iterator[None]:
     """Connected to Ray for the block. 'auto': the cluster this machine belongs to (RAY_ADDRESS or
     the last `ray start` here), else a new local one; otherwise a cluster's address (HOST:PORT of
     its head). A process already connected (a test's local cluster) keeps its connection."""
-    import ray
+    try:
+        import ray
+    except ImportError:
+        raise ValueError("--ray needs Ray, which is not installed: pip install 'tvexplorer[ray]' "
+                         "(or the ray version pinned in pyproject.toml)") from None
     if ray.is_initialized():
         yield
         return
