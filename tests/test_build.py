@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 import tvexplorer.pipeline.build as build
+import tvexplorer.pipeline.tasks as tasks
 from tvexplorer.app import presenters
 from tvexplorer.app.explorer import Explorer
 from tvexplorer.cli import main
@@ -56,7 +57,7 @@ def test_folder_tasks_build_with_chosen_evaluation_subsets(quick_demo, folder_sp
 
 
 def test_an_interrupted_build_resumes_without_redoing_finished_tasks(quick_demo, folder_specs, tmp_path, monkeypatch):
-    out, real = tmp_path / "cache", build.finetune
+    out, real = tmp_path / "cache", tasks.finetune
     trained = []
 
     def interrupted(encoder, objective, split, cfg, task_index, **kw):
@@ -65,7 +66,7 @@ def test_an_interrupted_build_resumes_without_redoing_finished_tasks(quick_demo,
         trained.append(task_index)
         return real(encoder, objective, split, cfg, task_index, **kw)
 
-    monkeypatch.setattr(build, "finetune", interrupted)
+    monkeypatch.setattr(tasks, "finetune", interrupted)
     with pytest.raises(KeyboardInterrupt):
         build_cache(out, model(quick_demo), folder_specs, CFG, device="cpu")
     assert trained == [0] and not (out / "manifest.json").exists()
@@ -81,7 +82,7 @@ def test_an_interrupted_build_resumes_without_redoing_finished_tasks(quick_demo,
         trained.append(task_index)
         return real(encoder, objective, split, cfg, task_index, **kw)
 
-    monkeypatch.setattr(build, "finetune", counted)
+    monkeypatch.setattr(tasks, "finetune", counted)
     cache = build_cache(out, model(quick_demo), folder_specs, CFG, device="cpu")
     assert trained == [0, 1]  # alpha was not fine-tuned again
     assert (out / "vectors/alpha.safetensors").read_bytes() == alpha
@@ -89,12 +90,12 @@ def test_an_interrupted_build_resumes_without_redoing_finished_tasks(quick_demo,
 
     # a damaged finished task is redone rather than trusted
     fresh = tmp_path / "fresh"
-    monkeypatch.setattr(build, "finetune", interrupted)
+    monkeypatch.setattr(tasks, "finetune", interrupted)
     trained.clear()
     with pytest.raises(KeyboardInterrupt):
         build_cache(fresh, model(quick_demo), folder_specs, CFG, device="cpu")
     (fresh / "vectors/alpha.safetensors").write_bytes(b"broken")
-    monkeypatch.setattr(build, "finetune", counted)
+    monkeypatch.setattr(tasks, "finetune", counted)
     trained.clear()
     build_cache(fresh, model(quick_demo), folder_specs, CFG, device="cpu")
     assert trained == [0, 1]

@@ -1,12 +1,14 @@
 """`atm`: more rounds of alternating tuning and merging, each saved as it finishes."""
 from __future__ import annotations
 
+import contextlib
+import functools
 import sys
 
 from tqdm.auto import tqdm
 
 from ..core.manifest import average_key
-from .common import open_cache, pct, table
+from .common import add_ray_option, open_cache, pct, table
 
 
 def cmd_atm(args):
@@ -21,8 +23,14 @@ def cmd_atm(args):
         bar.update(done - bar.n)
 
     try:
-        records = run_atm(cache, args.rounds, variant=args.variant, coefficient=args.coefficient, device=args.device,
-                          progress=progress)
+        with contextlib.ExitStack() as stack:
+            tune_round = None
+            if args.ray:
+                from ..pipeline import distributed
+                stack.enter_context(distributed.cluster(args.ray))
+                tune_round = functools.partial(distributed.atm_round, device=args.device)
+            records = run_atm(cache, args.rounds, variant=args.variant, coefficient=args.coefficient, device=args.device,
+                              progress=progress, tune_round=tune_round)
     finally:
         if bar:
             bar.close()
@@ -48,3 +56,4 @@ def register(command) -> None:
     c.add_argument("--rounds", type=int, required=True, help="how many more rounds to run")
     c.add_argument("--variant", choices=list(VARIANTS), default="standard")
     c.add_argument("--coefficient", type=float, default=None, help="merge coefficient of a new run (default 1/T)")
+    add_ray_option(c)

@@ -18,6 +18,12 @@ class CommandParser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message} (see --help)")
 
 
+def add_ray_option(c) -> None:
+    c.add_argument("--ray", nargs="?", const="auto", default=None, metavar="auto|ADDRESS",
+                   help="spread the per-task work over a Ray cluster: 'auto' (the default value) joins the cluster "
+                        "this machine belongs to, else starts a local one; or give the head's HOST:PORT")
+
+
 def key_value(text: str) -> tuple[str, float]:
     key, sep, value = text.partition("=")
     if not sep or not key:

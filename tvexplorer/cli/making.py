@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import UserError, cache_summary, print_summary
+from .common import UserError, add_ray_option, cache_summary, print_summary
 
 
 def cmd_build_demo(args):
     from ..demo.build import build_demo, diagnostics
-    cache = build_demo(args.out, quick=args.quick, device=args.device, recipe_path=args.recipe)
+    cache = build_demo(args.out, quick=args.quick, device=args.device, recipe_path=args.recipe, ray=args.ray)
     return {**cache_summary(cache), "diagnostics": diagnostics(cache)}
 
 
@@ -74,7 +74,7 @@ def cmd_build(args):
         theory = {"tasks": args.theory_tasks, "lrs": args.theory_lrs, "epochs": args.theory_epochs,
                   "n_train": args.theory_n_train, "batch_size": args.theory_batch_size}
     cache = build_cache(args.out, spec, _task_specs(args, spec), cfg, vector_dtype=args.dtype, device=args.device,
-                        n_eval=args.n_eval, n_val=args.n_val, multitask=args.multitask, theory=theory)
+                        n_eval=args.n_eval, n_val=args.n_val, multitask=args.multitask, theory=theory, ray=args.ray)
     return cache_summary(cache)
 
 
@@ -143,7 +143,8 @@ def cmd_import(args):
     if unknown:
         raise UserError(f"--checkpoint names task(s) {', '.join(unknown)} that are not among the tasks ({', '.join(names)})")
     cache = import_checkpoints(args.out, spec, specs, files, base_checkpoint=Path(args.base) if args.base else None,
-                               vector_dtype=args.dtype, device=args.device, n_eval=args.n_eval, n_val=args.n_val)
+                               vector_dtype=args.dtype, device=args.device, n_eval=args.n_eval, n_val=args.n_val,
+                               ray=args.ray)
     return cache_summary(cache)
 
 
@@ -156,6 +157,7 @@ def register(command) -> None:
     c.add_argument("--out", required=True)
     c.add_argument("--quick", action="store_true", help="a miniature world for tests (about a minute)")
     c.add_argument("--recipe", default=None, help="a recipe file like tvexplorer/demo/recipe.json (default: that one)")
+    add_ray_option(c)
     def tasks_and_data(c):
         c.add_argument("--out", required=True)
         c.add_argument("--model", required=True, help="open_clip name (ViT-B-32), local-dir:PATH or hf-hub:ORG/REPO")
@@ -176,6 +178,7 @@ def register(command) -> None:
         c.add_argument("--n-test", type=int, default=250, help="demo tasks only: test images per task")
         c.add_argument("--seed", type=int, default=d.seed)
         c.add_argument("--dtype", choices=list(DTYPES), default="float32", help="storage dtype of the task vectors")
+        add_ray_option(c)
 
     c = command("build", cmd_build, print_summary, "fine-tune every task from a base model and write a cache (resumes an interrupted build)")
     tasks_and_data(c)

@@ -10,6 +10,8 @@ merging and ATM behave as on real CLIP (see the README's demo section).
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 from pathlib import Path
 
@@ -46,18 +48,25 @@ def demo_task_specs(sizes: dict) -> list[dict]:
             for name in names]
 
 
-def build_demo(out: Path, quick: bool = False, device: str | None = None, recipe_path: Path | None = None) -> Cache:
+def build_demo(out: Path, quick: bool = False, device: str | None = None, recipe_path: Path | None = None,
+               ray: str | None = None) -> Cache:
+    """`ray` ('auto' or an address): the build's tasks and each ATM round's fine-tunes as Ray tasks."""
     r = recipe(quick, recipe_path)
     out = Path(out)
-    with writer_lock(out):  # one build of the world at a time, from the model to the last ATM round
+    with writer_lock(out), contextlib.ExitStack() as stack:  # one build of the world at a time, model to last ATM round
+        tune_round = None
+        if ray:
+            from ..pipeline import distributed
+            stack.enter_context(distributed.cluster(ray))
+            tune_round = functools.partial(distributed.atm_round, device=device)
         log(f"pretraining the demo CLIP on {r['pretrain']['corpus_size']} procedural image-caption pairs")
         pretrain_clip(out / "model", r["model_cfg"], r["preprocess_cfg"], **r["pretrain"])
         cache = build_cache(out, ModelSpec("local-dir:model"), demo_task_specs(r["tasks"]), TrainConfig(**r["finetune"]),
                             vector_dtype=r["vector_dtype"], device=device, multitask=r.get("multitask", False),
-                            theory=r.get("theory"))
+                            theory=r.get("theory"), ray=ray)
         for variant, rounds in r["atm_rounds"].items():
             log(f"ATM ({variant}): {rounds} rounds")
-            run_atm(cache, rounds, variant=variant, device=device)
+            run_atm(cache, rounds, variant=variant, device=device, tune_round=tune_round)
     return cache
 
 

@@ -14,12 +14,14 @@ fine-tuning; such a cache holds tau only (no g0, tau1 or trajectories).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import shutil
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 import torch
@@ -35,13 +37,12 @@ from ..core.manifest import (TUNED_METHODS, Manifest, TaskRecord, add_per_task, 
 from ..data.sources import load_task
 from ..data.splits import TaskData
 from ..models.clip import ModelSpec, get_flat, load_clip, set_flat, zero_shot_head
-from ..science.alignment import trajectory_table
 from ..science.evaluation import Evaluator
 from ..science.grams import add_grams, supports_grams
 from ..science.probe import features, probe_accuracy
 from ..science.theory import theory_record
-from ..science.training import (TrainConfig, check_joint_optimizer, finetune, finetune_jointly, full_batch_gradient,
-                                prepare, steps_per_epoch)
+from ..science.training import TrainConfig, check_joint_optimizer, prepare, steps_per_epoch
+from .tasks import checkpoint_tau, train_jointly, train_task
 
 # Scalings tried on the validation subsets: 0 (theta0 itself) to 1.5, so that a best value at
 # either end shows the grid, not the method, is the limit.
@@ -158,15 +159,17 @@ def _holding_writer_lock(build):
 @_holding_writer_lock
 def build_cache(out: Path, spec: ModelSpec, task_specs: list[dict], cfg: TrainConfig, vector_dtype: str = "float32",
                 device: str | None = None, n_eval: int | None = None, n_val: int | None = None,
-                multitask: bool = False, theory: dict | None = None) -> Cache:
+                multitask: bool = False, theory: dict | None = None, ray: str | None = None) -> Cache:
     """Fine-tune every task from `spec` and write a cache to `out`, resuming an interrupted build.
 
     `multitask` adds the joint fine-tuning baseline (training.finetune_jointly); `theory` (keys
-    tasks, lrs, epochs, n_train, batch_size) adds the SGD record of tvexplorer/science/theory.py."""
+    tasks, lrs, epochs, n_train, batch_size) adds the SGD record of tvexplorer/science/theory.py.
+    `ray` ('auto' or a cluster's address): the per-task work (and the baseline) as Ray tasks
+    (pipeline/distributed.py); the results, the files and the resume state are the same."""
     out = Path(out)
     if multitask:
         check_joint_optimizer(cfg)
-    device = resolve_device(device)
+    device_asked, device = device, resolve_device(device)  # Ray workers choose their own device from what was asked
     dtype = DTYPES[vector_dtype]
     state = _State(out, {"model": [spec.name, spec.pretrained], "tasks": task_specs, "training": cfg.to_json(),
                          "vector_dtype": vector_dtype, "n_eval": n_eval, "n_val": n_val, "multitask": multitask,
@@ -176,33 +179,21 @@ def build_cache(out: Path, spec: ModelSpec, task_specs: list[dict], cfg: TrainCo
     todo = [(i, d) for i, d in enumerate(start.data) if d.name not in state.done]
     if len(todo) < len(start.data):
         log(f"resuming: {len(start.data) - len(todo)} of {len(start.data)} tasks already built")
-    joint_steps = cfg.epochs * sum(-(-len(d.train) // cfg.batch_size) for d in start.data)
-    total = sum(-(-len(d.train) // cfg.batch_size) + cfg.epochs * steps_per_epoch(len(d.train), cfg) for _, d in todo)
-    total += joint_steps if multitask and MULTITASK not in state.done else 0
-    with tqdm(total=total, unit="step", file=sys.stderr, dynamic_ncols=True) as bar:  # its ETA spans every task left
-        for i, task in todo:
-            bar.set_description(f"[{i + 1}/{len(start.data)}] {task.name}: gradient at theta0")
-            objective = objectives[task.name]
-            set_flat(start.encoder, start.theta0)
-            g0 = full_batch_gradient(start.encoder, objective, task.train, cfg.batch_size)
-            bar.update(-(-len(task.train) // cfg.batch_size))
-            bar.set_description(f"[{i + 1}/{len(start.data)}] {task.name}: {cfg.epochs} epochs")
-            thetas = finetune(start.encoder, objective, task.train, cfg, i, on_step=bar.update)
-            theta0 = start.theta0.to(thetas[0].dtype)
-            vectors = {"tau": thetas[-1] - theta0, "tau1": thetas[0] - theta0, "g0": g0}
-            rel = f"vectors/{task.name}.safetensors"
-            files = {rel: write_tensors(out, rel, {k: v.to(dtype) for k, v in vectors.items()}), **start.write_eval(task)}
-            rel = f".build/{task.name}.trajectory.csv"
-            write_table(out, rel, trajectory_table(task.name, start.layout, start.theta0, thetas, g0))
-            state.record(task.name, files)
-            del thetas, vectors, g0
-        if multitask and MULTITASK not in state.done:
-            bar.set_description("multi-task baseline: all tasks jointly")
-            set_flat(start.encoder, start.theta0)
-            theta = finetune_jointly(start.encoder, objectives, {d.name: d.train for d in start.data}, cfg,
-                                     on_step=bar.update)
-            delta = (theta - start.theta0.to(theta.dtype)).to(dtype)
-            state.record(MULTITASK, {MULTITASK: write_tensors(out, MULTITASK, {"delta": delta})})
+    joint = multitask and MULTITASK not in state.done
+    save = functools.partial(_save_task, start, state)
+    if ray:
+        _build_on_ray(ray, start, task_specs, todo, cfg, dtype, device_asked, joint, save)
+    else:
+        joint_steps = cfg.epochs * sum(-(-len(d.train) // cfg.batch_size) for d in start.data)
+        total = sum(-(-len(d.train) // cfg.batch_size) + cfg.epochs * steps_per_epoch(len(d.train), cfg) for _, d in todo)
+        with tqdm(total=total + (joint_steps if joint else 0), unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
+            for i, task in todo:  # the bar's ETA spans every task left
+                bar.set_description(f"[{i + 1}/{len(start.data)}] {task.name}: gradient at theta0, {cfg.epochs} epochs")
+                save(task, *train_task(start.encoder, start.layout, start.theta0, objectives[task.name], task, i, cfg,
+                                       dtype, on_step=bar.update))
+            if joint:
+                bar.set_description("multi-task baseline: all tasks jointly")
+                save(None, train_jointly(start.encoder, start.theta0, objectives, start.data, cfg, dtype, on_step=bar.update))
     if theory and THEORY not in state.done:
         state.record(THEORY, {THEORY: write_table(out, THEORY, _theory_table(start, theory, device))})
     trajectory = pd.concat([pd.read_csv(out / f".build/{d.name}.trajectory.csv") for d in start.data], ignore_index=True)
@@ -212,6 +203,33 @@ def build_cache(out: Path, spec: ModelSpec, task_specs: list[dict], cfg: TrainCo
     probe = {d.name: _probe(start, d, device) for d in start.data}
     manifest = start.manifest(spec, task_specs, cfg.to_json(), vector_dtype, VECTOR_KINDS, files, {"kind": "fine-tuned"})
     return _finish(out, manifest, device, {"linear_probe": probe})
+
+
+def _save_task(start: _Start, state: _State, task: TaskData | None, vectors, trajectory=None) -> None:
+    """A finished task's files (or, for task None, the multi-task baseline's delta), then its record."""
+    if task is None:
+        state.record(MULTITASK, {MULTITASK: write_tensors(start.out, MULTITASK, {"delta": vectors})})
+        return
+    rel = f"vectors/{task.name}.safetensors"
+    files = {rel: write_tensors(start.out, rel, vectors), **start.write_eval(task)}
+    write_table(start.out, f".build/{task.name}.trajectory.csv", trajectory)
+    state.record(task.name, files)
+
+
+def _build_on_ray(address: str, start: _Start, task_specs: list[dict], todo: list, cfg: TrainConfig, dtype,
+                  device: str | None, joint: bool, save: Callable) -> None:
+    """The serial loop's work as Ray tasks; each result is saved here, on the driver, as it arrives."""
+    from .distributed import Base, build_tasks, cluster
+    base = Base(start.encoder_info, start.theta0, start.heads, start.logit_scale)
+    work = [(i, task_specs[i]) for i, _ in todo]
+    with cluster(address):
+        results = build_tasks(base, start.layout, work, cfg, dtype, device, task_specs if joint else None)
+        for i, result in tqdm(results, total=len(work) + joint, desc="tasks on Ray", unit="task", file=sys.stderr,
+                              dynamic_ncols=True):
+            if i is None:
+                save(None, result)
+            else:
+                save(start.data[i], *result)
 
 
 def _probe(start: _Start, task: TaskData, device) -> float:
@@ -242,33 +260,39 @@ def _theory_table(start: _Start, theory: dict, device) -> pd.DataFrame:
 @_holding_writer_lock
 def import_checkpoints(out: Path, spec: ModelSpec, task_specs: list[dict], checkpoints: dict[str, Path],
                        base_checkpoint: Path | None = None, vector_dtype: str = "float32", device: str | None = None,
-                       n_eval: int | None = None, n_val: int | None = None) -> Cache:
+                       n_eval: int | None = None, n_val: int | None = None, ray: str | None = None) -> Cache:
     """A cache of tau = finetuned - theta0 from published fine-tuned image encoders (one file per task).
 
     theta0 is `spec`'s pretrained image encoder, or `base_checkpoint` (for example the task-arithmetic
-    authors' zeroshot.pt) when given; the heads always come from `spec`'s text tower."""
+    authors' zeroshot.pt) when given; the heads always come from `spec`'s text tower. `ray`: one Ray
+    task per checkpoint (each node must see the checkpoint paths)."""
     from ..models.checkpoints import check_against, read_image_encoder
     out = Path(out)
     device = resolve_device(device)
     start = _Start(out, spec, task_specs, n_eval, n_val)
+    names = [d.name for d in start.data]
     missing = [d.name for d in start.data if d.name not in checkpoints]
     if missing:
         raise ValueError(f"no checkpoint given for task(s) {', '.join(missing)}; pass TASK=PATH for each")
-    expected = dict(zip(start.layout.names, start.layout.shapes))
     base = start.layout.unflatten(start.theta0)
     if base_checkpoint is not None:
         base = read_image_encoder(base_checkpoint)
-        check_against(base, expected, spec.name)
+        check_against(base, dict(zip(start.layout.names, start.layout.shapes)), spec.name)
         start.theta0 = start.layout.flatten(base, dtype=torch.float32)
         start.files["base.safetensors"] = write_tensors(out, "base.safetensors", start.layout.unflatten(start.theta0.clone()))
-    files = {}
-    for task in tqdm(start.data, desc="importing", unit="task", file=sys.stderr):
-        params = read_image_encoder(checkpoints[task.name], base=base)
-        check_against(params, expected, spec.name)
-        tau = start.layout.flatten(params, dtype=torch.float32) - start.theta0
-        rel = f"vectors/{task.name}.safetensors"
-        files[rel] = write_tensors(out, rel, {"tau": tau.to(DTYPES[vector_dtype])})
-        files.update(start.write_eval(task))
+    convert = (spec.name, DTYPES[vector_dtype])
+    per_task = {}
+    with contextlib.ExitStack() as stack:
+        if ray:
+            from .distributed import checkpoint_taus, cluster
+            stack.enter_context(cluster(ray))
+            taus = checkpoint_taus({d.name: checkpoints[d.name] for d in start.data}, base, start.layout, start.theta0, *convert)
+        else:
+            taus = ((d.name, checkpoint_tau(checkpoints[d.name], base, start.layout, start.theta0, *convert)) for d in start.data)
+        for name, tau in tqdm(taus, total=len(start.data), desc="importing", unit="task", file=sys.stderr):
+            rel = f"vectors/{name}.safetensors"
+            per_task[name] = {rel: write_tensors(out, rel, {"tau": tau}), **start.write_eval(start.data[names.index(name)])}
+    files = {rel: e for d in start.data for rel, e in per_task[d.name].items()}  # task order, however they finished
     source = {"kind": "imported", "checkpoints": {t: str(p) for t, p in checkpoints.items()},
               "base": str(base_checkpoint) if base_checkpoint else None}
     manifest = start.manifest(spec, task_specs, None, vector_dtype, ("tau",), files, source)

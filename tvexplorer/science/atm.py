@@ -24,11 +24,24 @@ from ..merging import merge_flat
 from ..models.clip import build_image_encoder, set_flat
 from .alignment import cosine_matrix, norm
 from .evaluation import Evaluator
-from .training import TrainConfig, finetune, prepare, steps_per_epoch
+from .training import Objective, TrainConfig, finetune, prepare, steps_per_epoch
 
 VARIANTS = {"standard": "train", "posthoc": "val"}
 
 Progress = Callable[[int, int, str], None]
+# Fine-tunes every task of round k from `start` elsewhere (pipeline/distributed.py), calling back as
+# each task finishes; returns {task: theta_t^k - start} in the cache's task order.
+RoundTuner = Callable[[Cache, TrainConfig, dict, torch.Tensor, int, Callable[[str], None]], dict[str, torch.Tensor]]
+
+
+def tune_from(encoder, objective: Objective, split, cfg: TrainConfig, index: int, start: torch.Tensor, k: int,
+              budget_epochs: int, on_step: Callable[[], None] | None = None) -> torch.Tensor:
+    """One task's part of round k: fine-tune from `start` with a fresh optimizer, in the data order of
+    epochs (k-1)*budget .. k*budget-1 of the build; returns theta_t^k - start (float32)."""
+    set_flat(encoder, start)
+    theta_t = finetune(encoder, objective, split, cfg, index, first_epoch=(k - 1) * budget_epochs,
+                       epochs=budget_epochs, on_step=on_step)[-1]
+    return (theta_t - start.to(theta_t.dtype)).float()
 
 
 def run_info(cache: Cache, variant: str, coefficient: float | None, budget_epochs: int) -> dict:
@@ -49,8 +62,9 @@ def run_info(cache: Cache, variant: str, coefficient: float | None, budget_epoch
 def run_atm(cache: Cache, rounds: int, variant: str = "standard", coefficient: float | None = None,
             budget_epochs: int = 1, device: str | None = None, evaluator: Evaluator | None = None,
             progress: Progress | None = None, on_round: Callable[[dict], None] | None = None,
-            should_stop: Callable[[], bool] | None = None) -> list[dict]:
-    """Run `rounds` more rounds after the last one saved in `cache`; returns the new rounds' records."""
+            should_stop: Callable[[], bool] | None = None, tune_round: RoundTuner | None = None) -> list[dict]:
+    """Run `rounds` more rounds after the last one saved in `cache`; returns the new rounds' records.
+    `tune_round`: each round's fine-tunes run by it (map, then barrier) instead of one after another here."""
     if rounds < 1:
         raise ValueError(f"--rounds must be at least 1, got {rounds}")
     # One writer from reading the last round to saving the new ones: a run that waited for another
@@ -77,23 +91,27 @@ def run_atm(cache: Cache, rounds: int, variant: str = "standard", coefficient: f
         steps_per_round = sum(steps_per_epoch(len(splits[t]), cfg) for t in tasks) * info["budget_epochs"]
         total, step = steps_per_round * rounds, 0
         records = []
+
+        def advance(n: int, what: str) -> None:
+            nonlocal step
+            step += n
+            if progress:
+                progress(step, total, what)
+
         for k in range(done + 1, done + rounds + 1):
             start = theta0 + merged
-            updates = {}
-            for i, task in enumerate(tasks):
+            if tune_round:
                 if should_stop and should_stop():
                     return records
-                set_flat(encoder, start)
-
-                def tick(task=task, k=k):
-                    nonlocal step
-                    step += 1
-                    if progress:
-                        progress(step, total, f"round {k}, {task}")
-
-                theta_t = finetune(encoder, objectives[task], splits[task], cfg, i, first_epoch=(k - 1) * info["budget_epochs"],
-                                   epochs=info["budget_epochs"], on_step=tick)[-1]
-                updates[task] = (theta_t - start.to(theta_t.dtype)).float()
+                updates = tune_round(cache, cfg, info, start, k, lambda t, k=k: advance(
+                    steps_per_epoch(len(splits[t]), cfg) * info["budget_epochs"], f"round {k}, {t} done"))
+            else:
+                updates = {}
+                for i, task in enumerate(tasks):
+                    if should_stop and should_stop():
+                        return records
+                    updates[task] = tune_from(encoder, objectives[task], splits[task], cfg, i, start, k, info["budget_epochs"],
+                                              on_step=lambda task=task, k=k: advance(1, f"round {k}, {task}"))
             # theta_k - theta0 = coefficient * sum_t (theta_t^k - theta0), with theta_t^k = start + update_t
             merged = info["coefficient"] * sum(merged + u for u in updates.values())
             merged = merged.to(cache.vector_dtype).float()  # evaluate and continue from exactly what is saved
