@@ -18,7 +18,7 @@ from ..core.device import resolve_device
 from ..core.errors import CacheError
 from ..core.layout import Layout
 from ..data.splits import to_input
-from ..merging import METHODS, merge_flat
+from ..merging import METHODS, LayerCoefficients, check_layer_coefficients, merge_flat
 from ..models.clip import build_image_encoder, set_flat
 
 
@@ -80,15 +80,16 @@ class Evaluator:
         return summarize(self.accuracy(delta), self.cache.metrics["finetuned"])
 
     def evaluate(self, method: str, *, coefficients: dict[str, float] | None = None, scaling: float | None = None,
-                 vectors: str = "tau", **params) -> EvalResult:
-        """Merge the cache's task vectors of kind `vectors` with `method` and evaluate; memoised."""
-        key = self._key(method, coefficients, scaling, vectors, params)
+                 vectors: str = "tau", layer_coefficients: LayerCoefficients | None = None, **params) -> EvalResult:
+        """Merge the cache's task vectors of kind `vectors` with `method` (per-task and per-layer
+        coefficients as in merge_flat) and evaluate; memoised."""
+        key = self._key(method, coefficients, scaling, vectors, params, layer_coefficients)
         with self._memo_lock:
             if key in self._memo:
                 self._memo.move_to_end(key)
                 return self._memo[key]
         delta = merge_flat(method, self.cache.vectors(vectors), self.cache.layout,
-                           coefficients=coefficients, scaling=scaling, **params)
+                           coefficients=coefficients, scaling=scaling, layer_coefficients=layer_coefficients, **params)
         result = self.result(delta)
         with self._memo_lock:
             self._memo[key] = result
@@ -96,7 +97,7 @@ class Evaluator:
                 self._memo.popitem(last=False)
         return result
 
-    def _key(self, method, coefficients, scaling, vectors, params) -> tuple:
+    def _key(self, method, coefficients, scaling, vectors, params, layer_coefficients=None) -> tuple:
         """Settings that mean the same merge share one key (defaults filled in)."""
         spec = METHODS.get(method)
         if spec is None:  # let merge_flat raise its error with the list of methods
@@ -104,4 +105,6 @@ class Evaluator:
         coefs = {t: 1.0 for t in self.cache.tasks} | {t: float(c) for t, c in (coefficients or {}).items()}
         full = {p.name: float(p.default) for p in spec.params} | {k: float(v) for k, v in params.items()}
         scale = spec.default_scaling if scaling is None else float(scaling)
-        return (method, vectors, scale, tuple(sorted(coefs.items())), tuple(sorted(full.items())))
+        layers = check_layer_coefficients(layer_coefficients, self.cache.tasks, self.cache.layout)
+        per_layer = tuple(sorted((t, layer, c) for t, row in layers.items() for layer, c in row.items() if c != 1.0))
+        return (method, vectors, scale, tuple(sorted(coefs.items())), tuple(sorted(full.items())), per_layer)
