@@ -186,6 +186,19 @@ def summary(explorer) -> dict:
     return {"rows": rows, "records": cache.manifest.get(TUNING, {})}
 
 
+def fit_to_ranges(record: dict, tasks: list[str], coefficient_high: float = 2.0) -> dict:
+    """A recorded result's settings for the Merge panel's controls: per-task coefficients that a slider can
+    show (|c| <= coefficient_high) and per-layer ones within LAYER_COEFFICIENT_RANGE, a common factor moved
+    into the scaling (the registry's methods are positively homogeneous in their coefficients)."""
+    coefficients = {t: 1.0 for t in tasks} | (record.get("coefficients") or {})
+    layers = record.get("layer_coefficients") or {}
+    per_task = max([abs(c) / coefficient_high for c in coefficients.values()] + [1.0])
+    per_layer = max([abs(c) / LAYER_COEFFICIENT_RANGE[1] for row in layers.values() for c in row.values()] + [1.0])
+    return {"method": record["method"], "scaling": record["scaling"] * per_task * per_layer,
+            "coefficients": {t: c / per_task for t, c in coefficients.items()},
+            "layer_coefficients": {t: {l: c / per_layer for l, c in row.items()} for t, row in layers.items()}}
+
+
 def _row(record: dict) -> dict:
     return {"val_average": record.get("val_average"), "average": record.get("average"),
             "scaling": record.get("scaling"), "seconds": record.get("seconds")}

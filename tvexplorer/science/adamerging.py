@@ -155,4 +155,6 @@ def adamerging(cache: Cache, *, layer_wise: bool = True, steps: int = DEFAULTS["
               "seconds": round(time.perf_counter() - t0, 2), "device": str(device)}
     if record:
         save(cache, record_name(layer_wise), result)
+    if progress:
+        progress(steps + 1, steps + 1, "finished")
     return result

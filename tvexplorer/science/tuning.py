@@ -134,7 +134,8 @@ def tune(cache: Cache, method: str = "task_arithmetic", *, per_layer: bool = Fal
     w = torch.ones(len(tasks), len(layers) if per_layer else 1)
     vectors = cache.vectors("tau")
     linear = method in LINEAR_FACTORS
-    evaluations = len(LINE_SEARCH) * linear + 2 * (len(tasks) + (len(layers) if per_layer else 0)) + 1
+    # at most: the start, the line search, both directions of every coordinate, the test evaluation
+    evaluations = 1 + len(LINE_SEARCH) * linear + 2 * (len(tasks) + (len(layers) if per_layer else 0)) + 1
     total = (steps if linear else 0) + evaluations
     done = 0
 
@@ -147,16 +148,15 @@ def tune(cache: Cache, method: str = "task_arithmetic", *, per_layer: bool = Fal
             progress(done, total, text)
 
     val = Evaluator(cache, device, split="val")
-    seen: dict[tuple, float] = {}
+    seen: dict[tuple, dict[str, float]] = {}  # exact validation accuracy per task, by coefficients
 
     def exact(candidate: Tensor, what: str) -> float:
-        key = tuple(round(float(x), 6) for x in candidate.flatten())
+        key = tuple(float(x) for x in candidate.flatten())
         if key not in seen:
             tick(f"exact validation: {what}")
             delta = merge_flat(method, vectors, cache.layout, scaling=scaling, **merge_settings(tasks, layers, candidate, per_layer))
-            accuracy = val.accuracy(delta)
-            seen[key] = sum(accuracy.values()) / len(accuracy)
-        return seen[key]
+            seen[key] = val.accuracy(delta)
+        return _mean(seen[key])
 
     start_val = exact(w, "start (grid scaling)")
     surrogate_record = None
@@ -204,11 +204,13 @@ def tune(cache: Cache, method: str = "task_arithmetic", *, per_layer: bool = Fal
     settings = merge_settings(tasks, layers, w, per_layer)
     test = Evaluator(cache, device).accuracy(
         merge_flat(method, vectors, cache.layout, scaling=scaling, **settings))
-    val_accuracy = val.accuracy(merge_flat(method, vectors, cache.layout, scaling=scaling, **settings))
+    val_accuracy = seen[tuple(float(x) for x in w.flatten())]
+    if progress:
+        progress(total, total, "finished")
     result = {"method": method, "per_layer": per_layer, "objective": "validation accuracy", "scaling": scaling,
               **settings, "layers": layers,
               "val_accuracy": val_accuracy, "val_average": _mean(val_accuracy), "start_val_average": start_val,
-              "accuracy": test, "average": _mean(test), "exact_evaluations": len(seen) + 2,
+              "accuracy": test, "average": _mean(test), "exact_evaluations": len(seen) + 1,
               "refinement": {"step": refine_step, "accepted": accepted}, "surrogate": surrogate_record,
               "seconds": round(time.perf_counter() - t0, 2), "device": str(device)}
     if record:
