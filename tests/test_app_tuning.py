@@ -81,3 +81,11 @@ def test_adamerging_job_can_be_cancelled(ex, demo_copy):
 def test_bad_tuning_requests(ex, objective, steps, message):
     with pytest.raises(ValueError, match=message):
         tuning.start(ex, objective, False, steps)
+
+
+def test_tune_endpoint_refuses_bad_input_in_one_line(ex):
+    th = TuningHandlers(ui.Handlers(ex))
+    with pytest.raises(ui.gr.Error, match="unknown objective 'nope'") as e:
+        th.api_tune("nope")
+    assert "\n" not in str(e.value)
+    assert th.api_tune_cancel()["cancel_requested"] is False

@@ -138,6 +138,7 @@ def start(explorer, objective: str = "accuracy", per_layer: bool = False, steps:
                          "it has finished")
     try:
         root = explorer.writable_atm_root()
+        explorer.atm_cache  # noqa: B018  (notes the manifest as it is now, so the recorded result is seen as a change)
         job = TuneJob(objective, per_layer, steps, Path(tempfile.mkdtemp(prefix="tvexplorer-tune-")))
         _CURRENT = job
         threading.Thread(target=_run, args=(job, str(root)), name="tvexplorer-tune", daemon=True).start()

@@ -182,21 +182,21 @@ def tune(cache: Cache, method: str = "task_arithmetic", *, per_layer: bool = Fal
         line = {a: exact(w + a * (found - w), f"{a:g} of the surrogate's step") for a in LINE_SEARCH}
         best_alpha = max(line, key=lambda a: (line[a], -abs(a - 1)))
         surrogate_record["exact_val_average_along_step"] = {str(a): v for a, v in line.items()}
-        surrogate_record["step_taken"] = best_alpha
-        if line[best_alpha] > start_val:
-            w = w + best_alpha * (found - w)
+        taken = best_alpha if line[best_alpha] > start_val else 0.0
+        surrogate_record["step_taken"] = taken
+        w = w + taken * (found - w)
     best = exact(w, "current")
     groups = [("task", i) for i in range(len(tasks))] + ([("layer", j) for j in range(len(layers))] if per_layer else [])
     accepted = 0
     for axis, index in groups:
-        for factor_ in (1 + refine_step, 1 - refine_step):
+        for multiplier in (1 + refine_step, 1 - refine_step):
             candidate = w.clone()
             if axis == "task":
-                candidate[index] *= factor_
+                candidate[index] *= multiplier
             else:
-                candidate[:, index] *= factor_
+                candidate[:, index] *= multiplier
             name = tasks[index] if axis == "task" else layers[index]
-            value = exact(candidate, f"{axis} {name} x{factor_:g}")
+            value = exact(candidate, f"{axis} {name} x{multiplier:g}")
             if value > best:
                 w, best, accepted = candidate, value, accepted + 1
                 break
