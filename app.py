@@ -14,6 +14,7 @@ import argparse
 import gradio as gr
 
 from tvexplorer.app import results, ui
+from tvexplorer.app.tuning_ui import LAYER_PLACEHOLDER, TuningHandlers
 from tvexplorer.app.explorer import MAX_ATM_ROUNDS, PRESETS, VECTOR_KINDS
 from tvexplorer.pipeline.export import FORMATS
 from tvexplorer.science.atm import VARIANTS
@@ -21,7 +22,7 @@ from tvexplorer.science.atm import VARIANTS
 EVAL = dict(concurrency_limit=4, concurrency_id="evaluate")
 
 
-def add_api(h) -> None:
+def add_api(h, th=None) -> None:
     """Named endpoints for gradio_client; each returns plain JSON."""
     gr.api(h.api_info, api_name="info")
     gr.api(h.api_methods, api_name="methods")
@@ -32,11 +33,16 @@ def add_api(h) -> None:
     gr.api(h.api_atm, api_name="atm", concurrency_limit=None)  # the run lock answers "busy" at once
     gr.api(h.api_atm_status, api_name="atm_status", concurrency_limit=None)
     gr.api(h.api_atm_cancel, api_name="atm_cancel", concurrency_limit=None)
+    if th is not None:
+        gr.api(th.api_tune, api_name="tune", concurrency_limit=None)  # the run lock answers "busy" at once
+        gr.api(th.api_tune_status, api_name="tune_status", concurrency_limit=None)
+        gr.api(th.api_tune_cancel, api_name="tune_cancel", concurrency_limit=None)
 
 
 def build(h) -> gr.Blocks:
     with gr.Blocks(title="Task vector explorer") as demo:
-        add_api(h)  # first, so that the endpoints own their names
+        th = None if isinstance(h, ui.Unavailable) else TuningHandlers(h)
+        add_api(h, th)  # first, so that the endpoints own their names
         if isinstance(h, ui.Unavailable):
             gr.Markdown(h.banner(), elem_classes="tvx-banner")
             return demo
@@ -73,6 +79,22 @@ def build(h) -> gr.Blocks:
                         with gr.Accordion("Per-task coefficients", open=True):
                             task_sliders = [gr.Slider(**h.slider_args("coefficient"), value=1.0, label=t,
                                                       elem_id=f"coef-{t}", elem_classes="tvx-control") for t in h.tasks]
+                        with gr.Accordion("Advanced: per-layer coefficients and tuning", open=False):
+                            layer_box = gr.Textbox(label="Per-layer coefficients (JSON)", info=th.layer_help(),
+                                                   placeholder=LAYER_PLACEHOLDER, lines=2, elem_id="layer-coefficients")
+                            with gr.Row():
+                                tune_per_layer = gr.Checkbox(label="Per layer", elem_id="tune-per-layer")
+                                tune_steps = gr.Number(label="Steps (blank: default)", precision=0, elem_id="tune-steps")
+                            with gr.Row():
+                                tune_btn = gr.Button("Tune on validation", size="sm", elem_id="tune-run")
+                                ada_btn = gr.Button("AdaMerging", size="sm", elem_id="adamerging-run")
+                                tune_cancel = gr.Button("Cancel", variant="stop", size="sm", elem_id="tune-cancel")
+                            tune_status = gr.Markdown(elem_id="tune-status")
+                            tune_table = gr.Dataframe(label="Grid task arithmetic against tuned coefficients (averages)",
+                                                      interactive=False, elem_id="tune-table")
+                            with gr.Row():
+                                tuned_pick = gr.Dropdown([], label="Recorded result", elem_id="tune-pick")
+                                apply_btn = gr.Button("Apply to the controls", size="sm", elem_id="tune-apply")
                         evaluate_btn = gr.Button("Evaluate", variant="primary", elem_id="evaluate")
                     with gr.Column(scale=3, elem_id=ui.RESULTS_ID):
                         status = gr.Markdown("… Loading", elem_id=ui.STATUS_ID)
@@ -126,12 +148,12 @@ def build(h) -> gr.Blocks:
 
         # -------------------------------------------------------------------- merge wiring
         settings = [method, scaling, vectors, *groups, *task_sliders, hint]
-        inputs = [method, vectors, scaling, *params, *task_sliders]
+        inputs = [method, vectors, scaling, *params, *task_sliders, layer_box]
         outputs = [status, plot, table, download, raw]
         sliders = [scaling, *task_sliders, *(c for c in params if isinstance(c, gr.Slider))]
         numbers = [c for c in params if isinstance(c, gr.Number)]
         commit = [s.release for s in sliders] + [n.submit for n in numbers] + [n.blur for n in numbers] \
-            + [vectors.input, evaluate_btn.click]
+            + [vectors.input, evaluate_btn.click, layer_box.submit]
         evaluating = dict(trigger_mode="always_last", show_progress="minimal", show_progress_on=[status],
                           api_visibility="private", **EVAL)
 
@@ -154,6 +176,15 @@ def build(h) -> gr.Blocks:
         for key, button in presets.items():
             then_evaluate(button.click(h.preset(key), [method, vectors, scaling], settings, queue=False,
                                        api_visibility="private"))
+
+        tune_view = [tune_status, tune_table, tuned_pick]
+        for button, objective in ((tune_btn, "accuracy"), (ada_btn, "entropy")):
+            button.click(th.run(objective), [tune_per_layer, tune_steps], tune_view, concurrency_limit=None,
+                         show_progress="full", show_progress_on=[tune_status], api_visibility="private")
+        tune_cancel.click(th.cancel, None, [tune_status], concurrency_limit=None, api_visibility="private")
+        then_evaluate(apply_btn.click(th.apply, [tuned_pick], [*settings, layer_box], queue=False,
+                                      api_visibility="private"))
+        demo.load(th.view, None, tune_view, api_visibility="private")
 
         # -------------------------------------------------------------------- alignment wiring
         gr.on([align_task.input, align_tab.select], h.alignment, [align_task, matrix_kind],

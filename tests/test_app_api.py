@@ -80,9 +80,10 @@ def test_bad_input_is_an_api_error(client, kwargs, message):
 def test_nan_and_infinity_in_raw_json_are_rejected(served, client):
     """gradio_client refuses to send NaN itself; other clients can, in raw JSON."""
     url = served[0]
-    for body in ('{"data": ["task_arithmetic", null, NaN, null, "tau"]}',
-                 '{"data": ["task_arithmetic", {"digits": Infinity}, 0.3, null, "tau"]}',
-                 '{"data": ["task_arithmetic", {"digits": -Infinity}, 0.3, null, "tau"]}'):
+    for body in ('{"data": ["task_arithmetic", null, NaN, null, "tau", null]}',
+                 '{"data": ["task_arithmetic", {"digits": Infinity}, 0.3, null, "tau", null]}',
+                 '{"data": ["task_arithmetic", {"digits": -Infinity}, 0.3, null, "tau", null]}',
+                 '{"data": ["task_arithmetic", null, 0.3, null, "tau", {"digits": {"final": NaN}}]}'):
         r = httpx.post(url + "gradio_api/call/evaluate", content=body, headers={"Content-Type": "application/json"})
         assert r.status_code == 200
         event = r.json()["event_id"]

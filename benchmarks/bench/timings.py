@@ -171,7 +171,7 @@ def _round_trips(cache: Path, device: torch.device, warmup: dict, settings: list
     import httpx
     proc, client = _start_app(cache, device, log_path)
     url = client.src if client.src.endswith("/") else client.src + "/"
-    args = lambda s: [s["method"], s["coefficients"], s["scaling"], s["params"], s["vectors"]]
+    args = lambda s: [s["method"], s["coefficients"], s["scaling"], s["params"], s["vectors"], None]  # no layer coefficients
     half = max(1, len(settings) // 2)
     try:
         with httpx.Client(timeout=120) as http:

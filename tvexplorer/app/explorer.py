@@ -35,6 +35,7 @@ from ..science.atm import VARIANTS
 from ..science.evaluation import EvalResult, Evaluator, summarize
 from ..science.preview import Preview
 from . import jobs
+from .tuning import layer_coefficients as checked_layers
 
 COEFFICIENT_RANGE = (-1.0, 2.0)   # per-task coefficient, inclusive
 SCALING_RANGE = (-1.0, 2.0)       # global scaling, inclusive
@@ -231,14 +232,15 @@ class Explorer:
 
     # ------------------------------------------------------------ evaluation
     def evaluate(self, method: str = "task_arithmetic", coefficients=None, scaling=None, params=None,
-                 vectors: str = "tau") -> dict:
-        """Merge and evaluate exactly; returns plain data (accuracies in [0, 1])."""
+                 vectors: str = "tau", layer_coefficients=None) -> dict:
+        """Merge and evaluate exactly; returns plain data (accuracies in [0, 1]). layer_coefficients:
+        {task: {layer: value}} (or its JSON), see app/tuning.py."""
         t0 = time.perf_counter()
         kind = self.parse_method(method)
         s = self.check_scaling(scaling, method)
-        coefs = self.check_coefficients(coefficients)
+        coefs, layers = self.check_coefficients(coefficients), checked_layers(self, layer_coefficients)
         if kind[0] == "atm":
-            if any(c != 1.0 for c in coefs.values()) or _mapping("params", params):
+            if any(c != 1.0 for c in coefs.values()) or _mapping("params", params) or layers:
                 raise ValueError("an ATM round is one fixed merged model: per-task coefficients and method "
                                  "parameters do not apply (only scaling, which multiplies its merged delta)")
             result = self._atm_result(kind[1], kind[2], s)
@@ -250,8 +252,10 @@ class Explorer:
                 self.require_gradient_record()
             coefs = {t: coefs.get(t, 1.0) for t in self.tasks}
             checked = self.check_params(kind[1], params)
-            result = self.evaluator.evaluate(kind[1], coefficients=coefs, scaling=s, vectors=vectors, **checked)
-            settings = {"method": kind[1], "vectors": vectors, "coefficients": coefs, "params": checked}
+            result = self.evaluator.evaluate(kind[1], coefficients=coefs, scaling=s, vectors=vectors,
+                                             layer_coefficients=layers, **checked)
+            settings = {"method": kind[1], "vectors": vectors, "coefficients": coefs, "params": checked,
+                        "layer_coefficients": layers}
         return clean({**settings, "label": self.method_label(method), "scaling": s, **result.to_json(),
                       **self._per_task_references(), "seconds": round(time.perf_counter() - t0, 4)})
 

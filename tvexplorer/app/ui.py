@@ -127,18 +127,18 @@ class Handlers:
         for (method, p), v in zip(self.params, values[:n]):
             params.setdefault(method, {})[p.name] = v
         coefficients = dict(zip(self.tasks, values[n:]))
-        return params, coefficients
+        return params, coefficients, values[n + len(self.tasks)] if len(values) > n + len(self.tasks) else None
 
     def evaluate(self, method, vectors, scaling, *values):
         """UI: settings -> (status, figure, table, csv file, raw json); bad input keeps the old numbers."""
-        params, coefficients = self._split(values)
+        params, coefficients, layers = self._split(values)
         try:
             kind = self.ex.parse_method(method)
             if kind[0] == "atm":
-                result = self.ex.evaluate(method, scaling=scaling)
+                result = self.ex.evaluate(method, scaling=scaling, layer_coefficients=layers)
             else:
                 result = self.ex.evaluate(method, coefficients=coefficients, scaling=scaling,
-                                          params=params.get(kind[1], {}), vectors=vectors)
+                                          params=params.get(kind[1], {}), vectors=vectors, layer_coefficients=layers)
         except USER_ERRORS as e:
             gr.Warning(first_line(e))
             return (f"⚠ **Not updated:** {first_line(e)} — the numbers below are from the previous settings.",
@@ -155,9 +155,9 @@ class Handlers:
     def preview(self, method, vectors, scaling, *values):
         """UI: the first-order preview at once, where there is one (task arithmetic, averaging); the exact
         evaluation that follows replaces it. Anything else leaves the outputs to the exact evaluation."""
-        params, coefficients = self._split(values)
-        try:
-            result = self.ex.preview(method, coefficients, scaling, vectors)
+        params, coefficients, layers = self._split(values)
+        try:  # the stored preview is per task: per-layer settings wait for the exact numbers
+            result = None if layers and layers.strip() else self.ex.preview(method, coefficients, scaling, vectors)
         except USER_ERRORS:
             result = None  # the exact evaluation reports the problem
         if result is None:
@@ -328,12 +328,13 @@ class Handlers:
         return api_errors(run)()
 
     def api_evaluate(self, method: str = "task_arithmetic", coefficients: dict | None = None, scaling: float | None = None,
-                     params: dict | None = None, vectors: str = "tau") -> dict:
+                     params: dict | None = None, vectors: str = "tau", layer_coefficients: dict | None = None) -> dict:
         """Merge the task vectors and evaluate exactly. coefficients: {task: value} (default 1 each, range
         [-1, 2]); scaling: global factor (default: the method's; range [-1, 2]); params: the method's own
-        (ties: k; dare: p, seed); vectors: 'tau' (full) or 'tau1' (first epoch). method may also be a saved
-        ATM round, 'atm:<variant>:<round>'. Returns accuracies in [0, 1] per task, average and normalized."""
-        return api_errors(self.ex.evaluate)(method, coefficients, scaling, params, vectors)
+        (ties: k; dare: p, seed); vectors: 'tau' (full) or 'tau1' (first epoch); layer_coefficients:
+        {task: {layer: value}} (layers: embedding, resblocks.<i>, final; range [-5, 5]). method may also be a
+        saved ATM round, 'atm:<variant>:<round>'. Returns accuracies in [0, 1] per task, average and normalized."""
+        return api_errors(self.ex.evaluate)(method, coefficients, scaling, params, vectors, layer_coefficients)
 
     def api_preview(self, method: str = "task_arithmetic", coefficients: dict | None = None, scaling: float | None = None,
                     vectors: str = "tau") -> dict:
@@ -396,7 +397,7 @@ class Unavailable:
         self._fail()
 
     def api_evaluate(self, method: str = "task_arithmetic", coefficients: dict | None = None, scaling: float | None = None,
-                     params: dict | None = None, vectors: str = "tau") -> dict:
+                     params: dict | None = None, vectors: str = "tau", layer_coefficients: dict | None = None) -> dict:
         self._fail()
 
     def api_preview(self, method: str = "task_arithmetic", coefficients: dict | None = None, scaling: float | None = None,

@@ -34,6 +34,15 @@ def key_value(text: str) -> tuple[str, float]:
         raise UserError(f"{key}: {value} is not a finite number") from None
 
 
+def layer_key_value(text: str) -> tuple[str, str, float]:
+    """TASK:LAYER=VALUE -> (task, layer, value)."""
+    key, value = key_value(text)
+    task, sep, layer = key.partition(":")
+    if not sep or not task or not layer:
+        raise UserError(f"expected TASK:LAYER=VALUE (e.g. digits:resblocks.0=0.5), got {text!r}")
+    return task, layer, value
+
+
 def finite_scaling(scaling: float) -> None:
     try:
         finite("--scaling", scaling)

@@ -1,7 +1,7 @@
 """Commands that read a cache: info, preview, eval and align."""
 from __future__ import annotations
 
-from .common import UserError, cache_summary, key_value, open_cache, pct, print_summary, table
+from .common import UserError, cache_summary, key_value, layer_key_value, open_cache, pct, print_summary, table
 
 
 def cmd_info(args):
@@ -28,13 +28,28 @@ def _print_preview(r: dict) -> None:
 
 def cmd_eval(args):
     from ..science.evaluation import Evaluator
+    from ..core.manifest import tuned_settings
     cache = open_cache(args.cache)
     coefficients = dict(key_value(c) for c in args.coef)
+    layer_coefficients: dict[str, dict[str, float]] = {}
+    for task, layer, value in map(layer_key_value, args.layer_coef):
+        layer_coefficients.setdefault(task, {})[layer] = value
     params = dict(key_value(p) for p in args.param)
-    result = Evaluator(cache, device=args.device).evaluate(args.method, coefficients=coefficients, scaling=args.scaling,
-                                                            vectors=args.vectors, **params)
-    return {"method": args.method, "scaling": args.scaling, "coefficients": coefficients, "params": params,
-            "vectors": args.vectors, **result.to_json(),
+    method, scaling = args.method, args.scaling
+    if args.tuned:
+        if method or coefficients or layer_coefficients or scaling is not None:
+            raise UserError("--tuned NAME gives the method, scaling and coefficients: leave out --method, --scaling, "
+                            "--coef and --layer-coef")
+        tuned = tuned_settings(cache.manifest, args.tuned)
+        method, scaling = tuned["method"], tuned["scaling"]
+        coefficients, layer_coefficients = tuned["coefficients"] or {}, tuned["layer_coefficients"] or {}
+    elif not method:
+        raise UserError("give --method M (or --tuned NAME for coefficients recorded by `tune`)")
+    result = Evaluator(cache, device=args.device).evaluate(method, coefficients=coefficients, scaling=scaling,
+                                                            vectors=args.vectors, layer_coefficients=layer_coefficients,
+                                                            **params)
+    return {"method": method, "scaling": scaling, "coefficients": coefficients, "layer_coefficients": layer_coefficients,
+            "params": params, "vectors": args.vectors, **result.to_json(),
             "zero_shot": cache.metrics["zero_shot"], "finetuned": cache.metrics["finetuned"]}
 
 
@@ -84,9 +99,15 @@ def register(command) -> None:
     c.add_argument("--verify", action="store_true", help="check every file's sha256 now")
     c = command("eval", cmd_eval, _print_eval, "merge the task vectors with a method and evaluate exactly")
     c.add_argument("cache", help="cache folder, or hf://datasets/OWNER/NAME[/SUBFOLDER][@REVISION]")
-    c.add_argument("--method", required=True, help=f"one of {', '.join(METHODS)}")
+    c.add_argument("--method", default=None, help=f"one of {', '.join(METHODS)}")
     c.add_argument("--scaling", type=float, default=None, help="global scaling (default: the method's own)")
     c.add_argument("--coef", nargs="*", default=[], metavar="TASK=VALUE", help="per-task coefficients (default 1)")
+    c.add_argument("--layer-coef", nargs="*", default=[], metavar="TASK:LAYER=VALUE",
+                   help="per-layer coefficients (default 1), multiplying the task's; layers: embedding, "
+                        "resblocks.0, resblocks.1, ..., final")
+    c.add_argument("--tuned", default=None, metavar="NAME",
+                   help="the method, scaling and coefficients recorded by `tune`, e.g. task_arithmetic:per_layer "
+                        "or adamerging:layer_wise")
     c.add_argument("--param", nargs="*", default=[], metavar="NAME=VALUE", help="method parameters, e.g. k=20 or p=0.5")
     c.add_argument("--vectors", choices=["tau", "tau1"], default="tau", help="full or 1-epoch task vectors")
     c = command("align", cmd_align, _print_align, "first-epoch gradient against the task vectors, per epoch")

@@ -6,10 +6,27 @@ shaped parameter views (no copies) for the methods that work per layer and for l
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Iterator, Mapping
 
 import torch
+
+
+# Layers, for per-layer coefficients: the parameters grouped by transformer depth. Everything before the
+# first residual block (patch/class/position embeddings, ln_pre) is "embedding", each residual block is
+# "resblocks.<i>", and what follows the last block (ln_post, the projection) is "final".
+EMBEDDING, FINAL = "embedding", "final"
+_BLOCK = re.compile(r"(?:^|\.)resblocks\.(\d+)\.")
+_FINAL_NAMES = re.compile(r"^(ln_post\.|proj$|head\.|attn_pool\.)")
+
+
+def layer_of(name: str) -> str:
+    """The layer (depth group) a parameter belongs to."""
+    block = _BLOCK.search(name)
+    if block:
+        return f"resblocks.{block.group(1)}"
+    return FINAL if _FINAL_NAMES.match(name) else EMBEDDING
 
 
 @dataclass(frozen=True)
@@ -42,6 +59,15 @@ class Layout:
         for name, shape, size in zip(self.names, self.shapes, self.sizes):
             yield name, shape, slice(start, start + size)
             start += size
+
+    def layers(self) -> dict[str, list[slice]]:
+        """Layer name -> the slices of its parameters in the flat vector, ordered by depth
+        (embedding, resblocks.0, resblocks.1, ..., final)."""
+        groups: dict[str, list[slice]] = {}
+        for name, _, sl in self.slices():
+            groups.setdefault(layer_of(name), []).append(sl)
+        blocks = sorted((k for k in groups if k.startswith("resblocks.")), key=lambda k: int(k.split(".")[1]))
+        return {k: groups[k] for k in (EMBEDDING, *blocks, FINAL) if k in groups}
 
     def flatten(self, params: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float32) -> torch.Tensor:
         if set(params) != set(self.names):

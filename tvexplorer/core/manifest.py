@@ -23,6 +23,11 @@ Schema (version 1), one JSON object, in this order:
     grams            optional; {"input_axis": {parameter: 0 or 1}, "seed", "examples": {task: images}}:
                      the input Gram matrices that RegMean needs, one file grams/<task>.safetensors per
                      task (tvexplorer/science/grams.py)
+    tuning           optional; {name: record} of tuned coefficients (science.tuning, science.adamerging):
+                     name "METHOD:per_task" / "METHOD:per_layer" (tuned on validation) or
+                     "adamerging:task_wise" / "adamerging:layer_wise"; each record holds "method",
+                     "scaling", "coefficients" ({task: value} or null), "layer_coefficients"
+                     ({task: {layer: value}} or null), "accuracy" and "average" on test, and how it was found
 
 The manifest is written last (atomically, under the writer lock), so a cache whose manifest lists a
 file has that file complete.
@@ -67,6 +72,26 @@ def add_tuned(metrics: dict, metric: str, record: dict) -> None:
     """Record a merge tuned on validation ({"best_scaling", "accuracy", "average", ...}) and its mean."""
     metrics[metric] = record
     metrics[average_key(metric)] = record["average"]
+
+
+TUNING = "tuning"
+MERGE_SETTINGS = ("method", "scaling", "coefficients", "layer_coefficients")
+
+
+def add_tuning(manifest: dict, name: str, record: dict) -> None:
+    """Record (or replace) a tuning result under manifest["tuning"][name]."""
+    missing = [k for k in MERGE_SETTINGS if k not in record]
+    if missing:
+        raise ValueError(f"tuning record {name!r} lacks {', '.join(missing)}")
+    manifest.setdefault(TUNING, {})[name] = record
+
+
+def tuned_settings(manifest: dict, name: str) -> dict:
+    """The merge settings ({method, scaling, coefficients, layer_coefficients}) of a recorded tuning result."""
+    records = manifest.get(TUNING, {})
+    if name not in records:
+        raise ValueError(f"no tuning result {name!r} in this cache; recorded: {', '.join(records) or '(none; run `tune` first)'}")
+    return {k: records[name][k] for k in MERGE_SETTINGS}
 
 
 @dataclass

@@ -19,7 +19,7 @@ from typing import Callable, Mapping
 import torch
 
 from ..core.checks import finite, in_range
-from ..core.layout import Layout
+from ..core.layout import Layout, layer_of
 from .elementwise import average, dare, task_arithmetic, ties
 from .layers import lines, wudi
 from .masks import consensus, emr, magmax, tall_masks
@@ -60,11 +60,15 @@ class MergeMethod:
     fn: Callable[..., Tensor]  # a per_task method's returns delta_of(task index) instead
     per_task: bool = False     # one merged model per task, each applied only when its own task is evaluated
     needs: str | None = None   # per-task data beyond the task vectors, passed to fn as `inputs`
+    # True when the method merges every parameter tensor on its own (no threshold or random stream
+    # over the whole vector), so per-layer coefficients can be applied tensor by tensor without copies.
+    separable: bool = False
 
 
 METHODS: dict[str, MergeMethod] = {m.name: m for m in (
-    MergeMethod("task_arithmetic", "Task Arithmetic", "Ilharco et al., ICLR 2023", 0.3, (), task_arithmetic),
-    MergeMethod("average", "Weight averaging", "Wortsman et al., ICML 2022", 1.0, (), average),
+    MergeMethod("task_arithmetic", "Task Arithmetic", "Ilharco et al., ICLR 2023", 0.3, (), task_arithmetic,
+                separable=True),
+    MergeMethod("average", "Weight averaging", "Wortsman et al., ICML 2022", 1.0, (), average, separable=True),
     MergeMethod("ties", "TIES", "Yadav et al., NeurIPS 2023", 1.0, (
         Param("k", 20.0, 0.0, 100.0, "percent of entries kept per task (largest magnitudes), in (0, 100]",
               low_open=True),
@@ -73,8 +77,8 @@ METHODS: dict[str, MergeMethod] = {m.name: m for m in (
         Param("p", 0.5, 0.0, 1.0, "probability of dropping each entry, in [0, 1)", high_open=True),
         Param("seed", 0, 0, 2**31 - 1, "random seed, an integer in [0, 2^31 - 1]", integer=True),
     ), dare),
-    MergeMethod("tsv", "TSV-M", "Gargiulo et al., CVPR 2025", 1.0, (), tsv),
-    MergeMethod("iso_c", "Iso-C", "Marczak et al., ICML 2025", 1.0, (), iso_c),
+    MergeMethod("tsv", "TSV-M", "Gargiulo et al., CVPR 2025", 1.0, (), tsv, separable=True),
+    MergeMethod("iso_c", "Iso-C", "Marczak et al., ICML 2025", 1.0, (), iso_c, separable=True),
     MergeMethod("iso_cts", "Iso-CTS", "Marczak et al., ICML 2025", 1.0, (
         Param("common_fraction", 0.8, 0.0, 1.0, "share of each layer's rank kept for the common subspace, in (0, 1]",
               low_open=True),
@@ -108,16 +112,39 @@ METHODS: dict[str, MergeMethod] = {m.name: m for m in (
 )}
 
 
+LayerCoefficients = Mapping[str, Mapping[str, float]]
+
+
+def check_layer_coefficients(layer_coefficients: LayerCoefficients | None, tasks, layout: Layout) -> dict[str, dict[str, float]]:
+    """{task: {layer: coefficient}} checked against the tasks and `layout.layers()`, as floats."""
+    layers = list(layout.layers())
+    out = {}
+    for task, per_layer in (layer_coefficients or {}).items():
+        if task not in tasks:
+            raise ValueError(f"layer coefficients name unknown task {task!r}; valid tasks: {sorted(tasks)}")
+        if not isinstance(per_layer, Mapping):
+            raise ValueError(f"layer coefficients of task {task!r} must map layer names to numbers, e.g. "
+                             f"{{{layers[0]!r}: 0.5}}")
+        for layer, c in per_layer.items():
+            if layer not in layers:
+                raise ValueError(f"layer coefficients of task {task!r} name unknown layer {layer!r}; layers: {', '.join(layers)}")
+            finite(f"layer coefficient {task}:{layer}", c, "coefficients must be finite numbers")
+        out[task] = {layer: float(c) for layer, c in per_layer.items()}
+    return out
+
+
 def merge_flat(method: str, vectors: Mapping[str, Tensor], layout: Layout, *,
                coefficients: Mapping[str, float] | None = None, scaling: float | None = None,
-               task_inputs: Mapping[str, object] | None = None, **params) -> Tensor | TaskDeltas:
+               task_inputs: Mapping[str, object] | None = None,
+               layer_coefficients: LayerCoefficients | None = None, **params) -> Tensor | TaskDeltas:
     """Merge flat task vectors (task name -> 1-D tensor in `layout`, any float dtype, never written).
 
-    Each task is multiplied by its coefficient (default 1.0) before the method combines them; the
-    result is multiplied by `scaling` (default: the method's default_scaling). A method with `needs`
-    takes `task_inputs` (task name -> what it needs for that task). Returns float32 of shape
-    (layout.numel,), or for a per_task method a TaskDeltas of such vectors (which reads
-    `vectors` again whenever one is computed).
+    Each task is multiplied by its coefficient (default 1.0), and each of its layers (`Layout.layers`)
+    by layer_coefficients[task][layer] (default 1.0), before the method combines them; the result is
+    multiplied by `scaling` (default: the method's default_scaling). A method with `needs` takes
+    `task_inputs` (task name -> what it needs for that task). Returns float32 of shape
+    (layout.numel,), or for a per_task method a TaskDeltas of such vectors (which reads `vectors`
+    again whenever one is computed).
     """
     if method not in METHODS:
         raise ValueError(f"unknown merge method {method!r}; choose one of: {', '.join(METHODS)}")
@@ -149,18 +176,46 @@ def merge_flat(method: str, vectors: Mapping[str, Tensor], layout: Layout, *,
             raise ValueError(f"method {method!r} needs {spec.needs} for every task and has none for {', '.join(missing)}; "
                              "merge through the Evaluator, which supplies them from the cache")
         values["inputs"] = [task_inputs[t] for t in vectors]
-    merged = spec.fn(list(vectors.values()), [float(coefficients.get(t, 1.0)) for t in vectors], layout, **values)
+    per_task = [float(coefficients.get(t, 1.0)) for t in vectors]
+    per_layer = check_layer_coefficients(layer_coefficients, vectors, layout)
+    if not any(per_layer.values()):
+        merged = spec.fn(list(vectors.values()), per_task, layout, **values)
+    else:
+        merged = _merge_per_layer(spec, list(vectors.values()), per_task, [per_layer.get(t, {}) for t in vectors],
+                                  layout, values)
     if spec.per_task:
         return TaskDeltas(list(vectors), lambda i: merged(i).mul_(scaling))
     return merged.mul_(scaling)
 
 
+def _merge_per_layer(spec: MergeMethod, vectors: list[Tensor], per_task: list[float], per_layer: list[dict[str, float]],
+                     layout: Layout, values: dict) -> Tensor:
+    """The method over task vectors scaled layer by layer: a separable method merges each parameter tensor
+    with that tensor's coefficients (no copies); any other gets one scaled float32 copy per task."""
+    def coefficient(i: int, name: str) -> float:
+        return per_task[i] * per_layer[i].get(layer_of(name), 1.0)
+
+    if spec.separable:
+        out = torch.empty(layout.numel, dtype=torch.float32, device=vectors[0].device)
+        for name, shape, sl in layout.slices():
+            out[sl] = spec.fn([v[sl] for v in vectors], [coefficient(i, name) for i in range(len(vectors))],
+                              Layout((name,), (shape,)), **values)
+        return out
+    scaled = [v.to(torch.float32, copy=True) for v in vectors]
+    for i, v in enumerate(scaled):
+        for name, _, sl in layout.slices():
+            v[sl] *= coefficient(i, name)
+    return spec.fn(scaled, [1.0] * len(vectors), layout, **values)
+
+
 def merge(method: str, task_vectors: Mapping[str, Mapping[str, Tensor]], *,
           coefficients: Mapping[str, float] | None = None, scaling: float | None = None,
-          task_inputs: Mapping[str, object] | None = None, **params) -> dict[str, Tensor] | TaskDeltas:
+          task_inputs: Mapping[str, object] | None = None,
+          layer_coefficients: LayerCoefficients | None = None, **params) -> dict[str, Tensor] | TaskDeltas:
     """Merge task vectors given as {task: {parameter name: delta}}; returns {parameter name: merged delta},
     or for a per_task method {task: {parameter name: merged delta}}, each task's computed when looked up.
-    RegMean's task_inputs: {task: {parameter name: LinearInput}}."""
+    RegMean's task_inputs: {task: {parameter name: LinearInput}}; layer_coefficients: {task: {layer:
+    value}} over the layers of `core.layout.Layout.layers`."""
     if not task_vectors:
         raise ValueError("no task vectors given; pass at least one task")
     first = next(iter(task_vectors))
@@ -173,5 +228,6 @@ def merge(method: str, task_vectors: Mapping[str, Mapping[str, Tensor]], *,
             flat[task] = layout.flatten(params_of_task, dtype=torch.float16 if half else torch.float32)
         except ValueError as e:
             raise ValueError(f"task {task!r} does not match task {first!r}: {e}") from None
-    merged = merge_flat(method, flat, layout, coefficients=coefficients, scaling=scaling, task_inputs=task_inputs, **params)
+    merged = merge_flat(method, flat, layout, coefficients=coefficients, scaling=scaling, task_inputs=task_inputs,
+                        layer_coefficients=layer_coefficients, **params)
     return merged.map(layout.unflatten) if isinstance(merged, TaskDeltas) else layout.unflatten(merged)

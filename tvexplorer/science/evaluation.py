@@ -21,7 +21,7 @@ from ..core.device import has_fast_bfloat16, resolve_device
 from ..core.errors import CacheError
 from ..core.layout import Layout
 from ..data.splits import to_input
-from ..merging import METHODS, merge_flat
+from ..merging import METHODS, LayerCoefficients, check_layer_coefficients, merge_flat
 from ..models.clip import INFERENCE_PRECISIONS, build_image_encoder, run_blocks_in_bfloat16, set_flat
 from .grams import task_grams
 
@@ -48,8 +48,8 @@ def summarize(accuracy: dict[str, float], finetuned: dict[str, float]) -> EvalRe
 
 
 def merged_delta(cache: Cache, method: str, *, coefficients: dict[str, float] | None = None, scaling: float | None = None,
-                 vectors: str = "tau", device: str | torch.device | None = None,
-                 store: Callable[[], Cache] | None = None, **params) -> Delta:
+                 vectors: str = "tau", layer_coefficients: LayerCoefficients | None = None,
+                 device: str | torch.device | None = None, store: Callable[[], Cache] | None = None, **params) -> Delta:
     """The flat float32 delta that `method` makes of the cache's task vectors of kind `vectors`:
     what the Evaluator adds to theta0 (for a task-conditioned method, one per task: a mapping task ->
     delta), and what an exported model holds. What the method needs beyond the vectors comes from
@@ -62,7 +62,7 @@ def merged_delta(cache: Cache, method: str, *, coefficients: dict[str, float] | 
                              f"full task vectors: choose vectors 'tau', not {vectors!r}")
         task_inputs = TASK_INPUTS[needs](cache, resolve_device(device), store)
     return merge_flat(method, cache.vectors(vectors), cache.layout, coefficients=coefficients, scaling=scaling,
-                      task_inputs=task_inputs, **params)
+                      task_inputs=task_inputs, layer_coefficients=layer_coefficients, **params)
 
 
 class Evaluator:
@@ -126,14 +126,16 @@ class Evaluator:
         return summarize(self.accuracy(delta), self.cache.metrics["finetuned"])
 
     def evaluate(self, method: str, *, coefficients: dict[str, float] | None = None, scaling: float | None = None,
-                 vectors: str = "tau", **params) -> EvalResult:
-        """Merge the cache's task vectors of kind `vectors` with `method` and evaluate; memoised."""
-        key = self._key(method, coefficients, scaling, vectors, params)
+                 vectors: str = "tau", layer_coefficients: LayerCoefficients | None = None, **params) -> EvalResult:
+        """Merge the cache's task vectors of kind `vectors` with `method` (per-task and per-layer
+        coefficients as in merge_flat) and evaluate; memoised."""
+        key = self._key(method, coefficients, scaling, vectors, params, layer_coefficients)
         with self._memo_lock:
             if key in self._memo:
                 self._memo.move_to_end(key)
                 return self._memo[key]
-        result = self.result(self.merged(method, coefficients=coefficients, scaling=scaling, vectors=vectors, **params))
+        result = self.result(self.merged(method, coefficients=coefficients, scaling=scaling, vectors=vectors,
+                                         layer_coefficients=layer_coefficients, **params))
         with self._memo_lock:
             self._memo[key] = result
             while len(self._memo) > self._memo_size:
@@ -144,7 +146,7 @@ class Evaluator:
         """merged_delta of this evaluator's cache, its per-task data computed on its device into its store."""
         return merged_delta(self.cache, method, device=self.device, store=self.store, **settings)
 
-    def _key(self, method, coefficients, scaling, vectors, params) -> tuple:
+    def _key(self, method, coefficients, scaling, vectors, params, layer_coefficients=None) -> tuple:
         """Settings that mean the same merge share one key (defaults filled in)."""
         spec = METHODS.get(method)
         if spec is None:  # let merge_flat raise its error with the list of methods
@@ -152,4 +154,6 @@ class Evaluator:
         coefs = {t: 1.0 for t in self.cache.tasks} | {t: float(c) for t, c in (coefficients or {}).items()}
         full = {p.name: float(p.default) for p in spec.params} | {k: float(v) for k, v in params.items()}
         scale = spec.default_scaling if scaling is None else float(scaling)
-        return (method, vectors, scale, tuple(sorted(coefs.items())), tuple(sorted(full.items())))
+        layers = check_layer_coefficients(layer_coefficients, self.cache.tasks, self.cache.layout)
+        per_layer = tuple(sorted((t, layer, c) for t, row in layers.items() for layer, c in row.items() if c != 1.0))
+        return (method, vectors, scale, tuple(sorted(coefs.items())), tuple(sorted(full.items())), per_layer)
