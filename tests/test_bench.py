@@ -62,7 +62,7 @@ def test_same_result_checks_pass(result):
 
 def test_the_report_names_each_comparison(result):
     text = bench.format_report(result)
-    for phrase in ("Memory bandwidth", "of bandwidth", "x task vectors", "Against FusionBench", "bare visual(x) loop",
+    for phrase in ("Memory bandwidth", "of bandwidth", "x task vectors", "Against FusionBench", "plain float32 visual(x) loop",
                    "overhead", "Cache.open", "torch.load of", "cold", "hot", "/evaluate round trip",
                    "bare Evaluator.evaluate", "Targets"):
         assert phrase in text, phrase

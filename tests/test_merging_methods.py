@@ -160,7 +160,7 @@ def reference_wudi(vs, steps, lr):
 
 CASES = {  # method: (params, reference, (module, function, old, new) mutations that must be caught)
     "iso_cts": ({"common_fraction": 0.5}, lambda vs: reference_iso_cts(vs, 0.5), [
-        (subspace_module, "_iso_cts_matrices", "_polar(u) @ _polar(v).T", "u @ v.T"),
+        (subspace_module, "_iso_cts_matrices", "_polar(u)[0].double() @ _polar(v)[0].double().T", "u @ v.T"),
         (subspace_module, "_iso_cts_matrices", "m.double() - u @ (u.T @ m.double())", "m.double()"),
         (subspace_module, "_iso_cts_matrices", "common = rank - each * tasks", "common = int(rank * common_fraction)"),
     ]),

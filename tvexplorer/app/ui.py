@@ -170,8 +170,10 @@ class Handlers:
 
     def download_model(self, fmt, method, vectors, scaling, *values):
         """UI: the merged model of the current settings (or ATM round) as a zip file; bad input warns."""
-        params, coefficients = self._split(values)
+        params, coefficients, layers = self._split(values)
         try:
+            if layers and layers.strip():
+                raise ValueError("per-layer coefficients are not exported: clear the per-layer box to download this merge")
             kind = self.ex.parse_method(method)
             return str(merged_model_zip(self.ex, self.tmp, fmt, method, vectors, scaling, coefficients,
                                         params.get(kind[1], {})))

@@ -32,20 +32,26 @@ def _per_layer(vectors: list[Tensor], coefficients: list[float], layout: Layout,
 # ssyevr for only the top k eigenvectors with a half Gram matrix from ssyrk (0.7 x the time, but
 # through an ill-conditioned polar factor 13 x further from the exact merge than MKL's ssyevd).
 
-def _top_singular(a: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
-    """The top k singular triplets (u [m, k], s [k], v [n, k]) of a, in float32."""
-    a = a.to(torch.float32)
+def _svd(a: Tensor, k: int | None = None, dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor, Tensor]:
+    """The top k (default all min(m, n)) singular triplets (u [m, k], s [k], v [n, k]) of a, in dtype."""
+    a = a.to(dtype)
     wide = a.shape[0] < a.shape[1]
     eigenvalues, q = torch.linalg.eigh(a @ a.T if wide else a.T @ a)
+    k = k or q.shape[1]
     s = eigenvalues.flip(0)[:k].clamp(min=0).sqrt()
-    if not s[-1] > s[0] * 10 * math.sqrt(torch.finfo(torch.float32).eps):
-        # Numerically rank-deficient in float32: the Gram matrix cannot resolve singular vectors this
-        # small relative to the largest, so take them from a true SVD, as rare as it is slow.
+    if not s[-1] > s[0] * 10 * math.sqrt(torch.finfo(dtype).eps):
+        # Numerically rank-deficient at this precision: the Gram matrix cannot resolve singular vectors
+        # this small relative to the largest, so take them from a true SVD, as rare as it is slow.
         u, s, vh = torch.linalg.svd(a.double(), full_matrices=False)
-        return u[:, :k].float(), s[:k].float(), vh[:k].T.float()
+        return u[:, :k].to(dtype), s[:k].to(dtype), vh[:k].T.to(dtype)
     q = q.flip(1)[:, :k]
     rest = (a.T @ q if wide else a @ q) / s
     return (q, s, rest) if wide else (rest, s, q)
+
+
+def _top_singular(a: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The top k singular triplets of a, in float32 (each task's part of TSV-M)."""
+    return _svd(a, k, torch.float32)
 
 
 # The polar factor of a tall a is a (a^T a)^(-1/2): one Gram matrix, one eigendecomposition of it and

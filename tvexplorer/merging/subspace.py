@@ -26,7 +26,7 @@ def _iso_cts_matrices(mats: list[Tensor], common_fraction: float) -> Tensor:
         u = torch.cat([u, *(x.double() for x, _, _ in specific)], dim=1)
         s = torch.cat([s, *(x.double() for _, x, _ in specific)])
         v = torch.cat([v, *(x.double() for _, _, x in specific)], dim=1)
-    return s.mean() * (_polar(u) @ _polar(v).T)
+    return s.mean() * (_polar(u)[0].double() @ _polar(v)[0].double().T)
 
 
 def iso_cts(vectors: list[Tensor], coefficients: list[float], layout: Layout, *, common_fraction: float) -> Tensor:

@@ -36,6 +36,7 @@ from ..core.manifest import (TUNED_METHODS, Manifest, TaskRecord, add_per_task, 
                              write_manifest)
 from ..data.sources import load_task
 from ..data.splits import TaskData
+from ..merging import TaskDeltas
 from ..models.clip import ModelSpec, get_flat, load_clip, set_flat, zero_shot_head
 from ..science.evaluation import Evaluator
 from ..science.grams import add_grams, supports_grams
@@ -304,9 +305,10 @@ def best_on_validation(method: str, val: Evaluator, test: Evaluator, vectors: st
     SCALING_GRID on validation; the best one on test. Every method is linear in its final scaling,
     so the merge is computed once."""
     unit = val.merged(method, scaling=1.0, vectors=vectors, **params)
-    sweep = {s: val.accuracy(unit * s) for s in SCALING_GRID}
+    scaled = lambda s: unit.map(lambda delta: delta * s) if isinstance(unit, TaskDeltas) else unit * s
+    sweep = {s: val.accuracy(scaled(s)) for s in SCALING_GRID}
     best = max(SCALING_GRID, key=lambda s: sum(sweep[s].values()))
-    accuracy = test.accuracy(unit * best)
+    accuracy = test.accuracy(scaled(best))
     return {"best_scaling": best, "accuracy": accuracy, "average": sum(accuracy.values()) / len(accuracy),
             "val_average_by_scaling": {str(s): sum(a.values()) / len(a) for s, a in sweep.items()}}
 
