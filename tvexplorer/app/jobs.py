@@ -67,6 +67,14 @@ class _ProgressFile:
             pass  # progress is only shown: a full temp folder must not stop a run that saves elsewhere
 
 
+def read_progress(control_dir: Path, previous: dict) -> dict:
+    """The latest progress a worker wrote into control_dir, else `previous` (not written yet, or mid-replace)."""
+    try:
+        return json.loads((control_dir / "progress.json").read_text())
+    except (OSError, ValueError):
+        return previous
+
+
 def atm_worker(cache_root: str, rounds: int, variant: str, control_dir: str, evaluator_key: str | None = None) -> int:
     """Run `rounds` more ATM rounds on the cache at `cache_root` (saved as they finish); returns how many finished."""
     device = str(resolve_device())
@@ -117,10 +125,7 @@ class Job:
         return not self.finished.is_set()
 
     def progress(self) -> dict:
-        try:
-            self._last_progress = json.loads((self.control_dir / "progress.json").read_text())
-        except (OSError, ValueError):
-            pass
+        self._last_progress = read_progress(self.control_dir, self._last_progress)
         return dict(self._last_progress)
 
     def cancel(self) -> None:

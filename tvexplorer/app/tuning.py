@@ -23,7 +23,7 @@ from ..core.errors import described
 from ..core.manifest import TUNING
 from ..merging import check_layer_coefficients
 from ..science import adamerging, tuning
-from .jobs import _ProgressFile, spaces
+from .jobs import _ProgressFile, read_progress, spaces
 
 OBJECTIVES = {"accuracy": "Tune on validation (surrogate + exact search)",
               "entropy": "AdaMerging (entropy on unlabelled test images)"}
@@ -91,10 +91,7 @@ class TuneJob:
     _last: dict = field(default_factory=lambda: {"done": 0, "total": 1, "text": "starting"})
 
     def progress(self) -> dict:
-        try:
-            self._last = json.loads((self.control_dir / "progress.json").read_text())
-        except (OSError, ValueError):
-            pass
+        self._last = read_progress(self.control_dir, self._last)
         return dict(self._last)
 
     @property
