@@ -83,7 +83,7 @@ class Api:
             r = ex.start_atm(rounds, variant).wait()
             done = sum(r.outputs)
             if r.error:
-                raise RuntimeError(f"ATM failed after {done} saved round(s): {r.error}")
+                raise gr.Error(f"ATM failed after {done} saved round(s): {r.error}", print_exception=False)
             summary = ex.atm_summary()
             saved = summary["variants"].get(variant, {}).get("rounds", [])
             return {"variant": variant, "state": r.state, "rounds_finished": done,
