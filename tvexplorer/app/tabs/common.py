@@ -72,7 +72,8 @@ def adapt(handler, inputs: Bundle | None, outputs: Bundle, on_error=None, stream
     them, each shown as it comes): it takes the dict of values gradio passes for a set of inputs, and a bad
     input becomes a warning plus `on_error(line)` (default: the warning alone)."""
     def failed(e):
-        return outputs.write(on_error(warn(e)) if on_error else {})
+        line = warn(e)
+        return outputs.write(on_error(line) if on_error else {})
 
     if stream:
         def run(values=None):
