@@ -9,6 +9,7 @@ import gradio as gr  # noqa: E402  (after apphelpers turned analytics off)
 from tvexplorer.app import tuning, ui
 from tvexplorer.app.api import Api
 from tvexplorer.app.tabs.common import Bundle, adapt
+from tvexplorer.core.cache import Cache
 from tvexplorer.merging import METHODS
 
 
@@ -83,3 +84,24 @@ def test_the_app_is_laid_out_in_small_modules():
     assert {p: n for p, n in sizes.items() if n > 400} == {}
     tabs = {Path(p).stem for p in sizes if p.startswith("tabs/")}
     assert {"merge", "tuning", "alignment", "atm", "results", "about", "common"} <= tabs
+
+
+def test_tuning_and_the_results_table_on_the_shipped_demo_write_only_to_a_work_copy(tmp_path):
+    """The shipped demo opens read-only; what the app computes goes to its work copy (the session fixture
+    shipped_demo_untouched checks every file of assets/demo after the whole suite)."""
+    from tvexplorer.app import results
+    app = ui.load(None, device="cpu", workdir=tmp_path)
+    ex = app.ex
+    assert ex.read_only and ex.atm_root == apphelpers.ROOT / "assets" / "demo"
+    run = tuning.start(ex, "accuracy", False, 1).wait()
+    assert run.state == "finished", run.error
+    assert ex.atm_root == ex.work_folder and "task_arithmetic:per_task" in ex.atm_cache.manifest["tuning"]
+    fill = results.start_fill(ex)
+    while not fill.outputs and fill.running:  # one row, then stop between calls
+        fill.finished.wait(0.1)
+    fill.cancel()
+    fill.wait()
+    assert fill.state == "cancelled" and len(fill.outputs) == 1
+    computed = fill.outputs[0][0]
+    assert ex.atm_cache.metrics[computed]["best_scaling"] is not None
+    assert computed not in Cache.open(apphelpers.ROOT / "assets" / "demo").metrics
