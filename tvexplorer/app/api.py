@@ -6,8 +6,9 @@ import gradio as gr
 
 from ..merging import METHODS
 from . import results, runs, tuning
-from .explorer import ATM, PRESETS, VECTOR_KINDS, clean
-from .inputs import COEFFICIENT_RANGE, SCALING_RANGE
+from .explorer import ATM, clean
+from .presets import PRESETS
+from .inputs import COEFFICIENT_RANGE, SCALING_RANGE, VECTOR_KINDS
 from .tabs.common import api_errors
 
 

@@ -30,10 +30,9 @@ from ..science.atm import VARIANTS
 from ..science.evaluation import EvalResult, Evaluator, summarize
 from ..science.preview import Preview
 from . import inputs, runs
-from .environment import default_cache_path, location, policy
-from .inputs import (ALL_TASKS, COEFFICIENT_RANGE, MATRIX_KINDS, MAX_ATM_ROUNDS, SCALING_RANGE, SLIDER_STEP,  # noqa: F401
-                     VECTOR_KINDS, clean)
-from .presets import PRESETS, preset
+from .environment import location, policy
+from .inputs import ALL_TASKS, COEFFICIENT_RANGE, MATRIX_KINDS, MAX_ATM_ROUNDS, SCALING_RANGE, clean
+from .presets import preset
 from .tuning import layer_coefficients as checked_layers
 from .work import atm_work, register_evaluator
 from .workspace import Workspace

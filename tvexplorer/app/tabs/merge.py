@@ -12,9 +12,10 @@ import gradio as gr
 from ...merging import METHODS
 from ...pipeline.export import FORMATS
 from .. import figures, presenters
-from ..explorer import PREVIEW_METHODS, PRESETS, VECTOR_KINDS
+from ..explorer import PREVIEW_METHODS
+from ..presets import PRESETS
 from ..export import merged_model_zip
-from ..inputs import COEFFICIENT_RANGE, SCALING_RANGE, SLIDER_STEP
+from ..inputs import COEFFICIENT_RANGE, SCALING_RANGE, SLIDER_STEP, VECTOR_KINDS
 from ..tuning import LAYER_COEFFICIENT_RANGE, layer_names
 from .common import PRIVATE, Bundle, percent, plot, wire
 
