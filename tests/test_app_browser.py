@@ -14,6 +14,7 @@ import pytest
 
 import apphelpers
 from tvexplorer.app import ui
+from tvexplorer.app.tabs import merge
 from tvexplorer.core.cache import Cache
 from tvexplorer.science.evaluation import Evaluator
 
@@ -103,7 +104,7 @@ def test_moving_a_task_slider_updates_that_tasks_accuracy(page, served, tmp_path
         page.mouse.move(x_of(target), y, steps=6)
         # while the slider is held the old numbers stay, marked stale
         page.wait_for_selector("#merge-status:has-text('Settings changed')")
-        assert "stale" in page.get_attribute(f"#{ui.RESULTS_ID}", "class")
+        assert "stale" in page.get_attribute(f"#{merge.RESULTS_ID}", "class")
         page.mouse.up()
         page.wait_for_function(UP_TO_DATE)
         value = float(page.input_value(f"#coef-{task} input[type=number]"))

@@ -97,11 +97,12 @@ def test_tuning_and_the_results_table_on_the_shipped_demo_write_only_to_a_work_c
     assert run.state == "finished", run.error
     assert ex.atm_root == ex.work_folder and "task_arithmetic:per_task" in ex.atm_cache.manifest["tuning"]
     fill = results.start_fill(ex)
-    while not fill.outputs and fill.running:  # one row, then stop between calls
+    missing = len(fill.settings["methods"])
+    while not fill.outputs and fill.running:  # a row, then stop between calls (the call under way finishes)
         fill.finished.wait(0.1)
     fill.cancel()
     fill.wait()
-    assert fill.state == "cancelled" and len(fill.outputs) == 1
+    assert fill.state == "cancelled" and 1 <= len(fill.outputs) < missing
     computed = fill.outputs[0][0]
     assert ex.atm_cache.metrics[computed]["best_scaling"] is not None
     assert computed not in Cache.open(apphelpers.ROOT / "assets" / "demo").metrics
