@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 import apphelpers
-from tvexplorer.app import ui
 from tvexplorer.app.tabs import merge
 from tvexplorer.core.cache import Cache
 from tvexplorer.science.evaluation import Evaluator
