@@ -188,7 +188,7 @@ def test_tuning_and_adamerging_buttons_work_with_their_defaults_then_apply(page,
         apphelpers.wait_idle("tuning")
     recorded = Cache.open(served[1]).manifest["tuning"]
     assert "task_arithmetic:per_task" in recorded and len(recorded) >= 2
-    page.wait_for_selector("#tune-table :text('task_arithmetic:per_task')")
+    page.wait_for_function("() => document.querySelector('#tune-table').innerText.includes('task_arithmetic:per_task')")
     page.click("#tune-pick")
     page.get_by_role("option", name="task_arithmetic:per_task").click()
     page.click("#tune-apply")
