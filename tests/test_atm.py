@@ -135,3 +135,31 @@ def test_variants_are_data():
     assert set(atm.VARIANTS) >= {"standard", "posthoc", "adaptive"}
     assert atm.VARIANTS["standard"].paper_rule and atm.VARIANTS["posthoc"].paper_rule
     assert not atm.VARIANTS["adaptive"].paper_rule and "adaptive" in atm.EXTENSIONS
+
+
+def test_mean_abs_cosine_by_hand():
+    from tvexplorer.science.atm_report import mean_abs_cosine
+    assert mean_abs_cosine([[1, -0.2, 0.4], [-0.2, 1, 0.0], [0.4, 0.0, 1]]) == pytest.approx((0.2 + 0.4 + 0.0) / 3)
+
+
+def test_report_places_references_and_rounds_on_the_budget_axis(quick_demo):
+    from tvexplorer.app.atm_figures import budget_figure, gains_figure, orthogonality_figure
+    from tvexplorer.science.atm_report import atm_report, gains_table
+    cache = Cache.open(quick_demo)
+    report = atm_report(cache)
+    refs = {r["key"]: r["budget"] for r in report["references"]}
+    epochs = cache.training["epochs"]
+    assert refs == {"zero_shot": 0.0, "finetuned": 1.0, "multitask": 1.0, "task_arithmetic": 1.0,
+                    "task_arithmetic_one_epoch": pytest.approx(1 / epochs)}
+    std = report["runs"]["standard"]
+    assert [r["budget"] for r in std["rounds"]] == pytest.approx([1 / epochs])
+    assert "paper" in std["description"] and not std["extension"]
+    ta = cache.metrics["task_arithmetic"]["accuracy"]
+    table = gains_table(report, "standard")
+    for t in cache.tasks:
+        assert table.loc[t, "round 1"] == pytest.approx(100 * (std["rounds"][0]["accuracy"][t] - ta[t]))
+    fig = budget_figure(report)
+    names = [trace.name for trace in fig.data]
+    assert any(n.startswith("ATM standard") for n in names) and any(n.startswith("fine-tuned") for n in names)
+    assert len(orthogonality_figure(report).data) == len(report["runs"])
+    assert gains_figure(report, "standard").data[0].z.shape == (len(cache.tasks), 1)
