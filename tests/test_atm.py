@@ -52,19 +52,18 @@ def test_paper_rule_is_the_mean_of_fine_tuned_models(demo_copy):
     assert torch.allclose(Cache.open(demo_copy).atm_delta("standard", 2).float(), expected, atol=1e-6)
 
 
-class FakeValidation:
-    """Validation accuracy that peaks where the merge's first entry is 3.0."""
-    def accuracy(self, delta):
-        return {"a": 1.0 - abs(float(delta[0]) - 3.0), "b": 0.5}
+def fake_validation(delta):
+    """A validation score that peaks where the merge's first entry is 3.0."""
+    return 1.0 - abs(float(delta[0]) - 3.0)
 
 
 def test_line_search_picks_the_validation_best_alpha():
     merged, direction = torch.zeros(4), torch.tensor([1.0, 0.0, 0.0, 0.0])
-    alpha, scores = line_search(FakeValidation(), merged, direction, 1.0, (0.5, 1, 2, 3, 4), torch.float32)
+    alpha, scores = line_search(fake_validation, merged, direction, 1.0, (0.5, 1, 2, 3, 4), torch.float32)
     assert alpha == 3.0
     assert max(scores.values()) == scores["3"] and set(scores) == {"0.5", "1", "2", "3", "4"}
     # ties go to the smaller step
-    alpha, _ = line_search(FakeValidation(), torch.full((4,), 3.0), direction, 1.0, (1, 2), torch.float32)
+    alpha, _ = line_search(fake_validation, torch.full((4,), 3.0), direction, 1.0, (1, 2), torch.float32)
     assert alpha == 1.0
 
 

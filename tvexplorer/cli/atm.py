@@ -13,6 +13,7 @@ from .common import add_ray_option, open_cache, pct, table
 
 def cmd_atm(args):
     from ..science.atm import new_settings, run_atm
+    from ..science.atm_report import atm_report
     settings = new_settings(args.variant, alpha=args.alpha, alpha_rule=args.alpha_rule, weighting=args.weighting,
                             budget_epochs=args.budget, optimizer=args.optimizer, lr=args.lr)
     cache = open_cache(args.cache)
@@ -36,23 +37,23 @@ def cmd_atm(args):
     finally:
         if bar:
             bar.close()
-    run = cache.atm_runs()[args.variant]
-    return {"variant": args.variant, "settings": {k: v for k, v in run.items() if k != "rounds"},
-            "task_arithmetic_average": cache.metrics[average_key("task_arithmetic")],
+    run = atm_report(cache)["runs"][args.variant]
+    return {"variant": args.variant, "description": run["description"], "settings": run["settings"],
+            "task_arithmetic_average": cache.metrics[average_key("task_arithmetic")], "gap_closed": run["gap_closed"],
             "new_rounds": [r["round"] for r in records],
-            "rounds": [{k: r[k] for k in ("round", "accuracy", "average", "normalized_average", "alpha") if k in r}
+            "rounds": [{k: r[k] for k in ("round", "budget", "alpha", "accuracy", "average", "normalized_average", "mean_abs_cosine")}
                        for r in run["rounds"]]}
 
 
 def _print_atm(r: dict) -> None:
-    s = r["settings"]
-    rule = "line search on validation" if s.get("alpha_rule") == "line_search" else f"{s['coefficient']:.4g}"
-    print(f"ATM {r['variant']}{' (tvexplorer extension)' if s.get('extension') else ''}: alpha {rule}, "
-          f"{s.get('weighting', 'uniform')} weights, {s['budget_epochs']:g} epoch(s) a round, {s.get('optimizer', 'adamw')}; "
-          f"task arithmetic: {pct(r['task_arithmetic_average'])} %")
+    print(f"ATM {r['variant']}, {r['description']}; task arithmetic: {pct(r['task_arithmetic_average'])} %")
     tasks = list(r["rounds"][0]["accuracy"]) if r["rounds"] else []
-    rows = [[x["round"], *(pct(x["accuracy"][t]) for t in tasks), pct(x["average"])] for x in r["rounds"]]
-    print(table(rows, ["round", *tasks, "average"]))
+    rows = [[x["round"], f"{x['budget']:.2f}", f"{x['alpha']:.3g}", *(pct(x["accuracy"][t]) for t in tasks), pct(x["average"])]
+            for x in r["rounds"]]
+    print(table(rows, ["round", "budget (x fine-tuning)", "alpha", *tasks, "average"]))
+    if r["gap_closed"]:
+        print("share of the task arithmetic -> fine-tuned gap closed: "
+              + ", ".join(f"{v:.2f} at round {k}" for k, v in r["gap_closed"].items()))
     print(f"this run saved round(s) {', '.join(map(str, r['new_rounds']))}" if r["new_rounds"] else "this run saved no round")
 
 

@@ -37,6 +37,7 @@ from .evaluation import Evaluator
 from .training import Objective, TrainConfig, mean_loss, prepare, steps_per_epoch, tune_steps
 
 ALPHA_RULES = ("fixed", "line_search")
+LINE_SEARCH_SCORES = ("accuracy", "loss")   # mean validation accuracy, or minus the mean validation cross-entropy
 WEIGHTINGS = ("uniform", "loss")
 ROUND_OPTIMIZERS = ("adamw", "sgd")
 LINE_SEARCH_BATCH = 500
@@ -53,13 +54,15 @@ class Settings:
     alpha: float | None = None
     alpha_rule: str = "fixed"
     alpha_grid: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0)   # multiples of alpha the line search tries
+    line_search_on: str = "accuracy"
     weighting: str = "uniform"
     budget_epochs: float = 1.0
     optimizer: str = "adamw"
     lr: float | None = None
 
     def __post_init__(self):
-        for name, value, allowed in (("alpha rule", self.alpha_rule, ALPHA_RULES), ("weighting", self.weighting, WEIGHTINGS),
+        for name, value, allowed in (("alpha rule", self.alpha_rule, ALPHA_RULES),
+                                     ("line search score", self.line_search_on, LINE_SEARCH_SCORES), ("weighting", self.weighting, WEIGHTINGS),
                                      ("round optimizer", self.optimizer, ROUND_OPTIMIZERS),
                                      ("train split", self.train_split, ("train", "val")),
                                      ("start", self.start, ("none", "task_arithmetic"))):
@@ -202,7 +205,14 @@ def run_atm(cache: Cache, rounds: int, variant: str = "standard", settings: Sett
         theta0 = cache.base()
         steps = {t: round_steps(len(splits[t]), cfg, settings) for t in tasks}
         total, step = sum(steps.values()) * rounds, 0
-        val_evaluator = Evaluator(cache, device=device, split="val") if settings.alpha_rule == "line_search" else None
+        score = None
+        if settings.alpha_rule == "line_search" and settings.line_search_on == "accuracy":
+            val = Evaluator(cache, device=device, split="val")
+            score = lambda delta: sum(val.accuracy(delta).values()) / len(tasks)  # noqa: E731
+        elif settings.alpha_rule == "line_search":
+            def score(delta):
+                set_flat(encoder, theta0 + delta)
+                return -sum(mean_loss(encoder, objectives[t], data[t].val, LINE_SEARCH_BATCH) for t in tasks) / len(tasks)
         records = []
 
         def advance(n: int, what: str) -> None:
@@ -231,8 +241,8 @@ def run_atm(cache: Cache, rounds: int, variant: str = "standard", settings: Sett
                                               on_step=lambda task=task, k=k: advance(1, f"round {k}, {task}"))
             direction = sum(weights[t] * updates[t] for t in tasks)
             alpha, searched = info["coefficient"], None
-            if val_evaluator is not None:
-                alpha, searched = line_search(val_evaluator, merged, direction, info["coefficient"], settings.alpha_grid,
+            if score is not None:
+                alpha, searched = line_search(score, merged, direction, info["coefficient"], settings.alpha_grid,
                                               cache.vector_dtype)
             merged = (merged + alpha * direction).to(cache.vector_dtype).float()  # continue from exactly what is saved
             result = evaluator.result(merged)
@@ -251,14 +261,10 @@ def run_atm(cache: Cache, rounds: int, variant: str = "standard", settings: Sett
         return records
 
 
-def line_search(val: Evaluator, merged: torch.Tensor, direction: torch.Tensor, unit: float,
+def line_search(score: Callable[[torch.Tensor], float], merged: torch.Tensor, direction: torch.Tensor, unit: float,
                 multiples: tuple[float, ...], dtype: torch.dtype) -> tuple[float, dict[str, float]]:
     """The alpha among unit * multiples whose merge (rounded to the cache's dtype, as it would be saved)
-    has the best average validation accuracy; a tie goes to the smaller step. Returns (alpha, {alpha:
-    validation average})."""
-    scores = {}
-    for m in sorted(multiples):
-        accuracy = val.accuracy((merged + unit * m * direction).to(dtype).float())
-        scores[unit * m] = sum(accuracy.values()) / len(accuracy)
+    scores best on validation; a tie goes to the smaller step. Returns (alpha, {alpha: score})."""
+    scores = {unit * m: score((merged + unit * m * direction).to(dtype).float()) for m in sorted(multiples)}
     best = max(scores, key=lambda a: (scores[a], -a))
     return best, {f"{a:.6g}": s for a, s in scores.items()}
