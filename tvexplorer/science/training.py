@@ -10,13 +10,13 @@ Flat vectors follow `encoder.parameters()` order, which is the order of the cach
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch.nn.utils import parameters_to_vector
 
-from ..core.split import Split
+from ..core.split import Split, seeded_order
 from ..data.splits import LazySplit, to_input
 from ..models.clip import get_flat, logits, set_flat
 
@@ -152,7 +152,7 @@ def finetune(encoder, objective: Objective, split: Split | LazySplit, cfg: Train
     for epoch in range(first_epoch, first_epoch + (epochs or cfg.epochs)):
         encoder.train()
         for images, labels in split.batches(cfg.batch_size, shuffle_seed(cfg.seed, task_index, epoch)):
-            _adamw_step(encoder, optimizer, params, objective.loss, (images, labels), cfg)
+            _step(encoder, optimizer, params, objective.loss, (images, labels), cfg)
             if on_step:
                 on_step()
         snapshots.append(get_flat(encoder))
@@ -160,7 +160,45 @@ def finetune(encoder, objective: Objective, split: Split | LazySplit, cfg: Train
     return snapshots
 
 
-def _adamw_step(encoder, optimizer, params, loss_fn, batch, cfg: TrainConfig) -> None:
+def batch_stream(split: Split | LazySplit, cfg: TrainConfig, task_index: int, first_step: int) -> Iterator[tuple]:
+    """Mini-batches in the data order of fine-tuning's epochs (epoch e shuffled by shuffle_seed(seed,
+    task, e)), from global step `first_step` on, without end: ATM's rounds continue the build's order."""
+    epoch, skip = divmod(first_step, steps_per_epoch(len(split), cfg))
+    while True:
+        order = seeded_order(len(split), shuffle_seed(cfg.seed, task_index, epoch))
+        yield from split.subset(order[skip * cfg.batch_size:]).batches(cfg.batch_size)
+        epoch, skip = epoch + 1, 0
+
+
+def tune_steps(encoder, objective: Objective, split: Split | LazySplit, cfg: TrainConfig, task_index: int,
+               first_step: int, steps: int, optimizer: str = "adamw", lr: float | None = None,
+               on_step: Callable[[], None] | None = None) -> torch.Tensor:
+    """`steps` optimizer steps from the encoder's current weights with a fresh optimizer (AdamW with the
+    config's weight decay, or plain SGD), in the build's data order from `first_step`; clipping as in
+    fine-tuning. Returns the flat parameters at the end. One epoch of AdamW from step e * steps_per_epoch
+    is exactly `finetune`'s epoch e."""
+    params = [p for p in encoder.parameters() if p.requires_grad]
+    lr = cfg.lr if lr is None else lr
+    opt = (torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay) if optimizer == "adamw"
+           else torch.optim.SGD(params, lr=lr))
+    encoder.train()
+    for _, batch in zip(range(steps), batch_stream(split, cfg, task_index, first_step)):
+        _step(encoder, opt, params, objective.loss, batch, cfg)
+        if on_step:
+            on_step()
+    encoder.eval()
+    return get_flat(encoder)
+
+
+@torch.no_grad()
+def mean_loss(encoder, objective: Objective, split: Split | LazySplit, batch_size: int) -> float:
+    """Mean cross-entropy of the encoder over the whole split (eval mode)."""
+    encoder.eval()
+    total = sum(objective.loss(encoder, images, labels, reduction="sum").item() for images, labels in split.batches(batch_size))
+    return total / len(split)
+
+
+def _step(encoder, optimizer, params, loss_fn, batch, cfg: TrainConfig) -> None:
     optimizer.zero_grad(set_to_none=True)
     device = params[0].device
     with torch.autocast(device.type, torch.bfloat16, enabled=cfg.precision == "bf16"):
@@ -205,7 +243,7 @@ def finetune_jointly(encoder, objectives: dict[str, Objective], splits: dict[str
         if len(order) < cfg.batch_size:  # a new pass over the pool when the current one runs short
             order = torch.cat([order, torch.randperm(len(owner), generator=generator)])
         idx, order = order[:cfg.batch_size], order[cfg.batch_size:]
-        _adamw_step(encoder, optimizer, params, loss, (idx,), cfg)
+        _step(encoder, optimizer, params, loss, (idx,), cfg)
         if on_step:
             on_step()
     encoder.eval()
