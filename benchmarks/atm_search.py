@@ -29,11 +29,13 @@ def fresh_copy(source: Path, dest: Path) -> Cache:
         manifest = json.loads((dest / "manifest.json").read_text())
         manifest.pop("atm", None)
         manifest["files"] = {k: v for k, v in manifest["files"].items() if not k.startswith("atm/")}
+        (dest / "manifest.json").unlink()  # a hard link to the source's manifest: never write through it
         (dest / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return Cache.open(dest)
 
 
 def _link_or_copy(src, dst):
+    """Tensor files are only ever replaced, never written in place, so a hard link is safe for them."""
     try:
         Path(dst).hardlink_to(src)
     except OSError:

@@ -86,7 +86,9 @@ class Settings:
 VARIANTS = {
     "standard": Settings(),
     "posthoc": Settings(train_split="val", start="task_arithmetic"),
-    "adaptive": Settings(alpha_rule="line_search", weighting="loss"),
+    # chosen on the demo (benchmarks/atm_search.py; README): half-epoch rounds merged by a validation line
+    # search beat 1-epoch rounds at every round count, and loss weights keep every task above task arithmetic
+    "adaptive": Settings(alpha_rule="line_search", weighting="loss", budget_epochs=0.5),
 }
 EXTENSIONS = {"adaptive"}  # this project's, not the paper's
 
