@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..core.cache import Cache
 from ..core.files import writer_lock
-from ..core.manifest import TUNED_METHODS, averages
+from ..core.records import TUNED_METHODS
 from ..data.world import TASKS
 from ..models.clip import ModelSpec
 from ..pipeline.build import build_cache, log
@@ -72,13 +72,15 @@ def build_demo(out: Path, quick: bool = False, device: str | None = None, recipe
 
 def diagnostics(cache: Cache) -> dict:
     """One row of the world search: averages in percent, and the ratios that the targets name."""
-    m = cache.metrics
-    a = averages(m)
+    m = cache.manifest.metrics
+    a = m.averages()
     zs, ft, ta = a["zero_shot"], a["finetuned"], a["task_arithmetic"]
-    atm = {r["round"]: r["average"] for r in cache.atm_runs().get("standard", {}).get("rounds", [])}
-    probe = m.get("linear_probe", {})
-    at_best = [c for c in cache.manifest.get("preview", {}).get("checks", [])
-               if c["kind"] == "tau" and c["scaling"] == m["task_arithmetic"]["best_scaling"] and not c["coefficients"]]
+    standard = cache.manifest.atm.get("standard")
+    atm = {r.round: r.average for r in (standard.rounds if standard else ())}
+    probe = m.linear_probe or {}
+    best = m.merge("task_arithmetic").best_scaling
+    checks = cache.manifest.preview.checks if cache.manifest.preview else ()
+    at_best = [c for c in checks if c.kind == "tau" and c.scaling == best and not c.coefficients]
 
     def pct(x):
         return None if x is None else round(100 * x, 1)
@@ -88,15 +90,15 @@ def diagnostics(cache: Cache) -> dict:
 
     return {
         "probe/FT": round(a["linear_probe"] / ft, 2) if probe else None,
-        "min probe/FT": round(min(probe[t] / m["finetuned"][t] for t in probe), 2) if probe else None,
+        "min probe/FT": round(min(probe[t] / m.finetuned[t] for t in probe), 2) if probe else None,
         "ZS": pct(zs), "FT": pct(ft), "TA": pct(ta),
         "TA gain": round((ta - zs) / (ft - zs), 2) if ft > zs else None,
-        "best λ": m["task_arithmetic"]["best_scaling"],
+        "best λ": best,
         "1-epoch TA": pct(a["task_arithmetic_one_epoch"]),
         "multi-task": pct(a["multitask"]),
         **{f"ATM@{k}": pct(atm.get(k)) for k in (3, 5, 10)},
         "climb@5": climb(5), "climb@10": climb(10),
-        "preview err": pct(abs(at_best[0]["preview_average"] - at_best[0]["exact_average"])) if at_best else None,
+        "preview err": pct(abs(at_best[0].preview_average - at_best[0].exact_average)) if at_best else None,
         **{f"{k} − TA": round(100 * (a[k] - ta), 1) if a[k] is not None else None for k in TUNED_METHODS},
         **_first_epoch(cache),
     }
