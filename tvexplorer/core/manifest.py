@@ -170,6 +170,10 @@ class Manifest:
         """Where the task vectors came from ({"kind": "fine-tuned"} where the manifest does not say)."""
         return self.source if self.source is not None else {"kind": "fine-tuned"}
 
+    def atm_rounds(self, variant: str) -> tuple[AtmRound, ...]:
+        """The saved rounds of an ATM variant, 1, 2, ... in order (none for a variant never run)."""
+        return self.atm[variant].rounds if variant in self.atm else ()
+
     def atm_round(self, variant: str, number: int) -> AtmRound:
         """A saved ATM round, or a one-line ValueError that says which runs and rounds there are."""
         if variant not in self.atm:

@@ -75,8 +75,7 @@ def diagnostics(cache: Cache) -> dict:
     m = cache.manifest.metrics
     a = m.averages()
     zs, ft, ta = a["zero_shot"], a["finetuned"], a["task_arithmetic"]
-    standard = cache.manifest.atm.get("standard")
-    atm = {r.round: r.average for r in (standard.rounds if standard else ())}
+    atm = {r.round: r.average for r in cache.manifest.atm_rounds("standard")}
     probe = m.linear_probe or {}
     best = m.merge("task_arithmetic").best_scaling
     checks = cache.manifest.preview.checks if cache.manifest.preview else ()

@@ -1,0 +1,82 @@
+"""Outside core/, nothing looks the manifest up by string keys: readers use the typed records of
+core/manifest.py and core/records.py, checked once when the cache is opened. Read from the source with
+ast (nothing is imported): a lookup is a subscript, or a get/pop/setdefault call, with a constant key
+on an expression that reaches the manifest (`.manifest`, the Cache's JSON views `.metrics`, `.training`,
+`.task(...)`, `.atm_runs()`, or a variable named `manifest`)."""
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "tvexplorer"
+# Still reading the JSON view until the lead converts them after merging issue 20's branches (the app
+# is being restructured, ATM rewritten). This list is to be emptied, and Manifest.__getitem__/get and
+# Cache.task/metrics/training/atm_runs deleted with it.
+EXEMPT = ("app/", "science/atm.py")
+MANIFEST_ATTRIBUTES = {"manifest", "metrics", "training"}
+MANIFEST_CALLS = {"task", "atm_runs"}
+KEYED_CALLS = {"get", "pop", "setdefault"}
+
+
+def reaches_manifest(node: ast.AST) -> bool:
+    while True:
+        if isinstance(node, ast.Attribute):
+            if node.attr in MANIFEST_ATTRIBUTES:
+                return True
+            node = node.value
+        elif isinstance(node, ast.Subscript):
+            node = node.value
+        elif isinstance(node, ast.Call):
+            if isinstance(node.func, ast.Attribute) and node.func.attr in MANIFEST_CALLS:
+                return True
+            node = node.func.value if isinstance(node.func, ast.Attribute) else node.func
+        else:
+            return isinstance(node, ast.Name) and node.id == "manifest"
+
+
+def is_key(node: ast.AST) -> bool:
+    """A string constant, or a module constant such as GRAMS."""
+    return (isinstance(node, ast.Constant) and isinstance(node.value, str)) or (isinstance(node, ast.Name) and node.id.isupper())
+
+
+def lookups(source: str) -> list[int]:
+    """Lines of the source that look the manifest up by a constant key."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Subscript) and is_key(node.slice) and reaches_manifest(node.value):
+            lines.append(node.lineno)
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in KEYED_CALLS
+              and node.args and is_key(node.args[0]) and reaches_manifest(node.func.value)):
+            lines.append(node.lineno)
+    return sorted(set(lines))
+
+
+def package_lookups() -> dict[str, list[int]]:
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE).as_posix()
+        if not rel.startswith("core/"):
+            lines = lookups(path.read_text())
+            if lines:
+                found[rel] = lines
+    return found
+
+
+def test_the_scan_finds_string_key_lookups_and_passes_typed_fields():
+    assert lookups('info = cache.manifest["model"]["encoder"]') == [1]
+    assert lookups('x = cache.manifest.get("preview", {})\ny = cache.metrics["finetuned"]') == [1, 2]
+    assert lookups('d = cache.task(t)["data"]\nn = len(cache.atm_runs()[v]["rounds"])') == [1, 2]
+    assert lookups('cache.add_files({}, lambda manifest: manifest.pop("preview", None))') == [1]
+    assert lookups("g = cache.manifest[GRAMS]") == [1]
+    assert lookups("info = cache.manifest.model.encoder\nentry = cache.manifest.files[rel]\n"
+                   "accuracy = cache.manifest.metrics.finetuned[task]\nresult['average']") == []
+
+
+def test_no_manifest_lookups_by_string_key_outside_core():
+    found = {rel: lines for rel, lines in package_lookups().items() if not rel.startswith(EXEMPT)}
+    assert not found, f"read the typed manifest (core/manifest.py) instead of string keys: {found}"
+
+
+def test_every_exemption_is_still_needed():
+    """An exempted path with no lookups left leaves the list, so that the list only shrinks."""
+    found = package_lookups()
+    for exempt in EXEMPT:
+        assert any(rel.startswith(exempt) for rel in found), f"{exempt} has no manifest lookups left: remove it from EXEMPT"
