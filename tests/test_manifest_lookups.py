@@ -8,9 +8,9 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "tvexplorer"
 # Still reading the JSON view until the lead converts them after merging issue 20's branches (the app
-# is being restructured, ATM rewritten). This list is to be emptied, and Manifest.__getitem__/get and
-# Cache.task/metrics/training/atm_runs deleted with it.
-EXEMPT = ("app/", "science/atm.py")
+# is being restructured; ATM, with the atm command, rewritten). This list is to be emptied, and
+# Manifest.__getitem__/get, Cache.task/metrics/training/atm_runs and Encoder.of's dicts deleted with it.
+EXEMPT = ("app/", "science/atm.py", "cli/atm.py")
 MANIFEST_ATTRIBUTES = {"manifest", "metrics", "training"}
 MANIFEST_CALLS = {"task", "atm_runs"}
 KEYED_CALLS = {"get", "pop", "setdefault"}

@@ -7,6 +7,7 @@ import sys
 
 from tqdm.auto import tqdm
 
+from ..core.manifest import average_key
 from .common import add_ray_option, open_cache, pct, table
 
 
@@ -33,12 +34,11 @@ def cmd_atm(args):
     finally:
         if bar:
             bar.close()
-    run = cache.manifest.atm[args.variant]
-    return {"variant": args.variant, "coefficient": run.coefficient,
-            "task_arithmetic_average": cache.manifest.metrics.merge("task_arithmetic").average,
+    run = cache.atm_runs()[args.variant]
+    return {"variant": args.variant, "coefficient": run["coefficient"],
+            "task_arithmetic_average": cache.metrics[average_key("task_arithmetic")],
             "new_rounds": [r["round"] for r in records],
-            "rounds": [{"round": r.round, "accuracy": r.accuracy, "average": r.average,
-                        "normalized_average": r.normalized_average} for r in run.rounds]}
+            "rounds": [{k: r[k] for k in ("round", "accuracy", "average", "normalized_average")} for r in run["rounds"]]}
 
 
 def _print_atm(r: dict) -> None:

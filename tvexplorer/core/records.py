@@ -224,7 +224,8 @@ class Metrics:
 
 @dataclass(frozen=True)
 class AtmRound:
-    """One saved ATM round: the file of its merged delta and how that merge did on test."""
+    """One saved ATM round: the file of its merged delta, how that merge did on test, and the task
+    updates' norms and cosines; `details`: what else the round's writer recorded (science/atm.py)."""
     round: int
     file: str
     accuracy: dict[str, float]
@@ -232,37 +233,38 @@ class AtmRound:
     normalized_average: float
     update_norms: dict[str, float]
     update_cosines: tuple[tuple[float, ...], ...]  # task x task, in the cache's task order
+    details: dict = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, value, where: str) -> AtmRound:
         f = Fields(value, where)
-        out = cls(f.get("round", whole), f.get("file", text), f.get("accuracy", numbers), f.get("average", number),
-                  f.get("normalized_average", number), f.get("update_norms", numbers),
-                  f.get("update_cosines", each(each(number))))
-        f.done()
-        return out
+        return cls(f.get("round", whole), f.get("file", text), f.get("accuracy", numbers), f.get("average", number),
+                   f.get("normalized_average", number), f.get("update_norms", numbers),
+                   f.get("update_cosines", each(each(number))), f.rest())
 
     def to_json(self) -> dict:
         return {"round": self.round, "file": self.file, "accuracy": self.accuracy, "average": self.average,
                 "normalized_average": self.normalized_average, "update_norms": self.update_norms,
-                "update_cosines": [list(row) for row in self.update_cosines]}
+                "update_cosines": [list(row) for row in self.update_cosines], **self.details}
 
 
 @dataclass(frozen=True)
 class AtmRun:
-    """One ATM variant's settings (kept from its first round on) and its saved rounds, 1, 2, ... in order."""
+    """One ATM variant's settings (kept from its first round on) and its saved rounds, 1, 2, ... in order;
+    `details`: the run's other settings, as science/atm.py records them."""
     coefficient: float
-    budget_epochs: int
+    budget_epochs: float  # epochs of fine-tuning per task and round (a fraction where a run asked for one)
     train_split: str
     start: dict  # where round 1 starts: {"method": "none"} or {"method": "task_arithmetic", "scaling": s}
     rounds: tuple[AtmRound, ...] = ()
+    details: dict = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, value, where: str) -> AtmRun:
         f = Fields(value, where)
-        out = cls(f.get("coefficient", number), f.get("budget_epochs", whole), f.get("train_split", text),
+        out = cls(f.get("coefficient", number), f.get("budget_epochs", number), f.get("train_split", text),
                   f.get("start", obj), f.get("rounds", each(AtmRound.from_json), ()))
-        f.done()
+        out = replace(out, details=f.rest())
         numbered = [r.round for r in out.rounds]
         if numbered != list(range(1, len(numbered) + 1)):
             raise bad(f.path("rounds"), f"rounds numbered {numbered}, expected 1 to {len(numbered)} in order")
@@ -272,8 +274,9 @@ class AtmRun:
         return {**self.settings(), "rounds": [r.to_json() for r in self.rounds]}
 
     def settings(self) -> dict:
+        """The run's settings, as the JSON holds them (all but its rounds)."""
         return {"coefficient": self.coefficient, "budget_epochs": self.budget_epochs, "train_split": self.train_split,
-                "start": self.start}
+                "start": self.start, **self.details}
 
     def round_(self, variant: str, number: int) -> AtmRound:
         if not 1 <= number <= len(self.rounds):
