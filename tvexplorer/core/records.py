@@ -196,9 +196,18 @@ class Metrics:
 
     def averages(self) -> dict[str, float | None]:
         """The mean over tasks of each of AVERAGED_METRICS (None where it was not measured)."""
-        per_task = self.per_task()
-        merges = {name: m.average for name, m in self.merges.items()}
-        return {m: mean(per_task[m]) if m in per_task else merges.get(m) for m in AVERAGED_METRICS}
+        return {metric: self.average(metric) for metric in AVERAGED_METRICS}
+
+    def average(self, metric: str) -> float | None:
+        """The mean over tasks of one of AVERAGED_METRICS or a recorded merge (None where not measured)."""
+        per_task = getattr(self, metric) if metric in PER_TASK_METRICS else None
+        if per_task is not None:
+            return mean(per_task)
+        return self.merges[metric].average if metric in self.merges else None
+
+    def best_scaling(self, name: str) -> float | None:
+        """The scaling chosen on validation for a recorded merge, None where it is not recorded."""
+        return self.merges[name].best_scaling if name in self.merges else None
 
     def merge(self, name: str) -> TunedMerge:
         if name not in self.merges:

@@ -73,8 +73,7 @@ def build_demo(out: Path, quick: bool = False, device: str | None = None, recipe
 def diagnostics(cache: Cache) -> dict:
     """One row of the world search: averages in percent, and the ratios that the targets name."""
     m = cache.manifest.metrics
-    a = m.averages()
-    zs, ft, ta = a["zero_shot"], a["finetuned"], a["task_arithmetic"]
+    zs, ft, ta = m.average("zero_shot"), m.average("finetuned"), m.average("task_arithmetic")
     atm = {r.round: r.average for r in cache.manifest.atm_rounds("standard")}
     probe = m.linear_probe or {}
     best = m.merge("task_arithmetic").best_scaling
@@ -88,17 +87,17 @@ def diagnostics(cache: Cache) -> dict:
         return round((atm[k] - ta) / (ft - ta), 2) if k in atm and ft > ta else None
 
     return {
-        "probe/FT": round(a["linear_probe"] / ft, 2) if probe else None,
+        "probe/FT": round(m.average("linear_probe") / ft, 2) if probe else None,
         "min probe/FT": round(min(probe[t] / m.finetuned[t] for t in probe), 2) if probe else None,
         "ZS": pct(zs), "FT": pct(ft), "TA": pct(ta),
         "TA gain": round((ta - zs) / (ft - zs), 2) if ft > zs else None,
         "best λ": best,
-        "1-epoch TA": pct(a["task_arithmetic_one_epoch"]),
-        "multi-task": pct(a["multitask"]),
+        "1-epoch TA": pct(m.average("task_arithmetic_one_epoch")),
+        "multi-task": pct(m.average("multitask")),
         **{f"ATM@{k}": pct(atm.get(k)) for k in (3, 5, 10)},
         "climb@5": climb(5), "climb@10": climb(10),
         "preview err": pct(abs(at_best[0].preview_average - at_best[0].exact_average)) if at_best else None,
-        **{f"{k} − TA": round(100 * (a[k] - ta), 1) if a[k] is not None else None for k in TUNED_METHODS},
+        **{f"{k} − TA": round(100 * (m.average(k) - ta), 1) if m.average(k) is not None else None for k in TUNED_METHODS},
         **_first_epoch(cache),
     }
 

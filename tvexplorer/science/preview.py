@@ -177,7 +177,7 @@ def _check_settings(cache: Cache, kinds: Sequence[str]) -> list[dict]:
     """Coefficient settings at which the build compares preview and exact accuracy on the test split:
     for tau, uniform scalings 0, the best on validation, 0.3 and 1.0, and one seeded non-uniform
     setting; for tau1, its own best scaling (where the app starts)."""
-    merges = cache.manifest.metrics.merges
+    metrics = cache.manifest.metrics
 
     def uniform(kind: str, scaling: float, best: float | None) -> dict:
         note = " (best on validation)" if scaling == best else ""
@@ -186,14 +186,14 @@ def _check_settings(cache: Cache, kinds: Sequence[str]) -> list[dict]:
 
     settings = []
     if "tau" in kinds:
-        best = merges["task_arithmetic"].best_scaling if "task_arithmetic" in merges else None
+        best = metrics.best_scaling("task_arithmetic")
         scalings = [0.0, *([best] if best is not None else []), *CHECK_SCALINGS]
         settings += [uniform("tau", s, best) for s in dict.fromkeys(scalings)]
         rng = random.Random(CHECK_SEED)
         coefficients = {t: round(rng.uniform(0.0, 1.0), 3) for t in cache.tasks}
         settings.append({"setting": f"tau, random coefficients in [0, 1] (seed {CHECK_SEED}), scaling 0.3",
                          "kind": "tau", "split": "test", "scaling": 0.3, "coefficients": coefficients})
-    best_one_epoch = merges["task_arithmetic_one_epoch"].best_scaling if "task_arithmetic_one_epoch" in merges else None
+    best_one_epoch = metrics.best_scaling("task_arithmetic_one_epoch")
     if "tau1" in kinds and best_one_epoch is not None:
         settings.append(uniform("tau1", best_one_epoch, best_one_epoch))
     return settings

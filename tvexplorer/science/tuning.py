@@ -55,8 +55,8 @@ def record_name(method: str, per_layer: bool) -> str:
 
 def start_scaling(cache: Cache, method: str) -> float:
     """The method's scaling chosen on the validation grid when the build recorded one, else its default."""
-    record = cache.manifest.metrics.merges.get(method)
-    return float(record.best_scaling) if record is not None else METHODS[method].default_scaling
+    best = cache.manifest.metrics.best_scaling(method)
+    return float(best) if best is not None else METHODS[method].default_scaling
 
 
 def merge_settings(tasks: list[str], layers: list[str], w: Tensor, per_layer: bool) -> dict:
