@@ -186,7 +186,7 @@ def test_recorded_grams_are_those_of_each_linear_layers_inputs(quick_demo):
              encoder.ln_post.register_forward_hook(lambda m, a, out: keep("ln_post", out))]
     from tvexplorer.data.splits import to_input
     with torch.no_grad():
-        encoder(to_input(images.images, info["mean"], info["std"]))
+        encoder(to_input(images.images, info.mean, info.std))
     for h in hooks:
         h.remove()
 
