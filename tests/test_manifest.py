@@ -11,7 +11,7 @@ import pytest
 from tvexplorer.core.cache import Cache
 from tvexplorer.core.errors import CacheError
 from tvexplorer.core.manifest import MANIFEST, Manifest
-from tvexplorer.core.records import MethodKey
+from tvexplorer.core.additions import MethodKey
 
 DEMO = Path(__file__).resolve().parent.parent / "assets" / "demo"
 

@@ -35,7 +35,7 @@ from .errors import CacheError
 from .files import mmap_tensors, write_tensors, writer_lock
 from .layout import Layout
 from .manifest import VECTOR_KINDS, Manifest, read_manifest, write_manifest
-from .records import AtmRound, AtmRun
+from .additions import AtmRound, AtmRun
 from .split import Split
 from .stamps import file_sha256
 

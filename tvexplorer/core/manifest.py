@@ -34,7 +34,7 @@ Schema (version 1), one JSON object, in this order:
                      [{"round", "file", "accuracy", "average", "normalized_average", "update_norms",
                      "update_cosines"}]}}: the saved ATM rounds (science/atm.py), 1, 2, ... in order
 
-Readers get it typed (`Manifest` and the records of core/records.py), read and checked once when the
+Readers get it typed (`Manifest` and the records of core/records.py, core/additions.py), read and checked once when the
 cache is opened: a missing, mistyped, unknown or inconsistent field is one CacheError that names it.
 Writers make a new Manifest (the records are frozen) and `write_manifest` puts it on disk.
 The manifest is written last (atomically, under the writer lock), so a cache whose manifest lists a
@@ -51,9 +51,10 @@ from .errors import CacheError
 from .fields import Fields, bad, by_name, each, number, obj, optional, text, texts, whole
 from .files import atomic_write
 from .layout import Layout
-from .records import (ATM_PREFIX, AVERAGED_METRICS, MERGE_SETTINGS, PER_TASK_METRICS, TUNED_METHODS, AtmRound,  # noqa: F401
-                      AtmRun, Encoder, FileEntry, GramsRecord, MethodKey, Metrics, ModelRecord, PreviewRecord,
-                      SplitSizes, TaskRecord, TunedMerge, TuningRecord, average_key)
+from .additions import MERGE_SETTINGS, AtmRound, AtmRun, GramsRecord, PreviewRecord, TuningRecord
+from .records import AVERAGED_METRICS, PER_TASK_METRICS, FileEntry, Metrics, ModelRecord, TaskRecord, average_key
+
+__all__ = ["PER_TASK_METRICS", "average_key"]  # imported from here by app/ and cli/atm.py until they read the typed records
 from .training import TrainConfig
 
 SCHEMA_VERSION = 1

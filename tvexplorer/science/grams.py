@@ -8,7 +8,7 @@ layers; and the final projection `proj` (used as pooled @ proj). The patch embed
 convolution, averaged as in FusionBench.
 
 The cache keeps them in grams/<task>.safetensors (float32, one [n, n] tensor per parameter name) and
-the manifest's grams record (`core.records.GramsRecord`). `task_grams` computes any that are missing
+the manifest's grams record (`core.additions.GramsRecord`). `task_grams` computes any that are missing
 once, saves them, and from then on only reads them: a merge reads one layer's Gram at a time from
 the file, so memory never holds a task's Grams whole.
 """
@@ -28,7 +28,7 @@ from ..core.cache import Cache
 from ..core.device import resolve_device
 from ..core.errors import CacheError
 from ..core.manifest import Manifest
-from ..core.records import GramsRecord
+from ..core.additions import GramsRecord
 from ..core.split import Split
 from ..data.sources import load_task
 from ..data.splits import to_input

@@ -36,7 +36,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from ..core.cache import Cache
 from ..core.checks import finite
 from ..core.device import resolve_device
-from ..core.records import PreviewCheck, PreviewRecord, mean
+from ..core.additions import PreviewCheck, PreviewRecord
+from ..core.records import mean
 from ..data.splits import to_input
 from ..merging import merge_flat
 from ..models.clip import build_image_encoder
