@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 
 from tvexplorer.core.cache import Cache
-from tvexplorer.core.manifest import averages
-from tvexplorer.science.atm import budget, new_settings, run_atm
+from tvexplorer.science.atm import new_settings, run_atm
+from tvexplorer.science.atm_report import atm_report
 
 
 def fresh_copy(source: Path, dest: Path) -> Cache:
@@ -43,25 +43,22 @@ def _link_or_copy(src, dst):
 
 
 def row(cache: Cache, variant: str) -> dict:
-    m = cache.metrics
-    a = averages(m)
-    ta, ft, mt = a["task_arithmetic"], a["finetuned"], a.get("multitask")
-    ta_task = m["task_arithmetic"]["accuracy"] if "accuracy" in m["task_arithmetic"] else None
-    run = cache.atm_runs()[variant]
-    rounds = run["rounds"]
+    """The search's columns, from the same report the app draws."""
+    report = atm_report(cache)
+    m = cache.manifest.metrics
+    ta, ft, mt = m.average("task_arithmetic"), m.average("finetuned"), m.average("multitask")
+    rounds = report["runs"][variant]["rounds"]
     out = {"TA": round(100 * ta, 1), "FT": round(100 * ft, 1), "multi-task": round(100 * mt, 1) if mt else None}
     for k in (1, 3, 5, 10):
         if len(rounds) >= k:
-            avg = rounds[k - 1]["average"]
-            out[f"ATM@{k}"] = round(100 * avg, 1)
-            out[f"climb@{k}"] = round((avg - ta) / (ft - ta), 2)
-    last = rounds[-1]
-    if ta_task:
-        worst = min(cache.tasks, key=lambda t: last["accuracy"][t] - ta_task[t])
-        out["worst vs TA"] = f"{worst} {100 * (last['accuracy'][worst] - ta_task[worst]):+.1f}"
-    out["alphas"] = [round(r.get("alpha", run["coefficient"]) * len(cache.tasks), 2) for r in rounds]
+            out[f"ATM@{k}"] = round(100 * rounds[k - 1]["average"], 1)
+            out[f"climb@{k}"] = round((rounds[k - 1]["average"] - ta) / (ft - ta), 2)
+    gains = rounds[-1]["gain_vs_task_arithmetic"]
+    worst = min(gains, key=gains.get)
+    out["worst vs TA"] = f"{worst} {100 * gains[worst]:+.1f}"
+    out["alphas"] = [round(r["alpha"] * len(cache.tasks), 2) for r in rounds]
     out["averages"] = [round(100 * r["average"], 1) for r in rounds]
-    out["budget x FT"] = round(budget(cache, variant)[-1], 2)
+    out["budget x FT"] = round(rounds[-1]["budget"], 2)
     return out
 
 
@@ -79,7 +76,7 @@ def main(argv=None) -> None:
         config = json.loads(text)
         variant = config.pop("variant", "standard")
         cache = fresh_copy(args.cache, args.out / name)
-        done = len(cache.atm_runs().get(variant, {}).get("rounds", []))
+        done = len(cache.manifest.atm[variant].rounds) if variant in cache.manifest.atm else 0
         if done < args.rounds:
             run_atm(cache, args.rounds - done, variant=variant, settings=new_settings(variant, **config), device=args.device,
                     on_round=lambda r: print(f"{name} round {r['round']}: {100 * r['average']:.1f} "

@@ -46,7 +46,7 @@ def test_open_clip_export_loads_as_local_dir_and_matches_the_evaluator(quick_dem
     assert (got - expected).abs().max().item() < 1e-5
     assert expected.abs().max().item() > 1e-2  # features, not zeros
     # the text tower and the preprocessing are the base model's own
-    base, tokenizer, _ = load_clip(ModelSpec(evaluator.cache.manifest["model"]["name"]), evaluator.cache.root)
+    base, tokenizer, _ = load_clip(ModelSpec(evaluator.cache.manifest.model.name), evaluator.cache.root)
     tokens = tokenizer(["a photo of a digit", "a sign"])
     with torch.no_grad():
         assert torch.equal(model.encode_text(tokens), base.encode_text(tokens))

@@ -23,8 +23,8 @@ def test_demo_is_small_and_complete(demo):
     size = sum(p.stat().st_size for p in DEMO.rglob("*") if p.is_file())
     assert size <= 60 * 2**20
     assert len(demo.tasks) >= 8 and set(demo.tasks) <= set(TASKS)
-    assert demo.manifest["model"]["name"] == "local-dir:model"
-    assert {"standard", "posthoc"} <= set(demo.atm_runs())
+    assert demo.manifest.model.name == "local-dir:model"
+    assert {"standard", "posthoc"} <= set(demo.manifest.atm)
 
 
 def test_recorded_metrics_are_reproduced_exactly(demo):
@@ -118,10 +118,9 @@ def test_demo_theory_record_shows_a_second_order_error(demo):
 
 
 def test_preview_is_within_two_points_of_exact_at_the_best_scaling(demo):
-    best = demo.metrics["task_arithmetic"]["best_scaling"]
-    checks = [c for c in demo.manifest["preview"]["checks"] if c["kind"] == "tau" and c["scaling"] == best
-              and not c["coefficients"]]
-    assert checks and abs(checks[0]["preview_average"] - checks[0]["exact_average"]) <= 0.02
+    best = demo.manifest.metrics.merge("task_arithmetic").best_scaling
+    checks = [c for c in demo.manifest.preview.checks if c.kind == "tau" and c.scaling == best and not c.coefficients]
+    assert checks and abs(checks[0].preview_average - checks[0].exact_average) <= 0.02
 
 
 def test_default_atm_run_climbs_and_leaves_no_task_behind(demo):

@@ -7,7 +7,6 @@ import sys
 
 from tqdm.auto import tqdm
 
-from ..core.manifest import average_key
 from .common import add_ray_option, open_cache, pct, table
 
 
@@ -39,7 +38,7 @@ def cmd_atm(args):
             bar.close()
     run = atm_report(cache)["runs"][args.variant]
     return {"variant": args.variant, "description": run["description"], "settings": run["settings"],
-            "task_arithmetic_average": cache.metrics[average_key("task_arithmetic")], "gap_closed": run["gap_closed"],
+            "task_arithmetic_average": cache.manifest.metrics.average("task_arithmetic"), "gap_closed": run["gap_closed"],
             "new_rounds": [r["round"] for r in records],
             "rounds": [{k: r[k] for k in ("round", "budget", "alpha", "accuracy", "average", "normalized_average", "mean_abs_cosine")}
                        for r in run["rounds"]]}

@@ -20,6 +20,7 @@ from typing import Callable, Iterator
 import torch
 
 from ..core.layout import Layout
+from ..core.records import Encoder
 from ..data.sources import load_task
 from ..models.clip import build_image_encoder, set_flat
 from ..science.atm import Settings, tune_from
@@ -82,7 +83,7 @@ def as_finished(jobs: dict) -> Iterator[tuple[object, object]]:
 class Base:
     """What every worker starts from, shipped once through the object store: theta0, the heads, and
     the encoder's description (the model files and the text tower stay with the driver)."""
-    encoder_info: dict
+    encoder_info: Encoder
     theta0: torch.Tensor
     heads: dict
     logit_scale: float
@@ -143,10 +144,10 @@ def atm_round(cache, cfg: TrainConfig, settings: Settings, start: torch.Tensor, 
     import ray
     gpu = _uses_gpu(device)
     heads, logit_scale = cache.heads()
-    base = ray.put(Base(cache.manifest["model"]["encoder"], cache.base(), heads, logit_scale))
+    base = ray.put(Base(cache.manifest.model.encoder, cache.base(), heads, logit_scale))
     start_ref = ray.put(start)
     remote = _remote(_atm_task, gpu)
-    jobs = {remote.remote(base, start_ref, cache.task(t)["data"], i, k, cfg, settings, gpu): t
+    jobs = {remote.remote(base, start_ref, cache.manifest.task(t).data, i, k, cfg, settings, gpu): t
             for i, t in enumerate(cache.tasks)}
     updates = {}
     for task, update in as_finished(jobs):

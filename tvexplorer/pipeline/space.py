@@ -78,7 +78,7 @@ def plan(cache: Cache, hardware: str = "cpu", root: Path = PROJECT_ROOT) -> list
 
 def _check_self_contained(cache: Cache) -> None:
     """The Space gets the cache folder only: a local-dir model must lie inside it."""
-    name = cache.manifest["model"]["name"]
+    name = cache.manifest.model.name
     if name.startswith(LOCAL_DIR):
         model = (Path(cache.root) / name[len(LOCAL_DIR):]).resolve()
         if not model.is_relative_to(Path(cache.root).resolve()):

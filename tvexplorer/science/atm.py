@@ -26,6 +26,7 @@ from typing import Callable
 
 import torch
 
+from ..core.additions import AtmRun
 from ..core.cache import Cache
 from ..core.checks import finite
 from ..core.device import resolve_device
@@ -114,8 +115,9 @@ def tune_from(encoder, objective: Objective, split, cfg: TrainConfig, index: int
     return (theta_t - start.to(theta_t.dtype)).float()
 
 
-def settings_of(run: dict) -> Settings:
+def settings_of(run: AtmRun | dict) -> Settings:
     """The Settings recorded with a run (a run saved before settings were recorded has the paper's)."""
+    run = run.settings() if isinstance(run, AtmRun) else run
     known = {f.name for f in fields(Settings)}
     values = {k: v for k, v in run.items() if k in known and k != "start"}
     values["alpha"] = run.get("coefficient")
@@ -130,9 +132,8 @@ def run_info(cache: Cache, variant: str, settings: Settings | None = None) -> di
     the settings it started with."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown ATM variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-    existing = cache.atm_runs().get(variant)
-    if existing:
-        return {k: v for k, v in existing.items() if k != "rounds"}
+    if variant in cache.manifest.atm:
+        return cache.manifest.atm[variant].settings()
     settings = settings or VARIANTS[variant]
     info = asdict(settings)
     info["coefficient"] = 1.0 / len(cache.tasks) if settings.alpha is None else settings.alpha
@@ -141,7 +142,7 @@ def run_info(cache: Cache, variant: str, settings: Settings | None = None) -> di
     info["extension"] = variant in EXTENSIONS or not settings.paper_rule
     info["start"] = {"method": "none"}
     if settings.start == "task_arithmetic":
-        info["start"] = {"method": "task_arithmetic", "scaling": cache.metrics["task_arithmetic"]["best_scaling"]}
+        info["start"] = {"method": "task_arithmetic", "scaling": cache.manifest.metrics.merge("task_arithmetic").best_scaling}
     return info
 
 
@@ -155,22 +156,22 @@ def new_settings(variant: str, **overrides) -> Settings:
 def fine_tuning_steps(cache: Cache) -> int:
     """All tasks' optimizer steps in fine-tuning: the unit of ATM's budget axis. The multi-task baseline
     takes as many, and task arithmetic needs the fine-tuned models, so all three sit at 1."""
-    cfg = TrainConfig(**(cache.training or {}))
-    return sum(cfg.epochs * steps_per_epoch(cache.task(t)["sizes"]["train"], cfg) for t in cache.tasks)
+    cfg = cache.manifest.training or TrainConfig()
+    return sum(cfg.epochs * steps_per_epoch(t.sizes.train, cfg) for t in cache.manifest.tasks)
 
 
 def budget(cache: Cache, variant: str) -> list[float]:
     """Training spent by the end of each saved round of `variant`, as a multiple of fine-tuning's (all
     tasks' optimizer steps); post-hoc ATM starts from the fine-tuned models, so from 1."""
-    run = cache.atm_runs().get(variant)
+    run = cache.manifest.atm.get(variant)
     if not run:
         return []
     settings = settings_of(run)
-    cfg = TrainConfig(**(cache.training or {}))
-    per_round = sum(round_steps(cache.task(t)["sizes"][settings.train_split], cfg, settings) for t in cache.tasks)
+    cfg = cache.manifest.training or TrainConfig()
+    per_round = sum(round_steps(getattr(t.sizes, settings.train_split), cfg, settings) for t in cache.manifest.tasks)
     start = 1.0 if settings.start == "task_arithmetic" else 0.0
     unit = fine_tuning_steps(cache)
-    return [start + k * per_round / unit for k in range(1, len(run["rounds"]) + 1)]
+    return [start + k * per_round / unit for k in range(1, len(run.rounds) + 1)]
 
 
 def run_atm(cache: Cache, rounds: int, variant: str = "standard", settings: Settings | None = None,
@@ -189,14 +190,14 @@ def run_atm(cache: Cache, rounds: int, variant: str = "standard", settings: Sett
         settings = settings_of(info)
         device = resolve_device(device)
         tasks = cache.tasks
-        cfg = TrainConfig(**(cache.training or {}))  # an imported cache has no record: ATM's own defaults
-        encoder = build_image_encoder(cache.manifest["model"]["encoder"])
+        cfg = cache.manifest.training or TrainConfig()  # an imported cache has no record: ATM's own defaults
+        encoder = build_image_encoder(cache.manifest.model.encoder)
         evaluator = evaluator or Evaluator(cache, device=device)
         heads, logit_scale = cache.heads()
-        objectives = prepare(encoder, heads, logit_scale, cache.manifest["model"]["encoder"], cfg, device)
-        data = {t: load_task(cache.task(t)["data"]) for t in tasks}
+        objectives = prepare(encoder, heads, logit_scale, cache.manifest.model.encoder, cfg, device)
+        data = {t: load_task(cache.manifest.task(t).data) for t in tasks}
         splits = {t: getattr(data[t], settings.train_split) for t in tasks}
-        done = len(cache.atm_runs().get(variant, {}).get("rounds", []))
+        done = len(cache.manifest.atm[variant].rounds) if variant in cache.manifest.atm else 0
         if done:
             merged = cache.atm_delta(variant, done).float().clone()
         elif info["start"]["method"] == "task_arithmetic":

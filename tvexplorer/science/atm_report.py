@@ -8,8 +8,8 @@ import math
 
 import pandas as pd
 
+from ..core.additions import AtmRun
 from ..core.cache import Cache
-from ..core.manifest import average_key
 from .atm import EXTENSIONS, budget, settings_of
 
 
@@ -21,30 +21,34 @@ def mean_abs_cosine(matrix: list[list[float]]) -> float:
     return sum(pairs) / len(pairs) if pairs else math.nan
 
 
-def describe(run: dict, variant: str) -> str:
+def describe(run: AtmRun, variant: str) -> str:
     """One line: the rule, weights, budget and optimizer of a run, and whose it is."""
     s = settings_of(run)
-    alpha = "alpha by line search on validation" if s.alpha_rule == "line_search" else f"alpha {run['coefficient']:.4g}"
-    who = "tvexplorer's extension" if variant in EXTENSIONS or not s.paper_rule else "the paper's rule"
+    alpha = "alpha by line search on validation" if s.alpha_rule == "line_search" else f"alpha {run.coefficient:.4g}"
+    who = "tvexplorer's extension" if is_extension(run, variant) else "the paper's rule"
     lr = f", lr {s.lr:g}" if s.lr is not None else ""
     weights = ", tasks weighted by validation loss" if s.weighting == "loss" else ""
     start = ", from the task-arithmetic merge, trained on validation" if s.start == "task_arithmetic" else ""
     return f"{who}: {alpha}{weights}, {s.budget_epochs:g} epoch(s) a round, {s.optimizer}{lr}{start}"
 
 
+def is_extension(run: AtmRun, variant: str) -> bool:
+    return variant in EXTENSIONS or not settings_of(run).paper_rule
+
+
 def references(cache: Cache) -> list[dict]:
     """The lines a run is judged against, each at the training budget it used (multiples of fine-tuning's)."""
-    m = cache.metrics
-    epochs = (cache.training or {}).get("epochs")
+    m = cache.manifest.metrics
+    training = cache.manifest.training
     rows = [("zero-shot", "zero_shot", 0.0), ("fine-tuned (one model per task)", "finetuned", 1.0),
             ("multi-task (joint fine-tuning)", "multitask", 1.0), ("task arithmetic", "task_arithmetic", 1.0),
-            ("task arithmetic of 1-epoch models", "task_arithmetic_one_epoch", 1 / epochs if epochs else None)]
+            ("task arithmetic of 1-epoch models", "task_arithmetic_one_epoch", 1 / training.epochs if training else None)]
     out = []
     for label, key, spent in rows:
-        average = m.get(average_key(key))
+        average = m.average(key)
         if average is None or spent is None:
             continue
-        per_task = m[key]["accuracy"] if isinstance(m.get(key), dict) and "accuracy" in m[key] else m.get(key)
+        per_task = m.merge(key).accuracy if key in m.merges else m.per_task()[key]
         out.append({"name": label, "key": key, "budget": spent, "average": average, "accuracy": per_task})
     return out
 
@@ -52,26 +56,24 @@ def references(cache: Cache) -> list[dict]:
 def atm_report(cache: Cache) -> dict:
     """Every saved run: per round its budget, alpha, averages, mean |cos| of the task updates and each task's
     change from its task-arithmetic accuracy; the references; the gap closed at rounds 5 and 10."""
-    m = cache.metrics
-    ta = m["task_arithmetic"]["accuracy"]
-    ta_avg, ft_avg = m[average_key("task_arithmetic")], m[average_key("finetuned")]
-    mt_avg = m.get(average_key("multitask"))
+    m = cache.manifest.metrics
+    ta = m.merge("task_arithmetic").accuracy
+    ta_avg, ft_avg, mt_avg = m.average("task_arithmetic"), m.average("finetuned"), m.average("multitask")
     runs = {}
-    for variant, run in cache.atm_runs().items():
-        spent = budget(cache, variant)
+    for variant, run in cache.manifest.atm.items():
         rounds = []
-        for r, b in zip(run["rounds"], spent):
-            rounds.append({"round": r["round"], "budget": b, "alpha": r.get("alpha", run["coefficient"]),
-                           "average": r["average"], "normalized_average": r.get("normalized_average"),
-                           "accuracy": r["accuracy"], "gain_vs_task_arithmetic": {t: r["accuracy"][t] - ta[t] for t in ta},
-                           "mean_abs_cosine": mean_abs_cosine(r["update_cosines"]) if "update_cosines" in r else None,
-                           "update_cosines": r.get("update_cosines"), "update_norms": r.get("update_norms"),
-                           "weights": r.get("weights"), "line_search": r.get("line_search")})
+        for r, spent in zip(run.rounds, budget(cache, variant)):
+            cosines = [list(row) for row in r.update_cosines]
+            rounds.append({"round": r.round, "budget": spent, "alpha": r.details.get("alpha", run.coefficient),
+                           "average": r.average, "normalized_average": r.normalized_average, "accuracy": r.accuracy,
+                           "gain_vs_task_arithmetic": {t: r.accuracy[t] - ta[t] for t in ta},
+                           "mean_abs_cosine": mean_abs_cosine(cosines), "update_cosines": cosines,
+                           "update_norms": r.update_norms, "weights": r.details.get("weights"),
+                           "line_search": r.details.get("line_search")})
         closed = {k: (rounds[k - 1]["average"] - ta_avg) / (ft_avg - ta_avg)
                   for k in (5, 10) if len(rounds) >= k and ft_avg > ta_avg}
-        runs[variant] = {"description": describe(run, variant), "extension": variant in EXTENSIONS or not settings_of(run).paper_rule,
-                         "settings": {k: v for k, v in run.items() if k != "rounds"}, "rounds": rounds,
-                         "gap_closed": closed,
+        runs[variant] = {"description": describe(run, variant), "extension": is_extension(run, variant),
+                         "settings": run.settings(), "rounds": rounds, "gap_closed": closed,
                          "vs_multitask": {k: rounds[k - 1]["average"] - mt_avg for k in (5, 10) if len(rounds) >= k and mt_avg}}
     return {"tasks": cache.tasks, "references": references(cache), "runs": runs}
 

@@ -82,9 +82,9 @@ class Evaluator:
             raise ValueError(f"precision must be auto or one of {', '.join(INFERENCE_PRECISIONS)}, got {precision!r}")
         self.precision = precision
         self.batch_size = batch_size
-        model = cache.manifest["model"]["encoder"]
-        self.mean, self.std = model["mean"], model["std"]
-        self.encoder = build_image_encoder(model).to(self.device)
+        encoder = cache.manifest.model.encoder
+        self.mean, self.std = encoder.mean, encoder.std
+        self.encoder = build_image_encoder(encoder).to(self.device)
         if Layout.of(dict(self.encoder.named_parameters())) != cache.layout:
             raise CacheError("base.safetensors: the stored layout does not match the image encoder that the manifest's model config builds")
         if precision == "bfloat16":
@@ -123,7 +123,7 @@ class Evaluator:
         return {t: int((p == self.sets[t].labels).sum()) / len(p) for t, p in self.predictions(delta, tasks).items()}
 
     def result(self, delta: Delta | None) -> EvalResult:
-        return summarize(self.accuracy(delta), self.cache.metrics["finetuned"])
+        return summarize(self.accuracy(delta), self.cache.manifest.metrics.require_finetuned())
 
     def evaluate(self, method: str, *, coefficients: dict[str, float] | None = None, scaling: float | None = None,
                  vectors: str = "tau", layer_coefficients: LayerCoefficients | None = None, **params) -> EvalResult:
