@@ -1,5 +1,6 @@
 """`space`: the Space's files, README front matter and requirements, pushed through a mocked HfApi (no
 network here: what the hub itself does with the upload is not exercised)."""
+import inspect
 import json
 import re
 import shutil
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from huggingface_hub import Volume
+from huggingface_hub import HfApi, Volume
 
 from tvexplorer.cli import main
 from tvexplorer.pipeline import evalplan, space
@@ -22,7 +23,8 @@ class FakeRuntime:
 
 
 class FakeHub:
-    """Stands in for huggingface_hub.HfApi: records each call and what the staged folder held then.
+    """Stands in for huggingface_hub.HfApi: records each call and what the staged folder held then, and
+    checks every call's arguments against the installed HfApi's signature of that method.
     `existing`: the runtime of a Space that exists already (None: it does not)."""
     calls: list = []
     fail_with: Exception | None = None
@@ -30,6 +32,16 @@ class FakeHub:
 
     def __init__(self, *args, **kwargs):
         FakeHub.calls.append(("init", args, kwargs))
+
+    def __getattribute__(self, name):
+        method = object.__getattribute__(self, name)
+        if name.startswith("_") or not callable(method):
+            return method
+
+        def checked(*args, **kwargs):
+            inspect.signature(getattr(HfApi, name)).bind(self, *args, **kwargs)  # TypeError if HfApi takes no such call
+            return method(*args, **kwargs)
+        return checked
 
     def repo_exists(self, repo_id, repo_type=None):
         return FakeHub.existing is not None
@@ -161,7 +173,7 @@ def test_an_existing_space_is_moved_to_the_hardware_and_bucket(hub, timing, caps
 
 def test_a_new_space_with_a_bucket_mounts_it_and_points_the_work_folder_there(hub, timing, capsys):
     assert main(["space", "me/tvx", "--bucket", "me/tvx-work"]) == 0
-    assert ("create_bucket", "me/tvx-work", {"exist_ok": True}) in hub.calls
+    assert ("create_bucket", "me/tvx-work", {"private": True, "exist_ok": True}) in hub.calls
     (_, _, create), = [c for c in hub.calls if c[0] == "create_repo"]
     (volume,) = create["space_volumes"]
     assert (volume.type, volume.source, volume.mount_path) == ("bucket", "me/tvx-work", "/data")

@@ -196,8 +196,9 @@ def space_readme(root: Path, hardware: str, evaluation: EvaluationPlan, bucket: 
     setup = HARDWARE[hardware]
     front.update({"sdk": "gradio", "sdk_version": gradio, "python_version": f'"{setup["python_version"]}"',
                   "app_file": "app.py", "suggested_hardware": setup["flavor"]})
+    evaluated = evaluation.describe()
     this_space = (f"> **This Space** runs on {setup['flavor']} with Python {setup['python_version']}. "
-                  f"{evaluation.describe()[0].upper()}{evaluation.describe()[1:]}. {storage_line(bucket)}\n\n")
+                  f"{evaluated[0].upper()}{evaluated[1:]}. {storage_line(bucket)}\n\n")
     return "---\n" + "".join(f"{k}: {v}\n" for k, v in front.items()) + "---\n" + this_space + body
 
 
@@ -232,7 +233,7 @@ def push(repo_id: str, files: list[PlannedFile], folder: Path, hardware: str = "
     done = {"created": False, "hardware_requested": None, "bucket_mounted": False}
     try:
         if bucket:
-            api.create_bucket(bucket, exist_ok=True)
+            api.create_bucket(bucket, private=True, exist_ok=True)  # a work folder, not a publication
         if not api.repo_exists(repo_id, repo_type="space"):
             api.create_repo(repo_id, repo_type="space", space_sdk="gradio", exist_ok=True, space_hardware=flavor,
                             space_volumes=[volume] if volume else None,
