@@ -6,11 +6,13 @@
 #   benchmarks/gpu_check.sh [--install] [--json FILE]
 #
 # --install first runs `pip install -r requirements-dev.txt` (on a fresh machine: minutes, most of them
-# torch's CUDA wheels; not counted in the check's own few minutes).
+# torch's CUDA wheels; not counted in the check's own few minutes). PYTHON picks the interpreter
+# (default python3, the one that holds torch on most GPU images).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
 if [[ "${1:-}" == "--install" ]]; then
     shift
-    python -m pip install --quiet -r requirements-dev.txt
+    "$PYTHON" -m pip install --quiet -r requirements-dev.txt
 fi
-exec python benchmarks/gpu_check.py --device cuda "$@"
+exec "$PYTHON" benchmarks/gpu_check.py --device cuda "$@"

@@ -5,6 +5,7 @@ import importlib.util
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 from tvexplorer.core.cache import Cache
@@ -20,7 +21,7 @@ def load_gpu_check():
 
 
 def test_without_a_gpu_the_check_stops_with_one_line():
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # no GPU, even on a machine that has one
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHON": sys.executable}  # no GPU, even on a machine that has one
     r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True, env=env,
                        timeout=600)
     assert r.returncode == load_gpu_check().NO_GPU_EXIT and r.stdout == ""
