@@ -68,11 +68,12 @@ def merged_delta(cache: Cache, method: str, *, coefficients: dict[str, float] | 
 class Evaluator:
     def __init__(self, cache: Cache, device: str | torch.device | None = None, batch_size: int = 500,
                  split: str = "test", memo_size: int = 512, precision: str = "float32",
-                 store: Callable[[], Cache] | None = None):
+                 store: Callable[[], Cache] | None = None, subset_sizes: Mapping[str, int] | None = None):
         """precision: float32 (what builds record), bfloat16 (see models.clip.run_blocks_in_bfloat16), or
         auto: bfloat16 where the hardware runs it fast, else float32. `store`: the writable cache where
         per-task data that `cache` lacks is computed and saved (default: `cache` itself; the app passes
-        the work folder of a read-only cache)."""
+        the work folder of a read-only cache). `subset_sizes`: per task, evaluate on a seeded subset of
+        that many of the stored images (Split.take; a CPU Space's plan, pipeline/evalplan.py)."""
         self.cache = cache
         self.store = store
         self.device = resolve_device(device)
@@ -93,6 +94,9 @@ class Evaluator:
         heads, _ = cache.heads()
         self.heads = {t: h.to(self.device) for t, h in heads.items()}
         self.sets = {t: cache.eval_split(t, split) for t in cache.tasks}
+        for task, n in (subset_sizes or {}).items():
+            if n < len(self.sets[task]):
+                self.sets[task] = self.sets[task].take(n)
         self._lock = threading.Lock()  # one encoder, one evaluation at a time
         self._memo_lock = threading.Lock()  # so a memo hit never waits behind a running evaluation
         self._memo: OrderedDict[tuple, EvalResult] = OrderedDict()
