@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from ..core.cache import Cache
+from ..core.records import Encoder
 from ..models.clip import build_image_encoder, get_flat, set_flat
 
 PLAN_FILE = "evaluation_plan.json"
@@ -89,11 +90,11 @@ class Timing:
     load_seconds: float
 
 
-def measure_encoder(encoder_info: dict, threads: int, seconds: float = TIMING_SECONDS, batch: int = TIMING_BATCH) -> Timing:
+def measure_encoder(encoder_info: Encoder | dict, threads: int, seconds: float = TIMING_SECONDS, batch: int = TIMING_BATCH) -> Timing:
     """The image encoder that a manifest's `model.encoder` describes, timed on this machine's CPU with
     `threads` threads, and the load of one set of merged weights into it. Random weights and inputs: the
     cost does not depend on them."""
-    size = encoder_info["image_size"]
+    size = Encoder.of(encoder_info).image_size
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -104,7 +105,7 @@ def measure_encoder(encoder_info: dict, threads: int, seconds: float = TIMING_SE
                 images = torch.randn(batch, 3, size, size)
                 if min(_timed(encoder, images) for _ in range(2)) >= MIN_BATCH_SECONDS or batch >= MAX_BATCH:
                     break
-                batch *= 4
+                batch = min(4 * batch, MAX_BATCH)
             calls, started = [], time.perf_counter()
             while time.perf_counter() - started < seconds or len(calls) < MIN_CALLS:
                 calls.append(_timed(encoder, images))
@@ -113,7 +114,7 @@ def measure_encoder(encoder_info: dict, threads: int, seconds: float = TIMING_SE
     return Timing(batch / min(calls), batch / statistics.median(calls), batch, load_seconds)
 
 
-def measure_load(encoder_info: dict, threads: int) -> float:
+def measure_load(encoder_info: Encoder | dict, threads: int) -> float:
     """Seconds to load one set of merged weights (theta0 + delta) into the encoder, as every evaluation does."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -150,7 +151,7 @@ def plan_evaluation(cache: Cache, hardware: str, device: str = "cpu", target_sec
     if target_seconds <= 0 or (images_per_second is not None and images_per_second <= 0):
         raise ValueError("the evaluation's target seconds and images per second must be positive numbers")
     threads = SPACE_CPUS[hardware]
-    encoder_info = cache.manifest["model"]["encoder"]
+    encoder_info = cache.manifest.model.encoder
     if images_per_second is None:
         timing = measure_encoder(encoder_info, threads)
         images_per_second, load_seconds = timing.images_per_second, timing.load_seconds
