@@ -56,8 +56,10 @@ def manifest_aliases(tree: ast.AST) -> set[str]:
 
 
 def is_key(node: ast.AST) -> bool:
-    """A string constant, or a module constant such as GRAMS."""
-    return (isinstance(node, ast.Constant) and isinstance(node.value, str)) or (isinstance(node, ast.Name) and node.id.isupper())
+    """A string constant, a module constant such as GRAMS, an f-string, or a key made by average_key()."""
+    return ((isinstance(node, ast.Constant) and isinstance(node.value, str)) or isinstance(node, ast.JoinedStr)
+            or (isinstance(node, ast.Name) and node.id.isupper())
+            or (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "average_key"))
 
 
 def lookups(source: str) -> list[int]:
@@ -92,6 +94,7 @@ def test_the_scan_finds_string_key_lookups_and_passes_typed_fields():
     assert lookups('d = cache.task(t)["data"]\nn = len(cache.atm_runs()[v]["rounds"])') == [1, 2]
     assert lookups('cache.add_files({}, lambda manifest: manifest.pop("preview", None))') == [1]
     assert lookups("g = cache.manifest[GRAMS]") == [1]
+    assert lookups('a = cache.metrics[average_key("task_arithmetic")]\nb = cache.metrics[f"{m}_average"]') == [1, 2]
     assert lookups('def f():\n    m, man = self.metrics, self.source.manifest\n    x = man["model"]\n    y = m.get("ties")') == [3, 4]
     assert lookups('def f():\n    for variant, run in ex.atm_runs().items():\n        n = len(run["rounds"])') == [3]
     assert lookups('def f():\n    run = cache.manifest\ndef g(run):\n    n = run["rounds"]') == []  # another function's name

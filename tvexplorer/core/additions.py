@@ -207,5 +207,6 @@ class MethodKey:
             return cls(method=key)
         variant, _, number = key[len(ATM_PREFIX):].partition(":")
         if not variant or not number.strip().isdigit():
-            raise ValueError(f"an ATM round is named {ATM_PREFIX}VARIANT:ROUND such as {ATM_PREFIX}standard:2, got {key!r}")
+            raise ValueError(f"an ATM round is named {ATM_PREFIX}VARIANT:ROUND such as {ATM_PREFIX}standard:2, "
+                             f"got {key!r}")
         return cls(atm_variant=variant, atm_round=int(number))

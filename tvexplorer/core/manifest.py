@@ -54,7 +54,8 @@ from .layout import Layout
 from .additions import MERGE_SETTINGS, AtmRound, AtmRun, GramsRecord, PreviewRecord, TuningRecord
 from .records import AVERAGED_METRICS, PER_TASK_METRICS, FileEntry, Metrics, ModelRecord, TaskRecord, average_key
 
-__all__ = ["PER_TASK_METRICS", "average_key"]  # imported from here by app/ and cli/atm.py until they read the typed records
+# Imported from here by app/ and cli/atm.py until they read the typed records.
+__all__ = ["PER_TASK_METRICS", "average_key"]
 from .training import TrainConfig
 
 SCHEMA_VERSION = 1
@@ -178,8 +179,8 @@ class Manifest:
     def atm_round(self, variant: str, number: int) -> AtmRound:
         """A saved ATM round, or a one-line ValueError that says which runs and rounds there are."""
         if variant not in self.atm:
-            raise ValueError(f"this cache has no saved ATM {variant!r} run; saved runs: {', '.join(self.atm) or 'none'} "
-                             "(run `python -m tvexplorer atm` first)")
+            raise ValueError(f"this cache has no saved ATM {variant!r} run; saved runs: "
+                             f"{', '.join(self.atm) or 'none'} (run `python -m tvexplorer atm` first)")
         return self.atm[variant].round_(variant, number)
 
     def tuned(self, name: str) -> TuningRecord:
@@ -206,7 +207,8 @@ class Manifest:
         current = self.atm.get(variant, run)
         return replace(self, atm={**self.atm, variant: replace(current, rounds=(*current.rounds, record))})
 
-    # ------------------------------------------------------------ the JSON view, until app/ and science/atm.py read the typed fields
+    # ------------------------------------------------------------ the JSON view
+    # What app/ and science/atm.py read until they use the typed fields (issue 20); then it goes.
     @cached_property
     def _json(self) -> dict:
         return self.to_json()

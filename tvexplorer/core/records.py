@@ -213,7 +213,7 @@ class Metrics:
     def merge(self, name: str) -> TunedMerge:
         if name not in self.merges:
             raise CacheError(f"this cache records no {name} merge at its best validation scaling; recorded: "
-                             f"{', '.join(self.merges) or 'none'} (`python -m tvexplorer table CACHE` records every method)")
+                             f"{', '.join(self.merges) or 'none'} (`python -m tvexplorer table CACHE` records them all)")
         return self.merges[name]
 
     def with_per_task(self, metric: str, accuracy: Mapping[str, float]) -> Metrics:

@@ -84,7 +84,7 @@ class Evaluator:
         self.precision = precision
         self.batch_size = batch_size
         encoder = cache.manifest.model.encoder
-        self.mean, self.std = encoder.mean, encoder.std
+        self.mean, self.std = list(encoder.mean), list(encoder.std)
         self.encoder = build_image_encoder(encoder).to(self.device)
         if Layout.of(dict(self.encoder.named_parameters())) != cache.layout:
             raise CacheError("base.safetensors: the stored layout does not match the image encoder that the manifest's model config builds")
