@@ -42,8 +42,8 @@ def cmd_tune(args):
     finally:
         if bar:
             bar.close()
-    return {"tuned": result, "grid_task_arithmetic": grid_baseline(cache), "finetuned": cache.metrics["finetuned"],
-            "zero_shot": cache.metrics["zero_shot"]}
+    return {"tuned": result, "grid_task_arithmetic": grid_baseline(cache), "finetuned": cache.manifest.metrics.finetuned,
+            "zero_shot": cache.manifest.metrics.zero_shot}
 
 
 def _print_tune(r: dict) -> None:

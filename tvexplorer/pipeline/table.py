@@ -5,13 +5,15 @@ baseline, per task and on average, on the test subsets.
 A method's setting is its scaling chosen on the validation subsets from the build's grid
 (`build.SCALING_GRID`, by `build.best_on_validation`) with its own parameters at their defaults. What
 the cache already records (the build records task arithmetic, TIES, TSV-M and Iso-C this way) is
-reused; the rest is computed once and recorded in the manifest's metrics (`core.manifest.add_tuned`),
+reused; the rest is computed once and recorded in the manifest's metrics (`core.records.Metrics.with_merge`),
 so the command line and the app show it at once afterwards.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..core.cache import Cache
-from ..core.manifest import add_tuned
+from ..core.records import Metrics
 from ..merging import METHODS
 from ..science.evaluation import Evaluator
 from .build import best_on_validation
@@ -35,26 +37,25 @@ def check_methods(methods: list[str] | None) -> list[str]:
     return list(dict.fromkeys(methods))
 
 
-def recorded(metrics: dict, method: str) -> bool:
+def recorded(metrics: Metrics, method: str) -> bool:
     """Whether the metrics hold the method at its best validation scaling with default parameters (a
-    record without "params", as builds made them before, was measured at the defaults)."""
-    record = metrics.get(method)
-    return (isinstance(record, dict) and "best_scaling" in record
-            and record.get("params", default_params(method)) == default_params(method))
+    record without params, as builds made them before, was measured at the defaults)."""
+    record = metrics.merges.get(method)
+    return record is not None and (record.params is None or record.params == default_params(method))
 
 
 def fill_table(cache: Cache, methods: list[str] | None = None, device=None, progress=print) -> list[str]:
     """Compute and record every method of `methods` (default: all) that the cache does not hold yet;
     returns the methods computed. `cache` must be writable (the app passes its work folder)."""
-    todo = [m for m in check_methods(methods) if not recorded(cache.metrics, m)]
+    todo = [m for m in check_methods(methods) if not recorded(cache.manifest.metrics, m)]
     if not todo:
         return []
     val = Evaluator(cache, device=device, split="val")
     test = Evaluator(cache, device=device)
     for method in todo:
         progress(f"{METHODS[method].label}: scaling chosen on validation")
-        record = {**best_on_validation(method, val, test), "params": default_params(method)}
-        cache.add_files({}, lambda manifest, m=method, r=record: add_tuned(manifest["metrics"], m, r))
+        record = replace(best_on_validation(method, val, test), params=default_params(method))
+        cache.add_files({}, lambda manifest, m=method, r=record: replace(manifest, metrics=manifest.metrics.with_merge(m, r)))
     return todo
 
 
@@ -63,7 +64,8 @@ def table_rows(cache: Cache, methods: list[str] | None = None) -> list[dict]:
     {key, label, best_scaling (None for references), params, accuracy per task, average,
     normalized_average (the mean over tasks of accuracy / fine-tuned accuracy)}. Methods not yet
     recorded have accuracy None."""
-    metrics, finetuned = cache.metrics, cache.metrics["finetuned"]
+    metrics = cache.manifest.metrics
+    finetuned = metrics.require_finetuned()
 
     def row(key: str, label: str, accuracy: dict | None, best_scaling=None, params=None) -> dict:
         average = normalized = None
@@ -73,13 +75,13 @@ def table_rows(cache: Cache, methods: list[str] | None = None) -> list[dict]:
         return {"key": key, "label": label, "best_scaling": best_scaling, "params": params, "accuracy": accuracy,
                 "average": average, "normalized_average": normalized}
 
-    rows = [row(key, label, metrics[key]) for key, label in REFERENCES if key in metrics]
+    rows = [row(key, label, getattr(metrics, key)) for key, label in REFERENCES if getattr(metrics, key) is not None]
     for method in check_methods(methods):
         spec = METHODS[method]
         label = f"{spec.label} ({spec.paper})"
         if recorded(metrics, method):
-            r = metrics[method]
-            rows.append(row(method, label, r["accuracy"], r["best_scaling"], r.get("params", default_params(method))))
+            r = metrics.merges[method]
+            rows.append(row(method, label, r.accuracy, r.best_scaling, r.params or default_params(method)))
         else:
             rows.append(row(method, label, None))
     return rows
