@@ -140,16 +140,23 @@ def test_moving_a_task_slider_updates_that_tasks_accuracy(page, served, tmp_path
 
 
 def test_atm_button_adds_a_point_to_the_rounds_chart(page, served, tmp_path):
+    """One round of the default run (the adaptive extension) from the button: a new point on the budget
+    chart, and the orthogonality, per-task gains and round-cosine views drawn for it."""
     apphelpers.wait_idle()
     page.get_by_role("tab", name="ATM").click()
     points = "#atm-chart .scatterlayer .trace .points path"
     page.wait_for_selector(points)
     before = page.locator(points).count()
-    rounds = len(Cache.open(served[1]).atm_runs()["standard"]["rounds"])
+    rounds = len(Cache.open(served[1]).atm_runs().get("adaptive", {}).get("rounds", []))
     page.click("#atm-run")
     page.wait_for_selector("#atm-status:has-text('Finished')", timeout=120_000)
-    page.wait_for_function(f"() => document.querySelectorAll('{points}').length === {before + 1}")
-    assert len(Cache.open(served[1]).atm_runs()["standard"]["rounds"]) == rounds + 1
+    added = 1 if rounds else 2  # a new run's line starts with its starting point
+    page.wait_for_function(f"() => document.querySelectorAll('{points}').length === {before + added}")
+    assert len(Cache.open(served[1]).atm_runs()["adaptive"]["rounds"]) == rounds + 1
+    assert "extension" in page.inner_text("#atm-runs") and "paper" in page.inner_text("#atm-runs")
+    page.wait_for_selector("#atm-gains .heatmaplayer, #atm-gains .hm", timeout=60_000)
+    page.wait_for_selector("#atm-round-cosines .heatmaplayer, #atm-round-cosines .hm", timeout=60_000)
+    page.wait_for_selector("#atm-orthogonality .scatterlayer .trace", timeout=60_000)
     screenshot(page, "screenshot-atm.png", tmp_path)
     page.get_by_role("tab", name="Gradient alignment").click()
     page.wait_for_selector("#matrix-plot .heatmaplayer, #matrix-plot .hm", timeout=60_000)
@@ -233,6 +240,7 @@ def test_atm_run_and_cancel(page, served):
     rounds = page.locator("#atm-rounds input[type=number]")
     rounds.fill("3")
     rounds.press("Enter")
+    page.locator("#atm-variant label:has-text('standard')").click()
     before = len(Cache.open(served[1]).atm_runs()["standard"]["rounds"])
     page.click("#atm-run")
     wait_text(page, "atm-status", "Running")

@@ -222,16 +222,16 @@ def test_figures_have_titles_and_the_numbers(ex):
         assert any(d.type == "heatmap" for d in lf.data)
     mf = figures.matrix_figure(ex.cosine_matrix("tau"), "tau")
     assert mf.data[0].zmin == -1 and mf.layout.xaxis.title.text == "task"
-    af = figures.atm_figure(ex.atm_summary(), ex.tasks)
+    from tvexplorer.app.atm_figures import budget_figure
+    report = ex.atm_summary()
+    af = budget_figure(report)
     names = [d.name for d in af.data]
-    assert any(n.startswith("task arithmetic (scaling") for n in names) and "ATM standard" in names
-    atm = next(d for d in af.data if d.name == "ATM standard")
-    assert list(atm.x) == [r["round"] for r in ex.atm_runs()["standard"]["rounds"]]
-    assert af.layout.xaxis.title.text == "ATM round"
-    # the y axis frames every line drawn, closely enough that a climb of a few points shows
-    low, high = af.layout.yaxis.range
-    drawn = [y for d in af.data for y in d.y]
-    assert low <= min(drawn) and max(drawn) <= high and low >= min(drawn) - 5.0
+    assert any(n.startswith("task arithmetic:") for n in names) and "ATM standard (paper)" in names
+    atm = next(d for d in af.data if d.name == "ATM standard (paper)")
+    rounds = report["runs"]["standard"]["rounds"]
+    assert list(atm.x) == pytest.approx([0.0] + [r["budget"] for r in rounds])  # from theta0, then each round's budget
+    assert list(atm.y)[1:] == pytest.approx([100 * r["average"] for r in rounds])
+    assert "fine-tuning" in af.layout.xaxis.title.text
 
 
 # ---------------------------------------------------------------- ATM, work copies, jobs

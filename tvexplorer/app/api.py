@@ -77,8 +77,10 @@ class Api:
         return api_errors(lambda: self.ex.alignment(task))()
 
     def api_atm(self, rounds: int = 1, variant: str = "standard") -> dict:
-        """Run `rounds` more ATM rounds (1 to 10; 'standard' or 'posthoc') and wait for them; every finished
-        round is saved. Fails at once with 'busy' while another run is going."""
+        """Run `rounds` more ATM rounds (1 to 10; variant 'standard' or 'posthoc', the paper's rule, or
+        'adaptive', tvexplorer's extension) and wait for them; every finished round is saved, with its budget
+        (a multiple of fine-tuning's training), alpha and mean |cos| of the task updates. Fails at once with
+        'busy' while another run is going."""
         def run():
             ex = self.ex
             r = ex.start_atm(rounds, variant).wait()
@@ -86,10 +88,11 @@ class Api:
             if r.error:
                 raise gr.Error(f"ATM failed after {done} saved round(s): {r.error}", print_exception=False)
             summary = ex.atm_summary()
-            saved = summary["variants"].get(variant, {}).get("rounds", [])
-            return {"variant": variant, "state": r.state, "rounds_finished": done,
+            run = summary["runs"].get(variant, {})
+            saved = run.get("rounds", [])
+            return {"variant": variant, "description": run.get("description"), "state": r.state, "rounds_finished": done,
                     "new_rounds": saved[len(saved) - done:] if done else [], "rounds": saved,
-                    "task_arithmetic_average": summary["references"]["task arithmetic"],
+                    "gap_closed": run.get("gap_closed", {}), "task_arithmetic_average": self.ex.references()["task arithmetic"],
                     "saved_to": summary["saved_to"], "seconds": r.seconds}
         return api_errors(run)()
 

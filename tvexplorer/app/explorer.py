@@ -27,6 +27,7 @@ from ..core.manifest import PER_TASK_METRICS, averages
 from ..merging import METHODS
 from ..science.alignment import cosine_matrix, full_batch_identity_holds, layer_alignment, task_alignment
 from ..science.atm import VARIANTS
+from ..science.atm_report import atm_report
 from ..science.evaluation import EvalResult, Evaluator, summarize
 from ..science.preview import Preview
 from . import inputs, runs
@@ -351,17 +352,9 @@ class Explorer:
                           {"variant": variant, "rounds_requested": rounds}, parts=rounds, what="another ATM run")
 
     def atm_summary(self) -> dict:
-        """Every saved round of every variant, with the reference lines the chart draws."""
-        m = self.metrics
-        return clean({
-            "saved_to": str(self.atm_root),
-            "references": self.references(),
-            "task_arithmetic_best_scaling": m["task_arithmetic"]["best_scaling"],
-            "variants": {v: {k: run[k] for k in ("coefficient", "budget_epochs", "train_split", "start") if k in run}
-                         | {"rounds": [{k: r.get(k) for k in ("round", "accuracy", "average", "normalized_average",
-                                                              "update_norms")} for r in run["rounds"]]}
-                         for v, run in self.atm_runs().items()},
-        })
+        """Every saved run (science.atm_report: rounds with budget, alpha, orthogonality and per-task gains;
+        the references at their budgets) and where rounds are saved."""
+        return clean({"saved_to": str(self.atm_root), **atm_report(self.atm_cache)})
 
     def atm_status(self) -> dict:
         run = runs.current(ATM)
