@@ -15,7 +15,7 @@ from safetensors import SafetensorError
 
 import apphelpers  # first: it turns gradio analytics off before gradio is imported
 import tvexplorer.core.files as files_module
-from tvexplorer.app import jobs
+from tvexplorer.app import runs, work
 from tvexplorer.cli import main
 from tvexplorer.core import workcopy
 from tvexplorer.core.cache import Cache
@@ -78,11 +78,11 @@ def test_an_app_job_counts_only_its_own_rounds(demo_copy):
     start = len(cache.manifest.atm_rounds("standard"))
     run = cache.manifest.atm["standard"].settings()
     with writer_lock(demo_copy):
-        job = jobs.start(demo_copy, 1, "standard", start)
+        job = runs.start("atm", "one round", work.atm_work(str(demo_copy), 1, "standard"))
         time.sleep(0.5)  # let the job's thread reach the lock and wait
         cache.add_atm_round("standard", run, next_round(cache, "standard"), torch.zeros(cache.layout.numel))
     job.finished.wait(120)
-    assert job.error is None and job.completed == 1
+    assert job.error is None and sum(job.outputs) == 1 and job.state == "finished"
     assert len(_rounds(demo_copy)) == start + 2
 
 

@@ -5,7 +5,7 @@ from .common import open_cache, table
 
 
 def cmd_space(args):
-    from ..app.explorer import default_cache_path
+    from ..app.environment import default_cache_path
     from ..pipeline.space import make_space
     cache = open_cache(str(args.cache or default_cache_path()))
     return make_space(args.space, cache, hardware=args.hardware, dry_run=args.dry_run, bucket=args.bucket,
