@@ -196,8 +196,10 @@ def test_tuning_and_adamerging_buttons_work_with_their_defaults_then_apply(page,
     recorded = Cache.open(served[1]).manifest["tuning"]
     assert "task_arithmetic:per_task" in recorded and len(recorded) >= 2
     page.wait_for_function("() => document.querySelector('#tune-table').innerText.includes('task_arithmetic:per_task')")
-    page.click("#tune-pick")
-    page.get_by_role("option", name="task_arithmetic:per_task").click()
+    pick = page.locator("#tune-pick input")
+    pick.click()
+    pick.fill("task_arithmetic:per_task")
+    page.locator("#tune-pick ul.options li", has_text="task_arithmetic:per_task").first.click()
     page.click("#tune-apply")
     page.wait_for_function(UP_TO_DATE)
     coefficients = recorded["task_arithmetic:per_task"]["coefficients"]
