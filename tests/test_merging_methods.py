@@ -130,9 +130,10 @@ def reference_emr(vs):
 
 
 def reference_magmax(vs):
+    """The largest magnitude, the last task's on a tie (the authors' merge_max_abs folds with >=)."""
     out = {}
     for name in vs[0]:
-        t = torch.stack([v[name] for v in vs])
+        t = torch.stack([v[name] for v in vs]).flip(0)  # argmax returns the first maximum: the last task
         out[name] = t.gather(0, t.abs().argmax(0, keepdim=True))[0]
     return out
 
@@ -179,8 +180,8 @@ CASES = {  # method: (params, reference, (module, function, old, new) mutations 
         (masks_module, "emr", "(largest * agree).mean()", "largest.mean()"),
     ]),
     "magmax": ({}, reference_magmax, [
-        (masks_module, "magmax", "candidate.abs() > best.abs()", "candidate > best"),
-        (masks_module, "magmax", "candidate.abs() > best.abs()", "candidate.abs() >= best.abs()"),
+        (masks_module, "magmax", "candidate.abs() >= best.abs()", "candidate >= best"),
+        (masks_module, "magmax", "candidate.abs() >= best.abs()", "candidate.abs() > best.abs()"),
     ]),
     "wudi": ({"steps": 20, "log10_lr": -2}, lambda vs: reference_wudi(vs, 20, 1e-2), [
         (layers_module, "_wudi_matrix", "gram = (m.T @ m).div_(squared_norm)", "gram = m.T @ m"),

@@ -29,7 +29,7 @@ from ..core.checks import in_range, number
 from ..core.errors import CacheError
 from ..core.hub import resolve_location
 from ..core.manifest import MANIFEST, PER_TASK_METRICS, averages
-from ..merging import METHODS
+from ..merging import METHODS, default_params
 from ..science.alignment import cosine_matrix, full_batch_identity_holds, layer_alignment, task_alignment
 from ..science.atm import VARIANTS
 from ..science.evaluation import EvalResult, Evaluator, summarize
@@ -228,7 +228,7 @@ class Explorer:
             if key not in by_name:
                 raise ValueError(f"method {name!r} has no parameter {key!r}; its parameters are: {', '.join(by_name) or '(none)'}")
             out[key] = by_name[key].check(name, number(f"{name} parameter {key}", value))
-        return {p.name: out.get(p.name, p.check(name, p.default)) for p in spec.params}
+        return default_params(name, len(self.tasks)) | out
 
     # ------------------------------------------------------------ evaluation
     def evaluate(self, method: str = "task_arithmetic", coefficients=None, scaling=None, params=None,

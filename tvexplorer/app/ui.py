@@ -101,15 +101,14 @@ class Handlers:
         low, high = SCALING_RANGE if what == "scaling" else COEFFICIENT_RANGE
         return {"minimum": low, "maximum": high, "step": SLIDER_STEP}
 
-    @staticmethod
-    def param_args(p) -> dict:
+    def param_args(self, p) -> dict:
         """gr.Slider / gr.Number arguments for a method parameter, inside its allowed interval."""
         if p.integer:
-            return {"value": p.default, "minimum": p.low, "maximum": p.high, "precision": 0, "step": 1}
+            return {"value": p.default_for(len(self.tasks)), "minimum": p.low, "maximum": p.high, "precision": 0, "step": 1}
         step = 1.0 if p.high - p.low >= 10 else 0.01
         low = p.low + step if p.low_open else p.low
         high = p.high - step if p.high_open else p.high
-        return {"value": p.default, "minimum": low, "maximum": high, "step": step}
+        return {"value": p.default_for(len(self.tasks)), "minimum": low, "maximum": high, "step": step}
 
     def header(self) -> str:
         i = self.ex.info()
@@ -320,7 +319,7 @@ class Handlers:
         """Merge methods with their parameters and the saved ATM rounds, as the evaluate endpoint accepts them."""
         def run():
             return {"methods": {m.name: {"label": m.label, "paper": m.paper, "default_scaling": m.default_scaling,
-                                         "params": [{"name": p.name, "default": p.default, "low": p.low, "high": p.high,
+                                         "params": [{"name": p.name, "default": p.default_for(len(self.tasks)), "low": p.low, "high": p.high,
                                                      "low_open": p.low_open, "high_open": p.high_open,
                                                      "integer": p.integer, "help": p.help} for p in m.params]}
                                 for m in METHODS.values()},

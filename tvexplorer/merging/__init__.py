@@ -42,6 +42,11 @@ class Param:
     low_open: bool = False
     high_open: bool = False
     integer: bool = False
+    per_task_share: bool = False  # the default is `default` divided by the number of tasks merged (LiNeS' 1/T)
+
+    def default_for(self, tasks: int) -> float:
+        """The default when `tasks` task vectors are merged."""
+        return self.default / tasks if self.per_task_share else self.default
 
     def check(self, method: str, value: float) -> float | int:
         x = in_range(f"{method} parameter {self.name}", value, self.low, self.high, self.low_open, self.high_open)
@@ -72,6 +77,8 @@ METHODS: dict[str, MergeMethod] = {m.name: m for m in (
     MergeMethod("ties", "TIES", "Yadav et al., NeurIPS 2023", 1.0, (
         Param("k", 20.0, 0.0, 100.0, "percent of entries kept per task (largest magnitudes), in (0, 100]",
               low_open=True),
+        Param("fusionbench", 0, 0, 1, "1: FusionBench's conventions (keep int(n k/100)+1 entries, an exact 0 sign "
+              "sum takes the majority sign, merge by sum); 0: the paper's (ceil(n k/100), 0, mean)", integer=True),
     ), ties),
     MergeMethod("dare", "DARE", "Yu et al., ICML 2024", 0.3, (
         Param("p", 0.5, 0.0, 1.0, "probability of dropping each entry, in [0, 1)", high_open=True),
@@ -98,7 +105,8 @@ METHODS: dict[str, MergeMethod] = {m.name: m for m in (
         Param("strength", 1.0, 0.0, 5.0, "weight of the low-rank centred parts, between 0 and 5"),
     ), cart),
     MergeMethod("lines", "LiNeS", "Wang et al., ICLR 2025", 1.0, (
-        Param("alpha", 0.125, 0.0, 2.0, "scale of the shallowest block and of the parameters outside the blocks, between 0 and 2"),
+        Param("alpha", 1.0, 0.0, 2.0, "scale of the shallowest block and of the parameters outside the blocks, "
+              "between 0 and 2 (default 1/T for T tasks, as the authors' code)", per_task_share=True),
         Param("beta", 0.5, -2.0, 2.0, "scale added at the deepest block, between -2 and 2"),
     ), lines),
     MergeMethod("wudi", "WUDI-merging", "Cheng et al., 2025", 1.0, (
@@ -107,12 +115,18 @@ METHODS: dict[str, MergeMethod] = {m.name: m for m in (
     ), wudi),
     MergeMethod("regmean", "RegMean", "Jin et al., ICLR 2023", 1.0, (
         Param("alpha", 0.6, 0.0, 1.0, "factor on the Gram matrices' off-diagonal entries, in [0, 1] "
-              "(FusionBench's reduce_non_diagonal_ratio; 1 = plain least squares, 0 = diagonal)"),
+              "(FusionBench's reduce_non_diagonal_ratio: 0.95 in its CLIP config, 0.6 in its GPT-2 one; "
+              "1 = plain least squares, 0 = diagonal)"),
     ), regmean, needs="grams"),
 )}
 
 
 LayerCoefficients = Mapping[str, Mapping[str, float]]
+
+
+def default_params(method: str, tasks: int) -> dict[str, float | int]:
+    """The method's parameters at their defaults for a merge of `tasks` task vectors."""
+    return {p.name: p.check(method, p.default_for(tasks)) for p in METHODS[method].params}
 
 
 def check_layer_coefficients(layer_coefficients: LayerCoefficients | None, tasks, layout: Layout) -> dict[str, dict[str, float]]:
@@ -164,7 +178,7 @@ def merge_flat(method: str, vectors: Mapping[str, Tensor], layout: Layout, *,
         if name not in by_name:
             raise ValueError(f"method {method!r} has no parameter {name!r}; "
                              f"its parameters are: {', '.join(by_name) or '(none)'}")
-    values = {p.name: p.check(method, params.get(p.name, p.default)) for p in spec.params}
+    values = default_params(method, len(vectors)) | {name: by_name[name].check(method, v) for name, v in params.items()}
     for task, v in vectors.items():
         if v.ndim != 1 or v.numel() != layout.numel:
             raise ValueError(f"task vector {task!r} has shape {tuple(v.shape)}, the layout expects ({layout.numel},)")
