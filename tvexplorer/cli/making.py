@@ -23,29 +23,31 @@ def _task_specs(args, spec) -> list[dict]:
     tasks = args.suite or args.tasks
     if tasks is None and not args.folder:
         raise UserError("choose the tasks: --suite 8|14|20, --tasks NAME,NAME (benchmarks or 'demo[:task,...]'), or --folder NAME=DIR")
+    size = _image_size(args, spec)
     specs = []
     if tasks and (tasks == "demo" or tasks.startswith("demo:")):
         names = tasks.partition(":")[2].split(",") if ":" in tasks else list(TASKS)
         unknown = [n for n in names if n not in TASKS]
         if unknown:
             raise UserError(f"unknown demo task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}")
-        specs = demo_task_specs({"n_train": args.n_train, "n_test": args.n_test, "seed": args.seed, "only": names})
-    elif tasks or args.folder:
+        # The demo world draws 24-pixel images; a model of another resolution gets them resized.
+        specs = demo_task_specs({"n_train": args.n_train, "n_test": args.n_test, "seed": args.seed, "only": names,
+                                 "image_size": size})
+    elif tasks:
         from_hub = _data_source(args) == "hf"
         if args.data_root is None and not from_hub:
             raise UserError("real benchmarks need --data-root DIR (the folder that holds, or will hold, the datasets), "
                             "or --data hf to load them from the Hugging Face hub")
-        size = _image_size(args, spec)
         if from_hub:
             from ..data.hubdata import hub_specs
-            specs = hub_specs(tasks, args.data_root, size) if tasks else []
+            specs = hub_specs(tasks, args.data_root, size)
         else:
-            specs = benchmark_specs(tasks, args.data_root, size, args.download) if tasks else []
-        for item in args.folder:
-            name, sep, folder = item.partition("=")
-            if not sep or not name:
-                raise UserError(f"--folder expects NAME=DIR, got {item!r}")
-            specs.append({"source": "folder", "name": name, "root": folder, "image_size": size})
+            specs = benchmark_specs(tasks, args.data_root, size, args.download)
+    for item in args.folder:
+        name, sep, folder = item.partition("=")
+        if not sep or not name:
+            raise UserError(f"--folder expects NAME=DIR, got {item!r}")
+        specs.append({"source": "folder", "name": name, "root": folder, "image_size": size})
     return specs
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from ..core.cache import Cache
 from ..core.files import writer_lock
 from ..core.manifest import TUNED_METHODS, averages
-from ..data.world import TASKS
+from ..data.world import IMAGE_SIZE, TASKS
 from ..models.clip import ModelSpec
 from ..pipeline.build import build_cache, log
 from ..science.atm import run_atm
@@ -43,9 +43,12 @@ def recipe(quick: bool = False, path: Path | None = None) -> dict:
 
 
 def demo_task_specs(sizes: dict) -> list[dict]:
+    """Data specs of the demo tasks in `sizes["only"]` (default: all); an "image_size" other than the
+    world's 24 pixels is kept in the specs, and the images are resized to it when loaded."""
     names = sizes.get("only", list(TASKS))
-    return [{"source": "demo", "task": name, "n_train": sizes["n_train"], "n_test": sizes["n_test"], "seed": sizes["seed"]}
-            for name in names]
+    resize = {"image_size": sizes["image_size"]} if sizes.get("image_size", IMAGE_SIZE) != IMAGE_SIZE else {}
+    return [{"source": "demo", "task": name, "n_train": sizes["n_train"], "n_test": sizes["n_test"], "seed": sizes["seed"],
+             **resize} for name in names]
 
 
 def build_demo(out: Path, quick: bool = False, device: str | None = None, recipe_path: Path | None = None,
