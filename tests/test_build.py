@@ -110,7 +110,7 @@ def test_imported_checkpoints_give_tau_and_an_honest_alignment_panel(quick_demo,
     theta0 = source.base()
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
-    for i, t in enumerate(source.tasks):
+    for t in source.tasks:
         folder = ckpt / t.upper()  # the published layout: one folder per task, any letter case
         folder.mkdir()
         save_open_clip_checkpoint(folder / "finetuned.pt", source.layout.unflatten(theta0 + source.vector(t).float()))

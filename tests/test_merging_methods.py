@@ -355,7 +355,8 @@ def test_the_memory_check_catches_a_stack_of_the_tasks():
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: merge("iso_cts", tasks_of(1), common_fraction=0), r"iso_cts parameter common_fraction=0 is out of range; it must be in \(0, 1\]"),
+    (lambda: merge("iso_cts", tasks_of(1), common_fraction=0),
+     r"iso_cts parameter common_fraction=0 is out of range; it must be in \(0, 1\]"),
     (lambda: merge("consensus", tasks_of(1), k=1.5), r"consensus parameter k=1.5 must be an integer"),
     (lambda: merge("consensus", tasks_of(1), mask_lambda=-1), r"consensus parameter mask_lambda=-1 is out of range"),
     (lambda: merge("tall_masks", tasks_of(1), k=2), r"method 'tall_masks' has no parameter 'k'; its parameters are: mask_lambda"),

@@ -228,7 +228,8 @@ class Handlers:
             note = presenters.full_batch_text(self.ex, tasks)
             summary = presenters.alignment_summary(self.ex, tasks)
             for col in summary.columns[1:]:  # cosines to 4 decimals, norms and errors to 4 significant digits
-                summary[col] = summary[col].map(lambda x: round(x, 4) if col.startswith("cos") else float(f"{x:.4g}"))
+                cosine = col.startswith("cos")
+                summary[col] = summary[col].map(lambda x, cosine=cosine: round(x, 4) if cosine else float(f"{x:.4g}"))
             epochs = figures.epochs_figure(alignments)
             layers = figures.layers_figure({t: self.ex.layer_table(t) for t in tasks})
         except USER_ERRORS as e:
@@ -319,8 +320,8 @@ class Handlers:
         """Merge methods with their parameters and the saved ATM rounds, as the evaluate endpoint accepts them."""
         def run():
             return {"methods": {m.name: {"label": m.label, "paper": m.paper, "default_scaling": m.default_scaling,
-                                         "params": [{"name": p.name, "default": p.default_for(len(self.tasks)), "low": p.low, "high": p.high,
-                                                     "low_open": p.low_open, "high_open": p.high_open,
+                                         "params": [{"name": p.name, "default": p.default_for(len(self.tasks)),
+                                                     "low": p.low, "high": p.high, "low_open": p.low_open, "high_open": p.high_open,
                                                      "integer": p.integer, "help": p.help} for p in m.params]}
                                 for m in METHODS.values()},
                     "atm_rounds": [k for _, k in self.ex.method_choices() if k.startswith("atm:")],
@@ -332,7 +333,7 @@ class Handlers:
                      params: dict | None = None, vectors: str = "tau", layer_coefficients: dict | None = None) -> dict:
         """Merge the task vectors and evaluate exactly. coefficients: {task: value} (default 1 each, range
         [-1, 2]); scaling: global factor (default: the method's; range [-1, 2]); params: the method's own
-        (ties: k; dare: p, seed); vectors: 'tau' (full) or 'tau1' (first epoch); layer_coefficients:
+        by name (names, defaults and ranges: /methods); vectors: 'tau' (full) or 'tau1' (first epoch); layer_coefficients:
         {task: {layer: value}} (layers: embedding, resblocks.<i>, final; range [-5, 5]). method may also be a
         saved ATM round, 'atm:<variant>:<round>'. Returns accuracies in [0, 1] per task, average and normalized."""
         return api_errors(self.ex.evaluate)(method, coefficients, scaling, params, vectors, layer_coefficients)

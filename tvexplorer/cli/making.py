@@ -182,7 +182,8 @@ def register(command) -> None:
         c.add_argument("--dtype", choices=list(DTYPES), default="float32", help="storage dtype of the task vectors")
         add_ray_option(c)
 
-    c = command("build", cmd_build, print_summary, "fine-tune every task from a base model and write a cache (resumes an interrupted build)")
+    c = command("build", cmd_build, print_summary,
+                "fine-tune every task from a base model and write a cache (resumes an interrupted build)")
     tasks_and_data(c)
     c.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
     for name in ("lr", "weight_decay", "grad_clip"):

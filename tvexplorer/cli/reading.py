@@ -92,7 +92,8 @@ def _print_align(r: dict) -> None:
 
 def register(command) -> None:
     from ..merging import METHODS
-    c = command("preview", cmd_preview, _print_preview, "(re)compute a cache's instant preview: linearised features at theta0, checked against exact")
+    c = command("preview", cmd_preview, _print_preview,
+                "(re)compute a cache's instant preview: linearised features at theta0, checked against exact")
     c.add_argument("cache", help="cache folder")
     c = command("info", cmd_info, print_summary, "tasks with zero-shot and fine-tuned accuracies, task arithmetic and ATM")
     c.add_argument("cache", help="cache folder, or hf://datasets/OWNER/NAME[/SUBFOLDER][@REVISION]")

@@ -160,7 +160,9 @@ def add_grams(cache: Cache, device=None, n_examples: int = DEFAULT_EXAMPLES) -> 
             images = load_task(cache.task(task)["data"]).train.take(n_examples, seed=SUBSET_SEED)
             grams, axes = compute_grams(encoder, theta0 + cache.vector(task).float(), images, info["mean"], info["std"], device)
 
-            def record(manifest: dict, task=task, axes=axes, n=len(images)) -> None:
+            n = len(images)
+
+            def record(manifest: dict, task=task, axes=axes, n=n) -> None:
                 entry = manifest.setdefault(GRAMS, {"input_axis": axes, "seed": SUBSET_SEED, "examples": {}})
                 entry["examples"][task] = n
             cache.add_files({gram_file(task): grams}, record)
