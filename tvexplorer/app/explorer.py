@@ -486,11 +486,7 @@ def open_explorer(path=None, **kwargs) -> Explorer:
     on a Hugging Face Space, and any cache when $TVEXPLORER_READ_ONLY=1 are opened read-only, so that
     running ATM never changes files under version control; a cache that cannot be written is too."""
     path = resolve_location(path or default_cache_path())
-    if kwargs.get("read_only") is None and path.resolve() == (Path(__file__).resolve().parents[2] / "assets" / "demo"):
-        kwargs["read_only"] = True
-    if kwargs.get("read_only") is None and os.environ.get("SPACE_ID"):
-        kwargs["read_only"] = True
-    if kwargs.get("read_only") is None and os.environ.get("TVEXPLORER_READ_ONLY", "").lower() in ("1", "true", "yes"):
+    if kwargs.get("read_only") is None and workcopy.protected(path):
         kwargs["read_only"] = True
     if kwargs.get("device") is None and os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "true"):
         kwargs["device"] = "cpu"  # ZeroGPU lends a GPU only inside @spaces.GPU functions (the ATM worker)

@@ -1,16 +1,35 @@
-"""Commands that make a cache: build-demo, build (fine-tune every task) and import (published checkpoints,
-from files or from the Hugging Face hub)."""
+"""Commands that make a cache: build-demo and complete-demo, build (fine-tune every task) and import
+(published checkpoints, from files or from the Hugging Face hub)."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from .common import UserError, add_ray_option, cache_summary, print_summary
+from .common import UserError, add_ray_option, cache_summary, open_cache, print_summary
 
 
 def cmd_build_demo(args):
     from ..demo.build import build_demo, diagnostics
     cache = build_demo(args.out, quick=args.quick, device=args.device, recipe_path=args.recipe, ray=args.ray)
     return {**cache_summary(cache), "diagnostics": diagnostics(cache)}
+
+
+def cmd_complete_demo(args):
+    from ..demo.build import recipe
+    from ..demo.complete import complete
+    steps = recipe(path=args.recipe).get("complete", {})
+    if not steps:
+        raise UserError(f"the recipe {args.recipe or 'tvexplorer/demo/recipe.json'} has no 'complete' section: nothing to do")
+    cache = open_cache(args.cache)  # written in place, on purpose: this command finishes the shipped demo
+    done = complete(cache, steps, args.device, progress=lambda text: print(text, file=sys.stderr, flush=True))
+    return {"cache": str(cache.root), "steps": done}
+
+
+def _print_complete(r: dict) -> None:
+    for step, d in r["steps"].items():
+        added = ", ".join(d["added"]) if d["added"] else "nothing (already recorded)"
+        print(f"{step}: {added} ({d['seconds']:g} s)")
+    print(f"{r['cache']} is complete")
 
 
 def _task_specs(args, spec) -> list[dict]:
@@ -160,6 +179,12 @@ def register(command) -> None:
     c.add_argument("--quick", action="store_true", help="a miniature world for tests (about a minute)")
     c.add_argument("--recipe", default=None, help="a recipe file like tvexplorer/demo/recipe.json (default: that one)")
     add_ray_option(c)
+    c = command("complete-demo", cmd_complete_demo, _print_complete,
+                "finish a built demo in place with the recipe's last steps: RegMean's Grams, every method's row of the "
+                "results table, tuned coefficients (what it holds already is kept)")
+    c.add_argument("cache", help="the demo cache folder, written in place (e.g. assets/demo)")
+    c.add_argument("--recipe", default=None, help="a recipe file like tvexplorer/demo/recipe.json (default: that one)")
+
     def tasks_and_data(c):
         c.add_argument("--out", required=True)
         c.add_argument("--model", required=True, help="open_clip name (ViT-B-32), local-dir:PATH or hf-hub:ORG/REPO")

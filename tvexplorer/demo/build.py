@@ -3,7 +3,8 @@
 1. pretrain the tiny CLIP contrastively on the procedural corpus -> OUT/model (local-dir model);
 2. build the cache over the demo tasks (heads, g0, fine-tuning, trajectories, the multi-task
    baseline, the SGD theory record, metrics);
-3. run the recipe's ATM rounds (standard and post-hoc) into the cache.
+3. run the recipe's ATM rounds (standard and post-hoc) into the cache;
+4. its finishing steps (`complete.py`): RegMean's Grams, the results table, tuned coefficients.
 
 `diagnostics` condenses a built world into the one row that the world search compares: whether
 merging and ATM behave as on real CLIP (see the README's demo section).
@@ -23,6 +24,7 @@ from ..models.clip import ModelSpec
 from ..pipeline.build import build_cache, log
 from ..science.atm import run_atm
 from ..science.training import TrainConfig
+from .complete import check_steps, complete
 from .pretrain import pretrain_clip
 
 RECIPE = Path(__file__).with_name("recipe.json")
@@ -55,6 +57,7 @@ def build_demo(out: Path, quick: bool = False, device: str | None = None, recipe
                ray: str | None = None) -> Cache:
     """`ray` ('auto' or an address): the build's tasks and each ATM round's fine-tunes as Ray tasks."""
     r = recipe(quick, recipe_path)
+    check_steps(r.get("complete", {}))  # before hours of building, not after
     out = Path(out)
     with writer_lock(out), contextlib.ExitStack() as stack:  # one build of the world at a time, model to last ATM round
         tune_round = None
@@ -70,6 +73,7 @@ def build_demo(out: Path, quick: bool = False, device: str | None = None, recipe
         for variant, rounds in r["atm_rounds"].items():
             log(f"ATM ({variant}): {rounds} rounds")
             run_atm(cache, rounds, variant=variant, device=device, tune_round=tune_round)
+        complete(cache, r.get("complete", {}), device)
     return cache
 
 
