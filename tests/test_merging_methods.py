@@ -257,6 +257,23 @@ def test_lines_by_hand():
         assert torch.allclose(out[name], torch.tensor([7.0 * scale * 0.5, 0.0]), atol=1e-6), name
 
 
+@pytest.mark.parametrize("n_tasks", [2, 4, 8])
+def test_lines_default_alpha_is_one_over_the_number_of_tasks(n_tasks):
+    # the authors' multi-task merging sets alpha = 1/T (0.125 is right only for 8 tasks)
+    from tvexplorer.merging import default_params
+    assert default_params("lines", n_tasks) == {"alpha": 1 / n_tasks, "beta": 0.5}
+    tasks = tasks_of(seed=9, n_tasks=n_tasks)
+    assert close(merge("lines", tasks), merge("lines", tasks, alpha=1 / n_tasks))
+    assert not close(merge("lines", tasks), merge("lines", tasks, alpha=1 / (n_tasks + 1)))
+
+
+def test_magmax_gives_an_exact_tie_to_the_last_task():
+    a, b = {"w": torch.tensor([2.0, -3.0, 1.0])}, {"w": torch.tensor([-2.0, 3.0, 0.5])}
+    # |2| = |-2| and |-3| = |3| tie: the later task's values win (the authors' and FusionBench's >=)
+    assert torch.equal(merge("magmax", {"a": a, "b": b}, scaling=1.0)["w"], torch.tensor([-2.0, 3.0, 1.0]))
+    assert torch.equal(merge("magmax", {"b": b, "a": a}, scaling=1.0)["w"], torch.tensor([2.0, -3.0, 1.0]))
+
+
 def test_lines_reads_the_depth_from_vit_names():
     layout = Layout(("class_embedding", "transformer.resblocks.0.attn.in_proj_weight",
                      "transformer.resblocks.11.mlp.c_fc.bias", "ln_post.weight"), ((2,), (2,), (2,), (2,)))
