@@ -59,6 +59,11 @@ def test_complete_demo_fills_a_demo_in_place_once(demo_copy, capsys):
     assert main(["complete-demo", str(demo_copy), "--device", "cpu"]) == 0  # complete: nothing to do
     assert "nothing (already recorded)" in capsys.readouterr().out
     assert (demo_copy / "manifest.json").read_bytes() == before
+    # a method whose definition changed is computed again on request, and only that one
+    assert main(["complete-demo", str(demo_copy), "--redo", "magmax", "--json", "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["steps"]["table"]["added"] == ["magmax"]
+    assert main(["complete-demo", str(demo_copy), "--redo", "soup"]) == 2
+    assert "unknown merge method(s) soup" in capsys.readouterr().err
 
 
 def test_a_recipe_with_an_unknown_finishing_step_is_refused_in_one_line(demo_copy, tmp_path, capsys):

@@ -20,8 +20,9 @@ def cmd_complete_demo(args):
     steps = recipe(path=args.recipe).get("complete", {})
     if not steps:
         raise UserError(f"the recipe {args.recipe or 'tvexplorer/demo/recipe.json'} has no 'complete' section: nothing to do")
+    redo = [m.strip() for m in args.redo.split(",") if m.strip()] if args.redo else []
     cache = open_cache(args.cache)  # written in place, on purpose: this command finishes the shipped demo
-    done = complete(cache, steps, args.device, progress=lambda text: print(text, file=sys.stderr, flush=True))
+    done = complete(cache, steps, args.device, progress=lambda text: print(text, file=sys.stderr, flush=True), redo=redo)
     return {"cache": str(cache.root), "steps": done}
 
 
@@ -183,6 +184,8 @@ def register(command) -> None:
                 "finish a built demo in place with the recipe's last steps: RegMean's Grams, every method's row of the "
                 "results table, tuned coefficients (what it holds already is kept)")
     c.add_argument("cache", help="the demo cache folder, written in place (e.g. assets/demo)")
+    c.add_argument("--redo", default=None, metavar="M1,M2",
+                   help="table rows to compute again although recorded (methods whose definition changed, e.g. magmax)")
     c.add_argument("--recipe", default=None, help="a recipe file like tvexplorer/demo/recipe.json (default: that one)")
 
     def tasks_and_data(c):

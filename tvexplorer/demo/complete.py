@@ -14,7 +14,7 @@ from typing import Callable
 from ..core.cache import Cache
 from ..core.manifest import TUNING
 from ..pipeline.build import log
-from ..pipeline.table import fill_table
+from ..pipeline.table import check_methods, fill_table
 from ..science.grams import add_grams, missing_grams, supports_grams
 from ..science.tuning import record_name, tune
 
@@ -34,9 +34,11 @@ def check_steps(steps: dict) -> dict:
     return steps
 
 
-def complete(cache: Cache, steps: dict, device=None, progress: Callable[[str], None] = log) -> dict:
-    """Run the finishing `steps` on `cache` (written in place); returns {step: what it added, seconds}."""
+def complete(cache: Cache, steps: dict, device=None, progress: Callable[[str], None] = log, redo: list[str] = ()) -> dict:
+    """Run the finishing `steps` on `cache` (written in place); returns {step: what it added, seconds}.
+    `redo`: methods whose table rows are computed again although recorded (their definition changed)."""
     check_steps(steps)
+    check_methods(list(redo))  # an unknown name is refused before any work
     done = {}
 
     def timed(step: str, run: Callable[[], object]) -> None:
@@ -51,7 +53,7 @@ def complete(cache: Cache, steps: dict, device=None, progress: Callable[[str], N
             return missing
         timed("grams", grams)
     if steps.get("table"):
-        timed("table", lambda: fill_table(cache, device=device, progress=progress))
+        timed("table", lambda: fill_table(cache, device=device, progress=progress, redo=redo))
     for item in steps.get("tuning", []):
         name = record_name(item["method"], item["per_layer"])
 

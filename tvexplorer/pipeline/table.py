@@ -40,10 +40,13 @@ def recorded(metrics: dict, method: str, tasks: int) -> bool:
             and defaults | record.get("params", {}) == defaults)
 
 
-def fill_table(cache: Cache, methods: list[str] | None = None, device=None, progress=print) -> list[str]:
-    """Compute and record every method of `methods` (default: all) that the cache does not hold yet;
-    returns the methods computed. `cache` must be writable (the app passes its work folder)."""
-    todo = [m for m in check_methods(methods) if not recorded(cache.metrics, m, len(cache.tasks))]
+def fill_table(cache: Cache, methods: list[str] | None = None, device=None, progress=print,
+               redo: list[str] = ()) -> list[str]:
+    """Compute and record every method of `methods` (default: all) that the cache does not hold yet,
+    and those of `redo` again (a method whose definition changed since); returns the methods computed.
+    `cache` must be writable (the app passes its work folder)."""
+    redo = check_methods(list(redo)) if redo else []
+    todo = [m for m in check_methods(methods) if m in redo or not recorded(cache.metrics, m, len(cache.tasks))]
     if not todo:
         return []
     val = Evaluator(cache, device=device, split="val")
