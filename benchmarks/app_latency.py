@@ -36,7 +36,7 @@ def main() -> None:
         page.set_default_timeout(60_000)
         page.goto(url)
         page.wait_for_function(UP_TO_DATE)
-        task = ui.load(args.cache, device="cpu").tasks[1]
+        task = ui.load(args.cache, device="cpu").ex.tasks[1]
         page.evaluate(TIMER_JS)
         track = page.locator(f"#coef-{task} input[type=range]").bounding_box()
         y = track["y"] + track["height"] / 2

@@ -15,6 +15,7 @@ import open_clip
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from tvexplorer.core.records import Encoder
 from tvexplorer.demo.build import recipe
 from tvexplorer.models.clip import build_image_encoder
 
@@ -40,10 +41,12 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=10)
     args = p.parse_args()
     quick = recipe(quick=True)
-    demo_cfg = {"embed_dim": quick["model_cfg"]["embed_dim"], "vision_cfg": quick["model_cfg"]["vision_cfg"], "quick_gelu": False}
+    vision = quick["model_cfg"]["vision_cfg"]
+    demo_cfg = Encoder(quick["model_cfg"]["embed_dim"], vision, quick_gelu=False, image_size=vision["image_size"],
+                       mean=tuple(quick["preprocess_cfg"]["mean"]), std=tuple(quick["preprocess_cfg"]["std"]))
     with torch.device("meta"):
         demo, large = build_image_encoder(demo_cfg), open_clip.create_model("ViT-L-14", device="meta").visual
-    demo_flops, large_flops = training_pass_flops(demo, demo_cfg["vision_cfg"]["image_size"]), training_pass_flops(large, 224)
+    demo_flops, large_flops = training_pass_flops(demo, demo_cfg.image_size), training_pass_flops(large, 224)
     n_train = quick["tasks"]["n_train"]
     demo_passes = (n_train - round(0.1 * n_train)) * (quick["finetune"]["epochs"] + 1)  # + the g0 pass
     passes = {t: (n - min(round(0.1 * n), 5000)) * (args.epochs + 1) for t, n in TRAIN_SIZES.items()}

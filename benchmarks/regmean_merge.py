@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import save_file
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]  # this tree's tvexplorer and the bench suite
 
 from tvexplorer.core.layout import Layout  # noqa: E402
 from tvexplorer.merging import merge_flat  # noqa: E402
@@ -30,11 +30,9 @@ from tvexplorer.science.grams import StoredGrams  # noqa: E402
 
 
 def vit_b32_layout_and_axes() -> tuple[Layout, dict[str, int]]:
-    import open_clip
-
+    from bench.plan import vit_b32
     from tvexplorer.models.clip import build_image_encoder
-    cfg = open_clip.get_model_config("ViT-B-32")
-    encoder = build_image_encoder({"embed_dim": cfg["embed_dim"], "vision_cfg": cfg["vision_cfg"], "quick_gelu": False})
+    encoder = build_image_encoder(vit_b32())
     layout = Layout.of(dict(encoder.named_parameters()))
     axes = {n: 1 for n in layout.names if n.endswith(("in_proj_weight", "out_proj.weight", "c_fc.weight", "c_proj.weight"))}
     return layout, {**axes, "proj": 0}

@@ -27,7 +27,8 @@ import torch
 
 from tvexplorer.core.files import write_tensors
 from tvexplorer.core.layout import Layout
-from tvexplorer.core.manifest import Manifest, TaskRecord, write_manifest
+from tvexplorer.core.manifest import Manifest, write_manifest
+from tvexplorer.core.records import Encoder, ModelRecord, SplitSizes, TaskRecord
 
 CHILD = """
 import sys, time
@@ -46,9 +47,12 @@ def write_cache(root: Path, tasks: int, params: int) -> None:
     for i, name in enumerate(names):
         tau = torch.empty(params).normal_(0.0, 1e-3, generator=torch.Generator().manual_seed(i))
         files[f"vectors/{name}.safetensors"] = write_tensors(root, f"vectors/{name}.safetensors", {"tau": tau})
-    write_manifest(root, Manifest(created_by="benchmarks/verified_stamps.py (synthetic)", model={"name": "synthetic"},
-                                  layout=layout.to_json(), vector_dtype="float32", vector_kinds=["tau"],
-                                  tasks=[TaskRecord(n, [], [], {}, {}) for n in names], training=None, files=files))
+    # The encoder description is nominal: this benchmark opens the cache and reads vectors, never builds a model.
+    encoder = Encoder(1, {}, quick_gelu=False, image_size=1, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    write_manifest(root, Manifest(created_by="benchmarks/verified_stamps.py (synthetic)",
+                                  model=ModelRecord("synthetic", None, encoder), layout=layout, vector_dtype="float32",
+                                  vector_kinds=("tau",), tasks=tuple(TaskRecord(n, (), (), {}, SplitSizes(0, 0, 0)) for n in names),
+                                  training=None, files=files))
     hour_ago = time.time() - 3600
     for path in root.rglob("*.safetensors"):
         os.utime(path, (hour_ago, hour_ago))

@@ -42,13 +42,13 @@ def running_app(handlers):
         demo.close()
 
 
-def wait_idle(timeout: float = 120.0) -> None:
-    """Wait until no ATM run holds the process-wide lock (tests share one process)."""
-    from tvexplorer.app import jobs
+def wait_idle(kind: str = "atm", timeout: float = 120.0) -> None:
+    """Wait until no run of `kind` holds the process-wide slot (tests share one process)."""
+    from tvexplorer.app import runs
     deadline = time.time() + timeout
-    job = jobs.current()
-    if job is not None:
-        job.finished.wait(timeout)
-    while jobs.busy() and time.time() < deadline:
+    run = runs.current(kind)
+    if run is not None:
+        run.finished.wait(timeout)
+    while runs.busy(kind) and time.time() < deadline:
         time.sleep(0.05)
-    assert not jobs.busy(), "an ATM run did not finish in time"
+    assert not runs.busy(kind), f"a {kind} run did not finish in time"

@@ -1,4 +1,6 @@
+import hashlib
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -29,3 +31,23 @@ def served(quick_demo, tmp_path_factory):
     shutil.copytree(quick_demo, root)
     with apphelpers.running_app(ui.load(root, device="cpu", read_only=False, precision="float32")) as url:
         yield url, root
+
+
+SHIPPED_DEMO = Path(__file__).resolve().parent.parent / "assets" / "demo"
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shipped_demo_untouched():
+    """Nothing the tests do (the app's tuning, results table and ATM runs included) writes into the shipped
+    demo: its files and their hashes after the session are those before it."""
+    before = file_hashes(SHIPPED_DEMO) if SHIPPED_DEMO.is_dir() else None
+    yield
+    if before is not None:
+        after = file_hashes(SHIPPED_DEMO)
+        changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+        assert not changed, f"the tests wrote into {SHIPPED_DEMO}: {', '.join(changed)}"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import apphelpers
-from tvexplorer.app import ui
+from tvexplorer.app.tabs import merge
 from tvexplorer.core.cache import Cache
 from tvexplorer.science.evaluation import Evaluator
 
@@ -103,7 +103,7 @@ def test_moving_a_task_slider_updates_that_tasks_accuracy(page, served, tmp_path
         page.mouse.move(x_of(target), y, steps=6)
         # while the slider is held the old numbers stay, marked stale
         page.wait_for_selector("#merge-status:has-text('Settings changed')")
-        assert "stale" in page.get_attribute(f"#{ui.RESULTS_ID}", "class")
+        assert "stale" in page.get_attribute(f"#{merge.RESULTS_ID}", "class")
         page.mouse.up()
         page.wait_for_function(UP_TO_DATE)
         value = float(page.input_value(f"#coef-{task} input[type=number]"))
@@ -140,16 +140,23 @@ def test_moving_a_task_slider_updates_that_tasks_accuracy(page, served, tmp_path
 
 
 def test_atm_button_adds_a_point_to_the_rounds_chart(page, served, tmp_path):
+    """One round of the default run (the adaptive extension) from the button: a new point on the budget
+    chart, and the orthogonality, per-task gains and round-cosine views drawn for it."""
     apphelpers.wait_idle()
     page.get_by_role("tab", name="ATM").click()
     points = "#atm-chart .scatterlayer .trace .points path"
     page.wait_for_selector(points)
     before = page.locator(points).count()
-    rounds = len(Cache.open(served[1]).atm_runs()["standard"]["rounds"])
+    rounds = len(Cache.open(served[1]).atm_runs().get("adaptive", {}).get("rounds", []))
     page.click("#atm-run")
     page.wait_for_selector("#atm-status:has-text('Finished')", timeout=120_000)
-    page.wait_for_function(f"() => document.querySelectorAll('{points}').length === {before + 1}")
-    assert len(Cache.open(served[1]).atm_runs()["standard"]["rounds"]) == rounds + 1
+    added = 1 if rounds else 2  # a new run's line starts with its starting point
+    page.wait_for_function(f"() => document.querySelectorAll('{points}').length === {before + added}")
+    assert len(Cache.open(served[1]).atm_runs()["adaptive"]["rounds"]) == rounds + 1
+    assert "extension" in page.inner_text("#atm-runs") and "paper" in page.inner_text("#atm-runs")
+    page.wait_for_selector("#atm-gains .heatmaplayer, #atm-gains .hm", timeout=60_000)
+    page.wait_for_selector("#atm-round-cosines .heatmaplayer, #atm-round-cosines .hm", timeout=60_000)
+    page.wait_for_selector("#atm-orthogonality .scatterlayer .trace", timeout=60_000)
     screenshot(page, "screenshot-atm.png", tmp_path)
     page.get_by_role("tab", name="Gradient alignment").click()
     page.wait_for_selector("#matrix-plot .heatmaplayer, #matrix-plot .hm", timeout=60_000)
@@ -157,3 +164,97 @@ def test_atm_button_adds_a_point_to_the_rounds_chart(page, served, tmp_path):
     page.wait_for_selector("#theory-plot .scatterlayer .trace", timeout=60_000)
     assert "Measured slopes after one epoch" in page.inner_text("#theory-note")
     screenshot(page, "screenshot-alignment.png", tmp_path)
+
+
+def status_of(page, elem_id):
+    return page.inner_text(f"#{elem_id}").strip()
+
+
+def wait_text(page, elem_id, *texts, timeout=600_000):
+    """Wait until the element's text holds one of `texts`; returns it."""
+    js = "([id, texts]) => texts.some(t => (document.getElementById(id)?.innerText ?? '').includes(t))"
+    page.wait_for_function(js, arg=[elem_id, list(texts)], timeout=timeout)
+    return status_of(page, elem_id)
+
+
+def test_tuning_and_adamerging_buttons_work_with_their_defaults_then_apply(page, served):
+    apphelpers.wait_idle("tuning")
+    page.get_by_role("tab", name="Merge").click()
+    page.get_by_text("Advanced: per-layer coefficients and tuning").click()
+    for button, steps in (("#tune-run", "#tune-steps"), ("#adamerging-run", "#adamerging-steps")):
+        page.click(button)  # with the steps the page shows: starts (it used to fail with "steps is 0")
+        text = wait_text(page, "tune-status", "Running", "Finished", "⚠", "Failed")
+        assert "⚠" not in text and "Failed" not in text, text
+        page.click("#tune-cancel")
+        wait_text(page, "tune-status", "Cancelled", "Finished")
+        apphelpers.wait_idle("tuning")
+    for button, steps in (("#tune-run", "#tune-steps"), ("#adamerging-run", "#adamerging-steps")):
+        page.fill(f"{steps} input", "2")
+        page.click(button)
+        assert "Finished" in wait_text(page, "tune-status", "Finished", "Failed", "⚠")
+        apphelpers.wait_idle("tuning")
+    recorded = Cache.open(served[1]).manifest["tuning"]
+    assert "task_arithmetic:per_task" in recorded and len(recorded) >= 2
+    page.wait_for_function("() => document.querySelector('#tune-table').innerText.includes('task_arithmetic:per_task')")
+    page.click("#tune-pick")
+    page.get_by_role("option", name="task_arithmetic:per_task").click()
+    page.click("#tune-apply")
+    page.wait_for_function(UP_TO_DATE)
+    coefficients = recorded["task_arithmetic:per_task"]["coefficients"]
+    first = next(iter(coefficients))
+    shown = float(page.input_value(f"#coef-{first} input[type=number]"))
+    assert shown != 1.0 or coefficients[first] == 1.0  # the recorded coefficients are on the sliders
+
+
+def test_layer_box_and_the_downloads(page, served, tmp_path):
+    page.get_by_role("tab", name="Merge").click()
+    if not page.is_visible("#layer-coefficients textarea"):
+        page.get_by_text("Advanced: per-layer coefficients and tuning").click()
+    box = page.locator("#layer-coefficients textarea")
+    box.fill('{"signs": {"final": -1.0}}')
+    box.press("Enter")
+    page.wait_for_function(UP_TO_DATE)
+    cache = Cache.open(served[1])
+    scaling = float(page.input_value("#scaling input[type=number]"))
+    coefficients = {t: float(page.input_value(f"#coef-{t} input[type=number]")) for t in cache.tasks}
+    want = Evaluator(cache, device="cpu").evaluate("task_arithmetic", coefficients=coefficients, scaling=scaling,
+                                                   layer_coefficients={"signs": {"final": -1.0}}).accuracy["signs"]
+    page.wait_for_function(f"() => {{ const c = ({ROW_JS})('signs'); return c && Math.abs(parseFloat(c[2]) - {100 * want}) < 0.01; }}")
+    with page.expect_download() as csv:
+        page.click("#merge-csv")
+    text = Path(csv.value.path()).read_text()
+    assert text.startswith("task,") and "signs" in text
+    page.click("#model-download")  # per-layer settings are not exported: one warning, no file
+    page.wait_for_selector("text=per-layer coefficients are not exported")
+    box.fill("")
+    box.press("Enter")
+    page.wait_for_function(UP_TO_DATE)
+    page.click("#model-download")
+    page.wait_for_selector("#model-file :text('.zip')", timeout=300_000)
+    assert page.locator("text=Traceback").count() == 0
+
+
+def test_atm_run_and_cancel(page, served):
+    apphelpers.wait_idle()
+    page.get_by_role("tab", name="ATM").click()
+    rounds = page.locator("#atm-rounds input[type=number]")
+    rounds.fill("3")
+    rounds.press("Enter")
+    page.locator("#atm-variant label:has-text('standard')").click()
+    before = len(Cache.open(served[1]).atm_runs()["standard"]["rounds"])
+    page.click("#atm-run")
+    wait_text(page, "atm-status", "Running")
+    page.click("#atm-cancel")
+    text = wait_text(page, "atm-status", "Cancelled", "Finished", timeout=300_000)
+    apphelpers.wait_idle()
+    saved = len(Cache.open(served[1]).atm_runs()["standard"]["rounds"])
+    assert "Cancelled" in text and before <= saved < before + 3
+
+
+def test_results_table_fills_with_the_button(page, served):
+    page.get_by_role("tab", name="Results table").click()
+    wait_text(page, "results-status", "Not computed yet", "✓")
+    page.click("#results-fill")
+    wait_text(page, "results-status", "✓ Accuracy", timeout=1_200_000)
+    from tvexplorer.app.work import missing_rows
+    assert missing_rows(Cache.open(served[1])) == []

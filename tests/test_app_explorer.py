@@ -1,8 +1,9 @@
 """The app's glue without a browser: explorer (validation, evaluation, alignment, ATM), work copies,
-the ATM job manager, figures and the gradio handlers."""
+the background runs, figures and the tabs' handlers."""
 import json
 import math
 import shutil
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -11,8 +12,11 @@ import pytest
 import torch
 
 import apphelpers  # first: it turns gradio analytics off before gradio is imported
-from tvexplorer.app import figures, jobs, presenters, ui
+from tvexplorer.app import figures, presenters, runs, ui
+from tvexplorer.app.tabs import alignment, atm, merge
+from tvexplorer.app.tabs.about import about_text
 from tvexplorer.app.explorer import Explorer, clean
+from tvexplorer.app.tabs.common import api_errors, gr
 from tvexplorer.core import workcopy
 from tvexplorer.core.cache import Cache
 from tvexplorer.core.errors import CacheError
@@ -218,16 +222,16 @@ def test_figures_have_titles_and_the_numbers(ex):
         assert any(d.type == "heatmap" for d in lf.data)
     mf = figures.matrix_figure(ex.cosine_matrix("tau"), "tau")
     assert mf.data[0].zmin == -1 and mf.layout.xaxis.title.text == "task"
-    af = figures.atm_figure(ex.atm_summary(), ex.tasks)
+    from tvexplorer.app.atm_figures import budget_figure
+    report = ex.atm_summary()
+    af = budget_figure(report)
     names = [d.name for d in af.data]
-    assert any(n.startswith("task arithmetic (scaling") for n in names) and "ATM standard" in names
-    atm = next(d for d in af.data if d.name == "ATM standard")
-    assert list(atm.x) == [r["round"] for r in ex.atm_runs()["standard"]["rounds"]]
-    assert af.layout.xaxis.title.text == "ATM round"
-    # the y axis frames every line drawn, closely enough that a climb of a few points shows
-    low, high = af.layout.yaxis.range
-    drawn = [y for d in af.data for y in d.y]
-    assert low <= min(drawn) and max(drawn) <= high and low >= min(drawn) - 5.0
+    assert any(n.startswith("task arithmetic:") for n in names) and "ATM standard (paper)" in names
+    atm = next(d for d in af.data if d.name == "ATM standard (paper)")
+    rounds = report["runs"]["standard"]["rounds"]
+    assert list(atm.x) == pytest.approx([0.0] + [r["budget"] for r in rounds])  # from theta0, then each round's budget
+    assert list(atm.y)[1:] == pytest.approx([100 * r["average"] for r in rounds])
+    assert "fine-tuning" in af.layout.xaxis.title.text
 
 
 # ---------------------------------------------------------------- ATM, work copies, jobs
@@ -240,9 +244,8 @@ def test_read_only_cache_gets_a_copy_on_write_work_folder(quick_demo, tmp_path):
     assert ex.atm_root == src and ex.work_folder.parent == tmp_path / "work"
     assert "read-only" in ex.where_saved() and str(ex.work_folder) in ex.where_saved()
     apphelpers.wait_idle()
-    job = ex.start_atm(1, "standard")
-    job.finished.wait(120)
-    assert job.state == "finished" and job.completed == 1 and job.error is None
+    job = ex.start_atm(1, "standard").wait()
+    assert job.state == "finished" and sum(job.outputs) == 1 and job.error is None and job.ended >= job.started
     assert (src / "manifest.json").read_bytes() == before and not (src / "atm/standard/round_0002.safetensors").exists()
     work = ex.work_folder
     assert ex.atm_root == work and (work / "atm/standard/round_0002.safetensors").is_file()
@@ -279,19 +282,22 @@ def test_one_run_at_a_time_and_cancel_keeps_finished_rounds(ex):
     apphelpers.wait_idle()
     start = len(ex.atm_runs()["standard"]["rounds"])
     job = ex.start_atm(3, "standard")
-    with pytest.raises(jobs.Busy, match="busy"):
+    with pytest.raises(runs.Busy, match="busy"):
         ex.start_atm(1, "posthoc")
     assert ex.atm_status()["busy"] is True
     # cancel once the first round is saved
     while job.running and len(ex.atm_runs()["standard"]["rounds"]) == start:
         job.finished.wait(0.05)
-    assert jobs.cancel() is True
+    assert runs.cancel("atm") is True
     job.finished.wait(120)
     saved = len(Cache.open(ex.atm_root).atm_runs()["standard"]["rounds"])
-    assert job.state == "cancelled" and 1 <= job.completed < 3 and saved == start + job.completed
+    assert job.state == "cancelled" and 1 <= sum(job.outputs) < 3 and saved == start + sum(job.outputs)
+    ended = job.seconds
+    time.sleep(0.2)
+    assert job.seconds == ended  # a finished run's time stops at its end
     status = ex.atm_status()
     assert status["state"] == "cancelled" and status["busy"] is False and strict_json(status)
-    assert jobs.cancel() is False  # nothing runs now
+    assert runs.cancel("atm") is False  # nothing runs now
 
 
 def test_atm_request_validation(ex):
@@ -306,26 +312,25 @@ def test_atm_request_validation(ex):
 
 @pytest.fixture(scope="module")
 def handlers(ex):
-    return ui.Handlers(ex)
+    return ui.App(ex)
+
+
+def settings(method="task_arithmetic", scaling=0.3, **kw):
+    return {"method": method, "vectors": "tau", "scaling": scaling, "params": {}, "coefficients": {}, "layers": "", **kw}
 
 
 def test_ui_evaluate_handler(handlers, ex):
-    n = len(handlers.params)
-    defaults = [p.default for _, p in handlers.params]
-    status, fig, table, csv, raw = handlers.evaluate("task_arithmetic", "tau", 0.3, *defaults, *[1.0] * len(ex.tasks))
-    assert status.startswith("✓ **Up to date**") and raw["accuracy"] == ex.evaluate("task_arithmetic", scaling=0.3)["accuracy"]
-    assert list(pd.read_csv(csv)["task"]) == [*ex.tasks, "average"] and list(table["task"])[-1] == "average"
-    # parameters of the chosen method are taken from their controls
-    values = list(defaults)
-    values[[p.name for _, p in handlers.params].index("k")] = 50
-    _, _, _, _, raw = handlers.evaluate("ties", "tau", 1.0, *values, *[1.0] * len(ex.tasks))
-    assert raw["params"] == {"k": 50.0}
-    # bad input: a warning and a status line; the previous numbers stay (gr.skip)
-    with pytest.warns(UserWarning, match="between -1 and 2"):  # gr.Warning outside a request
-        out = handlers.evaluate("task_arithmetic", "tau", 0.3, *defaults, 5.0, *[1.0] * (len(ex.tasks) - 1))
-    assert out[0].startswith("⚠ **Not updated:**") and "between -1 and 2" in out[0]
-    assert all(o == ui.gr.skip() for o in out[1:])
-    assert n == sum(len(m.params) for m in METHODS.values())  # one control per method parameter (ties k, dare p, ...)
+    out = merge.evaluate(handlers, settings())
+    assert out["status"].startswith("✓ **Up to date**") and out["raw"]["accuracy"] == ex.evaluate("task_arithmetic", scaling=0.3)["accuracy"]
+    assert list(pd.read_csv(out["csv"])["task"]) == [*ex.tasks, "average"] and list(out["table"]["task"])[-1] == "average"
+    # parameters of the chosen method are taken from their controls, named method.parameter
+    out = merge.evaluate(handlers, settings("ties", 1.0, params={"ties.k": 50, "dare.p": 0.1}))
+    assert out["raw"]["params"] == {"k": 50.0}
+    with pytest.raises(ValueError, match="between -1 and 2"):  # wire() turns it into a warning and not_updated
+        merge.evaluate(handlers, settings(coefficients={ex.tasks[0]: 5.0}))
+    assert merge.not_updated("x")["status"].startswith("⚠ **Not updated:** x")
+    # one control per method parameter (ties k, dare p, ...), in the groups the method chooser shows
+    assert merge.PARAM_METHODS == [m.name for m in METHODS.values() if m.params]
 
 
 def test_preview_is_labelled_and_matches_the_stored_linearisation(ex, handlers):
@@ -341,64 +346,63 @@ def test_preview_is_labelled_and_matches_the_stored_linearisation(ex, handlers):
     assert ex.preview("ties", scaling=1.0) is None and ex.preview("atm:standard:1") is None
     with pytest.raises(ValueError, match="between -1 and 2"):
         ex.preview("task_arithmetic", coefficients={ex.tasks[0]: 5.0})
-    defaults = [p.default for _, p in handlers.params]
-    status, fig, table, csv, raw = handlers.preview("task_arithmetic", "tau1", 0.3, *defaults, *[1.0] * len(ex.tasks))
-    assert status.startswith("◔ **Preview** (first-order, not exact)") and "exact numbers on their way" in status
-    assert csv == ui.gr.skip() and raw == ui.gr.skip()  # the download and raw JSON wait for the exact numbers
+    out = merge.preview(handlers, settings(vectors="tau1"))
+    assert out["status"].startswith("◔ **Preview** (first-order, not exact)") and "exact numbers on their way" in out["status"]
+    assert "csv" not in out and "raw" not in out  # the download and raw JSON wait for the exact numbers
     expected = preview.accuracy(None, 0.3, kind="tau1")
-    assert list(table["merged %"])[:-1] == [round(100 * expected[t], 2) for t in ex.tasks]
-    assert all(o == ui.gr.skip() for o in handlers.preview("tsv", "tau", 1.0, *defaults, *[1.0] * len(ex.tasks)))
-    assert handlers.api_preview("ties") == {}
+    assert list(out["table"]["merged %"])[:-1] == [round(100 * expected[t], 2) for t in ex.tasks]
+    assert merge.preview(handlers, settings("tsv", 1.0)) == {}
+    assert handlers.api.api_preview("ties") == {}
 
 
 def test_ui_method_and_presets(handlers, ex):
-    updates = handlers.on_method("atm:standard:1")
-    scaling, vectors, tasks = updates[1], updates[2], updates[3 + len(handlers.param_methods):-1]
-    assert scaling["value"] == 1.0 and vectors == ui.gr.skip()
-    assert all(u["interactive"] is False for u in tasks) and "fixed merged model" in updates[-1]
-    ties = handlers.on_method("ties")
-    assert [g["visible"] for g in ties[3:3 + len(handlers.param_methods)]] == [m == "ties" for m in handlers.param_methods]
-    best = handlers.preset("best_val")("ties", "tau", 1.0)
-    assert best[0]["value"] == "task_arithmetic" and best[1]["value"] == ex.metrics["task_arithmetic"]["best_scaling"]
-    zero = handlers.preset("zero")("ties", "tau", 0.7)
-    assert zero[1]["value"] == 0.7 and [u["value"] for u in zero[3 + len(handlers.param_methods):-1]] == [0.0] * len(ex.tasks)
+    updates = merge.settings_updates(handlers, "atm:standard:1")
+    assert updates["scaling"]["value"] == 1.0 and "vectors" not in updates
+    assert all(u["interactive"] is False for u in updates["coefficients"].values())
+    assert "fixed merged model" in updates["hint"]
+    ties = merge.settings_updates(handlers, "ties")
+    assert {m: g["visible"] for m, g in ties["groups"].items()} == {m: m == "ties" for m in merge.PARAM_METHODS}
+    best = merge.apply_preset(handlers, "best_val", settings("ties", 1.0))
+    assert best["method"]["value"] == "task_arithmetic" and best["scaling"]["value"] == ex.metrics["task_arithmetic"]["best_scaling"]
+    zero = merge.apply_preset(handlers, "zero", settings("ties", 0.7))
+    assert zero["scaling"]["value"] == 0.7 and [u["value"] for u in zero["coefficients"].values()] == [0.0] * len(ex.tasks)
 
 
 def test_ui_task_conditioned_method_says_it_has_no_preview(handlers, ex):
     assert [k for _, k in ex.method_choices()][:len(METHODS)] == list(METHODS)  # the chooser reads the registry
-    hint = handlers.on_method("emr")[-1]
+    hint = merge.settings_updates(handlers, "emr")["hint"]
     assert "Task-conditioned" in hint and "No instant preview for this method" in hint
-    assert "No instant preview" not in handlers.on_method("task_arithmetic")[-1]
+    assert "No instant preview" not in merge.settings_updates(handlers, "task_arithmetic")["hint"]
     assert ex.preview("emr") is None
     result = ex.evaluate("emr")
     assert result["label"] == METHODS["emr"].label and set(result["accuracy"]) == set(ex.tasks)
 
 
 def test_ui_alignment_and_atm_view(handlers, ex):
-    note, table, epochs, layers, matrix, theory_note, theory = handlers.alignment("all", "tau")
-    assert "no test of the theorem" in note and list(table["task"]) == ex.tasks
-    assert "Measured slopes after one epoch" in theory_note and theory.layout.xaxis.type == "log"
-    note, table, *_ = handlers.alignment(ex.tasks[0], "atm:standard:1")
-    assert list(table["task"]) == [ex.tasks[0]]
-    with pytest.warns(UserWarning, match="unknown task"):
-        assert handlers.alignment("nope", "tau")[0].startswith("⚠")
-    status, chart, atm_table, methods, matrices = handlers.atm_refresh()
-    assert "ATM" in chart.layout.title.text and list(atm_table.columns)[:2] == ["variant", "round"]
-    assert ("ATM standard, round 1", "atm:standard:1") in methods["choices"]
-    about = handlers.about()
+    out = alignment.alignment(ex, {"task": "all", "matrix_kind": "tau"})
+    assert "no test of the theorem" in out["note"] and list(out["table"]["task"]) == ex.tasks
+    assert "Measured slopes after one epoch" in out["theory_note"] and out["theory_plot"].layout.xaxis.type == "log"
+    out = alignment.alignment(ex, {"task": ex.tasks[0], "matrix_kind": "atm:standard:1"})
+    assert list(out["table"]["task"]) == [ex.tasks[0]]
+    with pytest.raises(ValueError, match="unknown task"):
+        alignment.alignment(ex, {"task": "nope", "matrix_kind": "tau"})
+    view = atm.view(ex)
+    assert "ATM" in view["chart"].layout.title.text and list(view["table"].columns)[:2] == ["variant", "round"]
+    assert ("ATM standard, round 1", "atm:standard:1") in view["method"]["choices"]
+    about = about_text(ex)
     assert "arXiv:2508.16082" in about and "arXiv:2411.03055" in about and f"{ex.source.layout.numel:,}" in about
 
 
 def test_api_functions_raise_one_line_gradio_errors(handlers):
-    with pytest.raises(ui.gr.Error, match="finite"):
-        handlers.api_evaluate(scaling=float("nan"))
-    with pytest.raises(ui.gr.Error, match="unknown task"):
-        handlers.api_alignment("nope")
+    with pytest.raises(gr.Error, match="finite"):
+        handlers.api.api_evaluate(scaling=float("nan"))
+    with pytest.raises(gr.Error, match="unknown task"):
+        handlers.api.api_alignment("nope")
 
     def boom():
         raise RuntimeError("kaput\nsecond line")
-    with pytest.raises(ui.gr.Error) as info:
-        ui.api_errors(boom)()
+    with pytest.raises(gr.Error) as info:
+        api_errors(boom)()
     assert str(info.value.message) == "internal error (RuntimeError): kaput"
 
 
@@ -410,8 +414,8 @@ def test_missing_or_corrupt_cache_gives_an_unavailable_app(tmp_path, quick_demo)
     (bad / "manifest.json").write_text("{ not json")
     h = ui.load(bad)
     assert isinstance(h, ui.Unavailable) and "not valid JSON" in h.message and "\n" not in h.message
-    with pytest.raises(ui.gr.Error, match="no cache loaded"):
-        h.api_evaluate()
+    with pytest.raises(gr.Error, match="no cache loaded"):
+        h.api.api_evaluate()
     apphelpers.load_app_module().build(h)  # the page still builds
 
 
@@ -423,17 +427,17 @@ def test_corrupt_tensor_file_is_reported_not_crashed(quick_demo, tmp_path):
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF  # same size, different content: found by the sha256 check on first use
     path.write_bytes(bytes(data))
-    h = ui.Handlers(ex)
-    with pytest.warns(UserWarning, match="sha256"):
-        out = h.evaluate("task_arithmetic", "tau", 0.3, *[p.default for _, p in h.params], *[1.0] * len(ex.tasks))
-    assert out[0].startswith("⚠") and "sha256" in out[0]
-    with pytest.raises(ui.gr.Error, match="sha256"):
-        h.api_evaluate()
-    assert math.isfinite(h.api_evaluate("atm:standard:1")["average"])  # the rest keeps working
+    h = ui.App(ex)
+    with pytest.raises(CacheError, match="sha256"):
+        merge.evaluate(h, settings())
+    with pytest.raises(gr.Error, match="sha256"):
+        h.api.api_evaluate()
+    assert math.isfinite(h.api.api_evaluate("atm:standard:1")["average"])  # the rest keeps working
 
 
 def test_cache_locations_and_read_only_defaults(quick_demo, tmp_path, monkeypatch):
-    from tvexplorer.app import explorer
+    from tvexplorer.app import environment as explorer
+    from tvexplorer.app.explorer import open_explorer
     monkeypatch.delenv("TVEXPLORER_CACHE", raising=False)
     assert explorer.default_cache_path() == apphelpers.ROOT / "assets" / "demo"
     monkeypatch.setenv("TVEXPLORER_CACHE", str(quick_demo))
@@ -459,7 +463,7 @@ def test_cache_locations_and_read_only_defaults(quick_demo, tmp_path, monkeypatc
     monkeypatch.setenv("SPACE_ID", "someone/explorer")
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")
     monkeypatch.setenv("TVEXPLORER_WORKDIR", str(tmp_path / "work"))
-    ex = explorer.open_explorer(copy)
+    ex = open_explorer(copy)
     assert ex.read_only and ex.evaluator.device.type == "cpu" and ex.work_folder.parent == tmp_path / "work"
 
 

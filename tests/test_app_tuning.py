@@ -6,9 +6,10 @@ import time
 import pytest
 
 import apphelpers  # noqa: F401  (first: it turns gradio analytics off before gradio is imported)
-from tvexplorer.app import tuning, ui
+import gradio as gr  # noqa: E402  (after apphelpers turned analytics off)
+from tvexplorer.app import runs, tuning, ui
 from tvexplorer.app.explorer import Explorer
-from tvexplorer.app.tuning_ui import TuningHandlers
+from tvexplorer.app.tabs import tuning as panel
 from tvexplorer.merging import merge_flat
 
 
@@ -46,21 +47,26 @@ def wait(job, seconds=600):
 
 def test_tuning_job_runs_records_and_applies(ex, demo_copy):
     job = tuning.start(ex, "accuracy", per_layer=False, steps=20)
-    with pytest.raises(ValueError, match="busy"):
+    with pytest.raises(runs.Busy, match="busy: a tuning or AdaMerging run is in progress"):
         tuning.start(ex, "entropy")
     wait(job)
     assert job.state == "finished", job.error
+    assert job.ended is not None and job.seconds == round(job.ended - job.started, 2)  # its time stops at its end
     assert job.progress()["done"] == job.progress()["total"]
     recorded = json.loads((demo_copy / "manifest.json").read_text())["tuning"]["task_arithmetic:per_task"]
     assert recorded["coefficients"] == job.result["coefficients"]
-    th = TuningHandlers(ui.Handlers(ex))
-    table = th.table()
+    table = panel.table(ex)
     assert list(table["merge"]) == ["grid task arithmetic", "task_arithmetic:per_task"]
     assert table["validation %"].iloc[1] == pytest.approx(100 * job.result["val_average"], abs=0.01)
     fitted = tuning.fit_to_ranges(recorded, ex.tasks)
     assert max(abs(c) for c in fitted["coefficients"].values()) <= 2.0
     again = ex.evaluate(fitted["method"], coefficients=fitted["coefficients"], scaling=fitted["scaling"])
     assert again["average"] == pytest.approx(job.result["average"], abs=1e-9)
+    applied = panel.apply(ui.App(ex), "task_arithmetic:per_task")  # the Merge controls, by name
+    assert {t: u["value"] for t, u in applied["coefficients"].items()} == fitted["coefficients"]
+    assert applied["scaling"]["value"] == fitted["scaling"] and applied["layers"] == ""
+    with pytest.raises(ValueError, match="choose a recorded result first"):
+        panel.apply(ui.App(ex), None)
 
 
 def test_adamerging_job_can_be_cancelled(ex, demo_copy):
@@ -84,8 +90,8 @@ def test_bad_tuning_requests(ex, objective, steps, message):
 
 
 def test_tune_endpoint_refuses_bad_input_in_one_line(ex):
-    th = TuningHandlers(ui.Handlers(ex))
-    with pytest.raises(ui.gr.Error, match="unknown objective 'nope'") as e:
-        th.api_tune("nope")
+    api = ui.App(ex).api
+    with pytest.raises(gr.Error, match="unknown objective 'nope'") as e:
+        api.api_tune("nope")
     assert "\n" not in str(e.value)
-    assert th.api_tune_cancel()["cancel_requested"] is False
+    assert api.api_tune_cancel()["cancel_requested"] is False

@@ -120,7 +120,7 @@ def test_imported_checkpoints_give_tau_and_an_honest_alignment_panel(quick_demo,
     assert code == 0
     cache = Cache.open(out)
     assert cache.vector_kinds == ("tau",) and not cache.has_gradient_record
-    assert cache.manifest["source"]["kind"] == "imported"
+    assert cache.manifest.provenance["kind"] == "imported"
     for t in cache.tasks:
         assert torch.allclose(cache.vector(t), source.vector(t), atol=1e-6)
         # the same model up to float32 rounding: at most one test image may change its prediction

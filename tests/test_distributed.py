@@ -74,11 +74,11 @@ def test_ray_atm_round_gives_the_serial_round(cluster, quick_demo, tmp_path):
         done = len(Cache.open(tmp_path / name).atm_runs()["standard"]["rounds"])
         assert main(["atm", str(tmp_path / name), "--rounds", "1", "--device", "cpu", *extra]) == 0
         caches.append(Cache.open(tmp_path / name))
-        assert len(caches[-1].atm_runs()["standard"]["rounds"]) == done + 1
+        assert len(caches[-1].manifest.atm_rounds("standard")) == done + 1
     serial, parallel = caches
-    rel = serial.atm_runs()["standard"]["rounds"][-1]["file"]
-    assert parallel.manifest["files"][rel]["sha256"] == serial.manifest["files"][rel]["sha256"]
-    assert parallel.atm_runs()["standard"]["rounds"][-1]["accuracy"] == serial.atm_runs()["standard"]["rounds"][-1]["accuracy"]
+    last, parallel_last = serial.manifest.atm_rounds("standard")[-1], parallel.manifest.atm_rounds("standard")[-1]
+    assert parallel.manifest.files[last.file].sha256 == serial.manifest.files[last.file].sha256
+    assert parallel_last.accuracy == last.accuracy
 
 
 def workers_running(function: str) -> list[int]:

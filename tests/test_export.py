@@ -46,7 +46,7 @@ def test_open_clip_export_loads_as_local_dir_and_matches_the_evaluator(quick_dem
     assert (got - expected).abs().max().item() < 1e-5
     assert expected.abs().max().item() > 1e-2  # features, not zeros
     # the text tower and the preprocessing are the base model's own
-    base, tokenizer, _ = load_clip(ModelSpec(evaluator.cache.manifest["model"]["name"]), evaluator.cache.root)
+    base, tokenizer, _ = load_clip(ModelSpec(evaluator.cache.manifest.model.name), evaluator.cache.root)
     tokens = tokenizer(["a photo of a digit", "a sign"])
     with torch.no_grad():
         assert torch.equal(model.encode_text(tokens), base.encode_text(tokens))
@@ -147,8 +147,9 @@ def test_hf_conversion_of_a_random_tower_runs_the_same_in_transformers(quick_gel
     transformers = pytest.importorskip("transformers")
     from tvexplorer.models.checkpoints import convert_hf_clip_vision, to_hf_clip_vision
     from tvexplorer.models.clip import build_image_encoder
-    encoder = {"embed_dim": 24, "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 48, "layers": 2, "head_width": 16},
-               "quick_gelu": quick_gelu, "image_size": 32}
+    from tvexplorer.core.records import Encoder
+    encoder = Encoder(24, {"image_size": 32, "patch_size": 8, "width": 48, "layers": 2, "head_width": 16},
+                      quick_gelu=quick_gelu, image_size=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
     torch.manual_seed(0)
     tower = build_image_encoder(encoder)
     with torch.no_grad():

@@ -16,6 +16,7 @@ import huggingface_hub
 from tvexplorer.cli import main
 from tvexplorer.core.cache import Cache
 from tvexplorer.core.hub import HubUnavailable
+from tvexplorer.core.records import SplitSizes
 from tvexplorer.models import fusionbench
 from tvexplorer.models.checkpoints import read_image_encoder
 
@@ -197,9 +198,11 @@ def test_import_hub_command_makes_a_cache_of_the_served_fine_tunes(hub, quick_de
     assert code == 0
     cache = Cache.open(out)
     assert cache.tasks == ["MNIST", "SVHN"] and cache.vector_kinds == ("tau",)
-    assert cache.manifest["source"]["kind"] == "imported" and cache.manifest["source"]["base"].endswith("pytorch_model.bin")
-    assert [cache.task(t)["data"]["source"] for t in cache.tasks] == ["hf", "hf"]
-    assert cache.task("MNIST")["sizes"] == {"train": 18, "val": 2, "test": 6} and len(cache.eval_split("SVHN", "test")) == 5
+    source = cache.manifest.provenance
+    assert source["kind"] == "imported" and source["base"].endswith("pytorch_model.bin")
+    assert [t.data["source"] for t in cache.manifest.tasks] == ["hf", "hf"]
+    assert cache.manifest.task("MNIST").sizes == SplitSizes(train=18, val=2, test=6)
+    assert len(cache.eval_split("SVHN", "test")) == 5
     base = read_image_encoder(hub.remote / BASE / "pytorch_model.bin")
     assert torch.equal(cache.base(), cache.layout.flatten(base, dtype=torch.float32))
     for task in hub.towers:

@@ -1,6 +1,7 @@
 """The linearised preview: exact for linear models and at scaling 0, first-order accurate, and
 its build-time checks reproducible."""
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -21,11 +22,11 @@ def previewed(quick_demo):
 
 
 def exact_features(cache: Cache, delta: torch.Tensor, split: str) -> dict[str, torch.Tensor]:
-    info = cache.manifest["model"]["encoder"]
+    info = cache.manifest.model.encoder
     encoder = build_image_encoder(info)
     set_flat(encoder, cache.base() + delta)
     with torch.inference_mode():
-        return {t: encoder(to_input(cache.eval_split(t, split).images, info["mean"], info["std"])) for t in cache.tasks}
+        return {t: encoder(to_input(cache.eval_split(t, split).images, info.mean, info.std)) for t in cache.tasks}
 
 
 # ---------------------------------------------------------------- a model linear in its parameters
@@ -88,29 +89,29 @@ def test_preview_at_scaling_zero_is_the_exact_zero_shot_accuracy(previewed):
 
 def test_build_time_checks_are_recorded_and_reproducible(previewed):
     cache = Cache.open(previewed)
-    record = cache.manifest["preview"]
-    assert record["vectors"] == cache.tasks
-    assert record["files"] == {t: f"preview/{t}.safetensors" for t in cache.tasks}
-    assert set(record["files"].values()) <= set(cache.manifest["files"])
-    checks = record["checks"]
-    assert {c["scaling"] for c in checks if c["kind"] == "tau"} >= {0.0, 0.3, 1.0}
-    assert any(c["coefficients"] and len(set(c["coefficients"].values())) > 1 for c in checks)  # non-uniform
-    assert any(c["kind"] == "tau1" for c in checks)
+    record = cache.manifest.preview
+    assert list(record.vectors) == cache.tasks
+    assert record.files == {t: f"preview/{t}.safetensors" for t in cache.tasks}
+    assert set(record.files.values()) <= set(cache.manifest.files)
+    checks = record.checks
+    assert {c.scaling for c in checks if c.kind == "tau"} >= {0.0, 0.3, 1.0}
+    assert any(c.coefficients and len(set(c.coefficients.values())) > 1 for c in checks)  # non-uniform
+    assert any(c.kind == "tau1" for c in checks)
 
     preview = Preview.open(cache)
     evaluator = Evaluator(cache, "cpu", split="test")
     for check in checks:
-        predicted = preview.accuracy(check["coefficients"], check["scaling"], check["kind"], check["split"])
-        delta = merge_flat("task_arithmetic", cache.vectors(check["kind"]), cache.layout,
-                           coefficients=check["coefficients"], scaling=check["scaling"])
+        predicted = preview.accuracy(check.coefficients, check.scaling, check.kind, check.split)
+        delta = merge_flat("task_arithmetic", cache.vectors(check.kind), cache.layout,
+                           coefficients=check.coefficients, scaling=check.scaling)
         exact = evaluator.accuracy(delta)
-        assert predicted == check["preview"]
-        assert exact == check["exact"]
-        assert check["max_abs_diff"] == max(abs(predicted[t] - exact[t]) for t in cache.tasks)
-        assert check["preview_average"] == pytest.approx(sum(predicted.values()) / len(predicted))
-        assert check["exact_average"] == pytest.approx(sum(exact.values()) / len(exact))
-    assert record["max_abs_diff"] == max(c["max_abs_diff"] for c in checks)
-    assert f"up to {100 * record['max_abs_diff']:.1f} points" in preview.error_note()
+        assert predicted == check.preview
+        assert exact == check.exact
+        assert check.max_abs_diff == max(abs(predicted[t] - exact[t]) for t in cache.tasks)
+        assert check.preview_average == pytest.approx(sum(predicted.values()) / len(predicted))
+        assert check.exact_average == pytest.approx(sum(exact.values()) / len(exact))
+    assert record.max_abs_diff == max(c.max_abs_diff for c in checks)
+    assert f"up to {100 * record.max_abs_diff:.1f} points" in preview.error_note()
 
 
 def test_first_order_error_shrinks_quadratically(previewed):
@@ -139,11 +140,11 @@ def test_first_order_error_shrinks_quadratically(previewed):
 def test_open_without_a_preview_or_for_other_vectors_gives_none(previewed, tmp_path):
     root = tmp_path / "cache"
     shutil.copytree(previewed, root)
-    Cache.open(root).add_files({}, lambda manifest: manifest.pop("preview"))
+    Cache.open(root).add_files({}, lambda manifest: replace(manifest, preview=None))
     assert Preview.open(Cache.open(root)) is None
     cache = Cache.open(previewed)
-    cache.manifest["preview"]["vectors"] = cache.tasks[::-1]
-    assert Preview.open(cache) is None
+    reordered = replace(cache.manifest.preview, vectors=tuple(cache.tasks[::-1]))
+    assert Preview.open(Cache(cache.root, replace(cache.manifest, preview=reordered))) is None
 
 
 def test_rebuilding_gives_identical_files(previewed, tmp_path):
@@ -152,10 +153,10 @@ def test_rebuilding_gives_identical_files(previewed, tmp_path):
     before = Cache.open(previewed).manifest
     compute_preview(Cache.open(root), device="cpu")
     after = Cache.open(root).manifest
-    assert after["preview"] == before["preview"]
-    for rel in before["preview"]["files"].values():
-        assert after["files"][rel] == before["files"][rel]
-        assert sha256_file(root / rel) == before["files"][rel]["sha256"]
+    assert after.preview == before.preview
+    for rel in before.preview.files.values():
+        assert after.files[rel] == before.files[rel]
+        assert sha256_file(root / rel) == before.files[rel].sha256
 
 
 def test_an_interrupted_rebuild_leaves_no_preview(previewed, tmp_path):

@@ -2,6 +2,7 @@
 paper's definition, its derived properties, the Gram matrices it reads (tvexplorer/science/grams.py)
 and how they are stored once in a cache."""
 import dataclasses
+from dataclasses import replace
 import importlib
 import json
 import shutil
@@ -165,12 +166,12 @@ def test_recorded_grams_are_those_of_each_linear_layers_inputs(quick_demo):
     from tvexplorer.models.clip import build_image_encoder, get_flat
     from tvexplorer.science.grams import compute_grams
     cache = Cache.open(quick_demo)
-    info = cache.manifest["model"]["encoder"]
+    info = cache.manifest.model.encoder
     encoder = build_image_encoder(info)
-    images = Split(torch.randint(0, 256, (6, info["image_size"], info["image_size"], 3), dtype=torch.uint8),
+    images = Split(torch.randint(0, 256, (6, info.image_size, info.image_size, 3), dtype=torch.uint8),
                    torch.zeros(6, dtype=torch.int64))
     theta = cache.base() + cache.vector(cache.tasks[0]).float()
-    grams, axes = compute_grams(encoder, theta, images, info["mean"], info["std"], "cpu")
+    grams, axes = compute_grams(encoder, theta, images, info.mean, info.std, "cpu")
     assert torch.equal(get_flat(encoder), theta)  # the fine-tuned model, not theta0
     # Independently: what each module really receives, seen from other modules' hooks.
     seen = {}
@@ -185,7 +186,7 @@ def test_recorded_grams_are_those_of_each_linear_layers_inputs(quick_demo):
              encoder.ln_post.register_forward_hook(lambda m, a, out: keep("ln_post", out))]
     from tvexplorer.data.splits import to_input
     with torch.no_grad():
-        encoder(to_input(images.images, info["mean"], info["std"]))
+        encoder(to_input(images.images, info.mean, info.std))
     for h in hooks:
         h.remove()
 
@@ -228,8 +229,8 @@ def test_grams_are_stored_once_and_reused(demo_copy, monkeypatch):
     first = Evaluator(cache, device="cpu").evaluate("regmean")
     assert len(calls) == len(cache.tasks)  # one forward pass over each task's training subset
     stored = Cache.open(demo_copy).manifest
-    assert set(stored["grams"]["examples"]) == set(cache.tasks)
-    assert all(f"grams/{t}.safetensors" in stored["files"] for t in cache.tasks)
+    assert set(stored.grams.examples) == set(cache.tasks)
+    assert all(f"grams/{t}.safetensors" in stored.files for t in cache.tasks)
     again = Evaluator(Cache.open(demo_copy), device="cpu").evaluate("regmean", alpha=0.6)
     assert len(calls) == len(cache.tasks)  # a new process reads them: no forward pass
     assert again.accuracy == first.accuracy
@@ -254,9 +255,9 @@ def test_a_tower_without_recorded_linear_layers_is_refused_in_one_line(quick_dem
     from tvexplorer.science.grams import add_grams, supports_grams
     cache = Cache.open(quick_demo)
     assert supports_grams(cache)
-    manifest = json.loads(json.dumps(cache.manifest))
-    manifest["model"]["encoder"]["vision_cfg"]["layers"] = [3, 4, 6, 3]  # how open_clip describes a ResNet tower
-    resnet = Cache(cache.root, manifest)
+    encoder = cache.manifest.model.encoder
+    tower = replace(encoder, vision_cfg={**encoder.vision_cfg, "layers": [3, 4, 6, 3]})  # how open_clip describes a ResNet
+    resnet = Cache(cache.root, replace(cache.manifest, model=replace(cache.manifest.model, encoder=tower)))
     assert not supports_grams(resnet)
     with pytest.raises(ValueError, match=r"recorded for open_clip ViT image towers; .* so RegMean cannot merge it") as info:
         add_grams(resnet)

@@ -55,18 +55,21 @@ def test_table_bad_input_is_one_line(quick_demo, tmp_path, args, message):
 
 
 def test_results_tab_fills_a_read_only_cache_through_its_work_folder(quick_demo, tmp_path):
-    from tvexplorer.app.explorer import Explorer
-    from tvexplorer.app.results import Results
+    from tvexplorer.app import ui
+    from tvexplorer.app.tabs import results
     src = tmp_path / "src"
     shutil.copytree(quick_demo, src)
     before = (src / "manifest.json").read_bytes()
-    results = Results(Explorer(src, device="cpu", read_only=True, workdir=tmp_path / "work"))
-    status, frame = results.view()
-    assert "Not computed yet" in status and "RegMean" in status
-    assert frame["average %"].isna().sum() == len(METHODS) - 4  # only the build's four are recorded
-    status, frame = results.fill()
+    app = ui.load(src, device="cpu", read_only=True, workdir=tmp_path / "work")
+    view = results.view(app.ex)
+    assert "Not computed yet" in view["status"] and "RegMean" in view["status"]
+    assert view["table"]["average %"].isna().sum() == len(METHODS) - 4  # only the build's four are recorded
+    shown = list(results.fill(app.ex))  # one call per missing row, the table shown as each is recorded
+    status, frame = shown[-1]["status"], shown[-1]["table"]
     assert status.startswith("✓") and not frame["average %"].isna().any()
+    again = list(results.fill(app.ex))  # nothing missing: no run, the table as it is
+    assert len(again) == 1 and again[0]["status"] == status
     assert list(frame["method"])[:3] == ["zero-shot", "fine-tuned (one model per task)", "multi-task (joint fine-tuning)"]
     assert (src / "manifest.json").read_bytes() == before  # the source cache is untouched
-    api = results.api_results()
+    api = app.api.api_results()
     assert [r["key"] for r in api["rows"]][3:] == list(METHODS) and api["rows"][-1]["accuracy"] is not None

@@ -15,12 +15,13 @@ from safetensors import SafetensorError
 
 import apphelpers  # first: it turns gradio analytics off before gradio is imported
 import tvexplorer.core.files as files_module
-from tvexplorer.app import jobs
+from tvexplorer.app import runs, work
 from tvexplorer.cli import main
 from tvexplorer.core import workcopy
 from tvexplorer.core.cache import Cache
 from tvexplorer.core.files import WriteError, writer_lock
 from tvexplorer.core.manifest import MANIFEST
+from test_cache import next_round
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,14 +75,14 @@ def test_an_app_job_counts_only_its_own_rounds(demo_copy):
     """A round that another writer saves while the job waits for the lock is not the job's."""
     apphelpers.wait_idle()
     cache = Cache.open(demo_copy)
-    start = len(cache.atm_runs()["standard"]["rounds"])
-    run = {k: v for k, v in cache.atm_runs()["standard"].items() if k != "rounds"}
+    start = len(cache.manifest.atm_rounds("standard"))
+    run = cache.manifest.atm["standard"].settings()
     with writer_lock(demo_copy):
-        job = jobs.start(demo_copy, 1, "standard", start)
+        job = runs.start("atm", "one round", work.atm_work(str(demo_copy), 1, "standard"))
         time.sleep(0.5)  # let the job's thread reach the lock and wait
-        cache.add_atm_round("standard", run, {"average": 0.0}, torch.zeros(cache.layout.numel))
+        cache.add_atm_round("standard", run, next_round(cache, "standard"), torch.zeros(cache.layout.numel))
     job.finished.wait(120)
-    assert job.error is None and job.completed == 1
+    assert job.error is None and sum(job.outputs) == 1 and job.state == "finished"
     assert len(_rounds(demo_copy)) == start + 2
 
 
@@ -131,9 +132,9 @@ def test_a_real_full_disk_leaves_the_cache_intact(quick_demo, tmp_path):
         shutil.copytree(quick_demo, root)
         manifest = (root / MANIFEST).read_bytes()
         cache = Cache.open(root)
-        run = {k: v for k, v in cache.atm_runs()["standard"].items() if k != "rounds"}
+        run = cache.manifest.atm["standard"].settings()
         with pytest.raises(WriteError) as failed:
-            cache.add_atm_round("standard", run, {"average": 0.0}, torch.zeros(cache.layout.numel))
+            cache.add_atm_round("standard", run, next_round(cache, "standard"), torch.zeros(cache.layout.numel))
         message = str(failed.value)
         assert "\n" not in message and str(root / "atm/standard/round_0002.safetensors") in message
         assert "No space left on device" in message and "free there" in message

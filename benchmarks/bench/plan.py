@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tvexplorer.core.records import Encoder
+
 ROOT = Path(__file__).resolve().parents[2]  # the repo root
 SECTIONS = ("merge", "fusionbench", "evaluation", "cache", "app")
 MERGES = {"task_arithmetic": {}, "ties": {"k": 20}, "tsv": {}, "iso_c": {}}
@@ -34,27 +36,26 @@ SEMANTIC_NOTES = (
 )
 
 
-def vit_b32() -> dict:
+def vit_b32() -> Encoder:
     """The ViT-B/32 image encoder as a cache manifest describes it (the same tower that
     open_clip.create_model("ViT-B-32").visual builds); its weights here are random."""
     import open_clip
     from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
     cfg = open_clip.get_model_config("ViT-B-32")
-    return {"embed_dim": cfg["embed_dim"], "vision_cfg": cfg["vision_cfg"], "quick_gelu": False,
-            "image_size": cfg["vision_cfg"]["image_size"], "mean": list(OPENAI_DATASET_MEAN), "std": list(OPENAI_DATASET_STD)}
+    return Encoder(cfg["embed_dim"], cfg["vision_cfg"], quick_gelu=False, image_size=cfg["vision_cfg"]["image_size"],
+                   mean=tuple(OPENAI_DATASET_MEAN), std=tuple(OPENAI_DATASET_STD))
 
 
-def tiny_vit() -> dict:
+def tiny_vit() -> Encoder:
     """About 1M parameters, for the quick mode; P*k is not an integer, so TIES keeps the same count as FusionBench."""
     vision = {"image_size": 32, "patch_size": 8, "width": 128, "layers": 5, "head_width": 64}
-    return {"embed_dim": 64, "vision_cfg": vision, "quick_gelu": False, "image_size": 32,
-            "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+    return Encoder(64, vision, quick_gelu=False, image_size=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 
 
 @dataclass(frozen=True)
 class Plan:
     name: str
-    encoder: dict          # the image encoder as a manifest describes it (filled in by run: it needs open_clip)
+    encoder: Encoder | None  # the image encoder as a manifest describes it (filled in by run: it needs open_clip)
     tasks: int
     images_per_task: int
     copy_bytes: int        # size of each buffer in the bandwidth test
@@ -64,9 +65,9 @@ class Plan:
     timeout_s: int         # per merge worker
 
 
-FULL = Plan("full", encoder={}, tasks=8, images_per_task=16, copy_bytes=1 << 30, requests=15, fresh_process=True,
+FULL = Plan("full", encoder=None, tasks=8, images_per_task=16, copy_bytes=1 << 30, requests=15, fresh_process=True,
             calls={"task_arithmetic": 5, "ties": 3, "tsv": 2, "iso_c": 2}, timeout_s=3600)
-QUICK = Plan("quick", encoder={}, tasks=3, images_per_task=2, copy_bytes=64 << 20, requests=3, fresh_process=False,
+QUICK = Plan("quick", encoder=None, tasks=3, images_per_task=2, copy_bytes=64 << 20, requests=3, fresh_process=False,
              calls=dict.fromkeys(MERGES, 2), timeout_s=600)
 
 

@@ -38,11 +38,11 @@ def _bare_loop(cache: Cache, device: torch.device, delta: torch.Tensor | None) -
     (the Evaluator's batch size); returns (the loop, images)."""
     from tvexplorer.data.splits import to_input
     from tvexplorer.models.clip import build_image_encoder, set_flat
-    info = cache.manifest["model"]["encoder"]
+    info = cache.manifest.model.encoder
     encoder = build_image_encoder(info).to(device)
     base = cache.base().to(device)
     set_flat(encoder, base if delta is None else base + delta.to(device))
-    batches = [to_input(images.to(device), info["mean"], info["std"])
+    batches = [to_input(images.to(device), info.mean, info.std)
                for t in cache.tasks for images, _ in cache.eval_split(t).batches(500)]
 
     @torch.inference_mode()
@@ -68,8 +68,7 @@ def bench_evaluation(root: Path, device: torch.device, delta: torch.Tensor | Non
     best = {k: min(v) for k, v in runs.items()}
     a, b = exact.predictions(delta), fast.predictions(delta)
     agree = sum(int((a[t] == b[t]).sum()) for t in a) / sum(len(a[t]) for t in a)
-    info = cache.manifest["model"]["encoder"]
-    return {"cache": str(root), "device": str(device), "images": images, "image_size": info["image_size"], "calls": repeats,
+    return {"cache": str(root), "device": str(device), "images": images, "image_size": cache.manifest.model.encoder.image_size, "calls": repeats,
             "precision": fast.precision, "bare_s": best["bare"], "float32_s": best["float32"], "fast_s": best["fast"],
             "runs_s": runs, "fast_vs_bare": best["fast"] / best["bare"],
             "float32_overhead_pct": 100 * (best["float32"] / best["bare"] - 1), "agreement": agree}

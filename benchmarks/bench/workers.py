@@ -81,7 +81,7 @@ def run_jobs(spec_path: str, prepare: Callable[[dict, Layout, dict[str, torch.Te
     from safetensors.torch import save_file
     spec = json.loads(Path(spec_path).read_text())
     root = Path(spec["cache"])
-    layout = Layout.from_json(read_manifest(root)["layout"])
+    layout = read_manifest(root).layout
     baseline = _status_bytes("VmRSS")
     records = []
     for job in spec["jobs"]:

@@ -13,13 +13,14 @@ from tvexplorer import __version__
 from tvexplorer.core.cache import Cache
 from tvexplorer.core.files import mmap_tensors, write_tensors
 from tvexplorer.core.layout import Layout
-from tvexplorer.core.manifest import Manifest, TaskRecord, write_manifest
+from tvexplorer.core.manifest import Manifest, write_manifest
+from tvexplorer.core.records import Encoder, ModelRecord, SplitSizes, TaskRecord
 
 
 @dataclass(frozen=True)
 class World:
     root: Path          # a cache in the real format
-    encoder: dict
+    encoder: Encoder
     layout: Layout
     tasks: tuple[str, ...]
 
@@ -42,7 +43,7 @@ def _heads(tasks: tuple[str, ...], embed: int, classes: int) -> dict[str, torch.
 
 
 def _eval_subset(plan: Plan, seed: int, classes: int) -> dict[str, torch.Tensor]:
-    g, size = torch.Generator().manual_seed(seed), plan.encoder["image_size"]
+    g, size = torch.Generator().manual_seed(seed), plan.encoder.image_size
     images = torch.randint(0, 256, (plan.images_per_task, size, size, 3), dtype=torch.uint8, generator=g)
     labels = torch.randint(0, classes, (plan.images_per_task,), generator=g)
     return {"test_images": images, "test_labels": labels, "val_images": images[:1], "val_labels": labels[:1]}
@@ -56,19 +57,19 @@ def write_world(root: Path, plan: Plan, classes: int = 10) -> World:
     layout = Layout.of(dict(encoder.named_parameters()))
     tasks = tuple(f"task{i}" for i in range(plan.tasks))
     files = {"base.safetensors": write_tensors(root, "base.safetensors", layout.unflatten(get_flat(encoder).float())),
-             "heads.safetensors": write_tensors(root, "heads.safetensors", _heads(tasks, plan.encoder["embed_dim"], classes))}
+             "heads.safetensors": write_tensors(root, "heads.safetensors", _heads(tasks, plan.encoder.embed_dim, classes))}
     for i, task in enumerate(tasks):
         vectors = {kind: _random(layout.numel, 1e-3, 1000 * i + j) for j, kind in enumerate(("tau", "tau1", "g0"))}
         files[f"vectors/{task}.safetensors"] = write_tensors(root, f"vectors/{task}.safetensors", vectors)
         files[f"eval/{task}.safetensors"] = write_tensors(root, f"eval/{task}.safetensors", _eval_subset(plan, i, classes))
     write_manifest(root, Manifest(
         created_by=f"tvexplorer {__version__} bench (synthetic)",
-        model={"name": "synthetic", "pretrained": None, "encoder": plan.encoder},
-        layout=layout.to_json(),
+        model=ModelRecord("synthetic", None, plan.encoder),
+        layout=layout,
         vector_dtype="float32",
-        tasks=[TaskRecord(t, [f"class {c}" for c in range(classes)], ["a photo of a {}."], {"source": "synthetic"},
-                          {"train": 0, "val": 1, "test": plan.images_per_task}) for t in tasks],
-        training={},
+        tasks=tuple(TaskRecord(t, tuple(f"class {c}" for c in range(classes)), ("a photo of a {}.",), {"source": "synthetic"},
+                               SplitSizes(train=0, val=1, test=plan.images_per_task)) for t in tasks),
+        training=None,
         files=files,
     ))
     return World(root, plan.encoder, layout, tasks)

@@ -8,14 +8,13 @@ tested without a browser and callable from scripts:
     ex.alignment("digits")
     ex.start_atm(rounds=1)
 
-Input from people and programs is checked here, with one-line ValueError messages: unknown
-methods, tasks or parameters, values that are not numbers, NaN, infinities, and values outside the
-ranges the app offers.
+Input from people and programs is checked here (with inputs.py), with one-line ValueError messages:
+unknown methods, tasks or parameters, values that are not numbers, NaN, infinities, and values outside
+the ranges the app offers. Where the app writes is workspace.py; its environment's defaults are
+environment.py.
 """
 from __future__ import annotations
 
-import json
-import math
 import os
 import threading
 import time
@@ -23,31 +22,25 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..core import workcopy
 from ..core.cache import Cache
-from ..core.checks import in_range, number
-from ..core.errors import CacheError
-from ..core.hub import resolve_location
-from ..core.manifest import MANIFEST, PER_TASK_METRICS, averages
-from ..merging import METHODS, default_params
+from ..core.manifest import PER_TASK_METRICS, averages
+from ..merging import METHODS
 from ..science.alignment import cosine_matrix, full_batch_identity_holds, layer_alignment, task_alignment
 from ..science.atm import VARIANTS
+from ..science.atm_report import atm_report
 from ..science.evaluation import EvalResult, Evaluator, summarize
 from ..science.preview import Preview
-from . import jobs
+from . import inputs, runs
+from .environment import location, policy
+from .inputs import ALL_TASKS, COEFFICIENT_RANGE, MATRIX_KINDS, MAX_ATM_ROUNDS, SCALING_RANGE, clean
+from .presets import preset
 from .tuning import layer_coefficients as checked_layers
+from .work import atm_work, register_evaluator
+from .workspace import Workspace
 
-COEFFICIENT_RANGE = (-1.0, 2.0)   # per-task coefficient, inclusive
-SCALING_RANGE = (-1.0, 2.0)       # global scaling, inclusive
-SLIDER_STEP = 0.01
-MAX_ATM_ROUNDS = 10
 PREVIEW_METHODS = ("task_arithmetic", "average")  # linear in the task vectors, so the preview applies
-VECTOR_KINDS = {"tau": "full task vectors (tau, after all epochs)", "tau1": "first-epoch task vectors (tau1)"}
-MATRIX_KINDS = {"tau": "full task vectors tau", "tau1": "first-epoch task vectors tau1",
-                "g0": "first-epoch gradients g0 at theta0"}
-PRESETS = {"equal": "All equal", "inverse_t": "1/T", "best_val": "Best on validation", "zero": "Zero everything"}
 ATM_KEY = "atm:"  # method keys of saved ATM rounds: "atm:<variant>:<round>"
-ALL_TASKS = "all"
+ATM = "atm"       # the kind of run (runs.py)
 
 FULL_BATCH_NOTE = (
     "After one epoch of full-batch plain gradient descent ('gd') from theta0, tau1 = -lr * g0 holds by "
@@ -62,46 +55,6 @@ THEORY_NOTE = (
     "gradient changes after the first epoch.")
 
 
-def default_cache_path() -> Path | str:
-    """$TVEXPLORER_CACHE (a folder, or hf://... for resolve_location), else the demo cache committed with
-    the repository (assets/demo)."""
-    env = os.environ.get("TVEXPLORER_CACHE")
-    if env:
-        return env
-    return Path(__file__).resolve().parents[2] / "assets" / "demo"
-
-
-def _mapping(what: str, value) -> dict:
-    """A dict from a dict, None, or a JSON object in a string (as API clients may send)."""
-    if value is None or value == "":
-        return {}
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{what} must be a JSON object such as {{\"name\": 1.0}}; could not parse it ({e.msg})") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{what} must be an object mapping names to numbers, got {type(value).__name__}")
-    return value
-
-
-def clean(obj):
-    """JSON-safe copy: NaN and infinities become None, tuples lists, numpy scalars floats."""
-    if isinstance(obj, dict):
-        return {str(k): clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [clean(v) for v in obj]
-    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
-        return obj
-    if isinstance(obj, int):
-        return obj
-    try:
-        x = float(obj)
-    except (TypeError, ValueError):
-        return str(obj)
-    return x if math.isfinite(x) else None
-
-
 class Explorer:
     """One cache, its evaluator and its ATM work folder, shared by every user of an app."""
 
@@ -110,18 +63,13 @@ class Explorer:
         self.source = Cache.open(path)
         # The app evaluates in bfloat16 where the hardware is fast at it (about twice as fast, see
         # Evaluator); the numbers a build records are float32.
-        self.evaluator = Evaluator(self.source, device=device, precision=precision, store=self._writable_cache)
+        self.evaluator = Evaluator(self.source, device=device, precision=precision, store=lambda: self.workspace.writable_cache())
         self._preview = Preview.open(self.source)  # None for a cache built without one
-        self.read_only = (not workcopy.is_writable(self.source.root)) if read_only is None else bool(read_only)
-        self.work_folder = workcopy.work_folder(self.source, Path(workdir) if workdir else None) if self.read_only else None
-        self._atm_root = Path(self.source.root)
-        if self.work_folder is not None and workcopy.open_existing(self.work_folder) is not None:
-            self._atm_root = self.work_folder  # rounds saved by an earlier session
-        self._atm_cache: Cache | None = self.source if self._atm_root == Path(self.source.root) else None
-        self._atm_stamp = None
+        self.workspace = Workspace(self.source, read_only, Path(workdir) if workdir else None)
+        self.read_only, self.work_folder = self.workspace.read_only, self.workspace.work_folder
         self._lock = threading.Lock()
         self._memo: dict[tuple, object] = {}
-        self._evaluator_key = jobs.register_evaluator(f"explorer-{id(self)}", self.evaluator)
+        self._evaluator_key = register_evaluator(f"explorer-{id(self)}", self.evaluator)
 
     # ------------------------------------------------------------ what is loaded
     @property
@@ -155,7 +103,7 @@ class Explorer:
             "task_arithmetic_best_scaling": m["task_arithmetic"]["best_scaling"],
             "file_bytes": sizes, "total_bytes": sum(sizes.values()),
             "device": str(self.evaluator.device), "precision": self.evaluator.precision,
-            "read_only": self.read_only, "atm_saved_to": str(self._atm_root),
+            "read_only": self.read_only, "atm_saved_to": str(self.atm_root),
             "atm": {v: len(r["rounds"]) for v, r in self.atm_runs().items()},
             "ranges": {"coefficient": COEFFICIENT_RANGE, "scaling": SCALING_RANGE, "atm_rounds": [1, MAX_ATM_ROUNDS]},
         })
@@ -207,28 +155,21 @@ class Explorer:
         return METHODS[kind[1]].default_scaling if kind[0] == "merge" else 1.0
 
     def check_coefficients(self, coefficients) -> dict[str, float]:
-        out = {}
-        for task, value in _mapping("coefficients", coefficients).items():
-            if task not in self.tasks:
-                raise ValueError(f"unknown task {task!r}; this cache has: {', '.join(self.tasks)}")
-            out[task] = in_range(f"coefficient for task {task!r}", number(f"coefficient for task {task!r}", value),
-                                 *COEFFICIENT_RANGE)
-        return out
+        return inputs.coefficients(self.tasks, coefficients)
 
     def check_scaling(self, scaling, method: str) -> float:
         if scaling is None or scaling == "":
             return self.default_scaling(method)
-        return in_range("scaling", number("scaling", scaling), *SCALING_RANGE)
+        return inputs.scaling(scaling)
 
     def check_params(self, name: str, params) -> dict[str, float | int]:
-        spec = METHODS[name]
-        by_name = {p.name: p for p in spec.params}
-        out = {}
-        for key, value in _mapping("params", params).items():
-            if key not in by_name:
-                raise ValueError(f"method {name!r} has no parameter {key!r}; its parameters are: {', '.join(by_name) or '(none)'}")
-            out[key] = by_name[key].check(name, number(f"{name} parameter {key}", value))
-        return default_params(name, len(self.tasks)) | out
+        return inputs.params(name, params, len(self.tasks))
+
+    def check_vectors(self, vectors) -> str:
+        vectors = inputs.vectors(vectors)
+        if vectors not in self.source.vector_kinds:
+            self.require_gradient_record()
+        return vectors
 
     # ------------------------------------------------------------ evaluation
     def evaluate(self, method: str = "task_arithmetic", coefficients=None, scaling=None, params=None,
@@ -240,16 +181,13 @@ class Explorer:
         s = self.check_scaling(scaling, method)
         coefs, layers = self.check_coefficients(coefficients), checked_layers(self, layer_coefficients)
         if kind[0] == "atm":
-            if any(c != 1.0 for c in coefs.values()) or _mapping("params", params) or layers:
+            if any(c != 1.0 for c in coefs.values()) or inputs.mapping("params", params) or layers:
                 raise ValueError("an ATM round is one fixed merged model: per-task coefficients and method "
                                  "parameters do not apply (only scaling, which multiplies its merged delta)")
             result = self._atm_result(kind[1], kind[2], s)
             settings = {"method": f"{ATM_KEY}{kind[1]}:{kind[2]}", "vectors": None, "coefficients": {}, "params": {}}
         else:
-            if vectors not in VECTOR_KINDS:
-                raise ValueError(f"vectors must be one of {', '.join(VECTOR_KINDS)}, got {vectors!r}")
-            if vectors not in self.source.vector_kinds:
-                self.require_gradient_record()
+            vectors = self.check_vectors(vectors)
             coefs = {t: coefs.get(t, 1.0) for t in self.tasks}
             checked = self.check_params(kind[1], params)
             result = self.evaluator.evaluate(kind[1], coefficients=coefs, scaling=s, vectors=vectors,
@@ -283,23 +221,12 @@ class Explorer:
         record = self.atm_runs()[variant]["rounds"][k - 1]
         if scaling == 1.0:  # exactly what run_atm evaluated and saved
             return summarize(dict(record["accuracy"]), self.metrics["finetuned"])
-        return self._memoised(("atm", str(self._atm_root), variant, k, scaling),
+        return self._memoised(("atm", str(self.atm_root), variant, k, scaling),
                               lambda: self.evaluator.result(self.atm_cache.atm_delta(variant, k).float() * scaling))
 
     def preset(self, name: str, method: str = "task_arithmetic", vectors: str = "tau") -> dict:
         """Settings of a preset: {method, scaling (None: keep), coefficients}."""
-        T = len(self.tasks)
-        if name == "equal":
-            return {"method": method, "scaling": self.default_scaling(method), "coefficients": dict.fromkeys(self.tasks, 1.0)}
-        if name == "inverse_t":
-            return {"method": method, "scaling": round(1.0 / T, 4), "coefficients": dict.fromkeys(self.tasks, 1.0)}
-        if name == "best_val":
-            which = "task_arithmetic_one_epoch" if vectors == "tau1" else "task_arithmetic"
-            best = self.metrics.get(which, self.metrics["task_arithmetic"])["best_scaling"]
-            return {"method": "task_arithmetic", "scaling": float(best), "coefficients": dict.fromkeys(self.tasks, 1.0)}
-        if name == "zero":
-            return {"method": method, "scaling": None, "coefficients": dict.fromkeys(self.tasks, 0.0)}
-        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+        return preset(self, name, method, vectors)
 
     # ------------------------------------------------------------ gradient alignment
     def _memoised(self, key, compute):
@@ -312,11 +239,7 @@ class Explorer:
         return value
 
     def check_task(self, task) -> list[str]:
-        if task in (None, "", ALL_TASKS, "all tasks"):
-            return list(self.tasks)
-        if task not in self.tasks:
-            raise ValueError(f"unknown task {task!r}; this cache has: {', '.join(self.tasks)} (or '{ALL_TASKS}')")
-        return [task]
+        return inputs.task(self.tasks, task)
 
     def require_gradient_record(self) -> None:
         if not self.source.has_gradient_record:
@@ -395,99 +318,57 @@ class Explorer:
     # ------------------------------------------------------------ ATM
     @property
     def atm_root(self) -> Path:
-        """Where ATM rounds are read from and saved to (the cache, or its work copy)."""
-        return self._atm_root
+        """Where ATM rounds (and tuning records, results-table rows) are read from and saved to."""
+        return self.workspace.root
 
     @property
     def atm_cache(self) -> Cache:
         """The cache holding ATM rounds, re-opened when its manifest changed on disk."""
-        manifest = self._atm_root / MANIFEST
-        try:
-            st = manifest.stat()
-            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-        except OSError:
-            stamp = None
-        with self._lock:
-            if self._atm_cache is None or stamp != self._atm_stamp:
-                first_look_at_source = self._atm_cache is self.source and self._atm_stamp is None
-                if not first_look_at_source:
-                    try:
-                        self._atm_cache = Cache.open(self._atm_root)
-                    except CacheError:
-                        if self._atm_cache is None:
-                            raise
-                self._atm_stamp = stamp
-            return self._atm_cache
+        return self.workspace.cache
 
     def atm_runs(self) -> dict:
         return self.atm_cache.atm_runs()
 
     def writable_atm_root(self) -> Path:
-        """The folder ATM may write into, making the copy-on-write work copy on first need."""
-        if self.read_only and self._atm_root != self.work_folder:
-            workcopy.make_work_copy(self.source, self.work_folder)
-            with self._lock:
-                self._atm_root, self._atm_cache, self._atm_stamp = self.work_folder, None, None
-        return self._atm_root
-
-    def _writable_cache(self) -> Cache:
-        """Where data that a merge method needs and the cache lacks (RegMean's Grams) is saved."""
-        self.writable_atm_root()
-        return self.atm_cache
+        """The folder the app may write into, making the copy-on-write work copy on first need."""
+        return self.workspace.writable_root()
 
     def where_saved(self) -> str:
-        if not self.read_only:
-            return f"ATM rounds are saved into the cache itself: {self._atm_root}"
-        return (f"The cache {Path(self.source.root).resolve()} is treated as read-only; ATM rounds are saved to the "
-                f"copy-on-write work folder {self.work_folder} (small files copied, tensor files linked; "
-                "set TVEXPLORER_WORKDIR to choose another place).")
+        return self.workspace.where_saved()
 
     def check_atm_request(self, rounds, variant) -> tuple[int, str]:
         if variant not in VARIANTS:
             raise ValueError(f"unknown ATM variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
-        r = number("rounds", rounds)
-        if r != int(r) or not 1 <= r <= MAX_ATM_ROUNDS:
-            raise ValueError(f"rounds is {rounds!r}; it must be a whole number from 1 to {MAX_ATM_ROUNDS}")
-        return int(r), variant
+        return inputs.whole_number("rounds", rounds, MAX_ATM_ROUNDS), variant
 
-    def start_atm(self, rounds=1, variant: str = "standard") -> jobs.Job:
-        """Start `rounds` more rounds in the background; raises jobs.Busy while another run is going."""
+    def start_atm(self, rounds=1, variant: str = "standard", **settings) -> runs.Run:
+        """Start `rounds` more rounds (see runs.py); runs.Busy while another ATM run is going. `settings`
+        go to run_atm as they are."""
         rounds, variant = self.check_atm_request(rounds, variant)
-        if jobs.busy():
-            raise jobs.Busy(jobs.busy_message())
+        if runs.busy(ATM):
+            raise runs.Busy(runs.busy_message(ATM, "another ATM run"))
         root = self.writable_atm_root()
-        done = len(self.atm_runs().get(variant, {}).get("rounds", []))
-        return jobs.start(root, rounds, variant, done, evaluator_key=self._evaluator_key)
+        return runs.start(ATM, f"ATM {variant}, {rounds} round(s)",
+                          atm_work(str(root), rounds, variant, self._evaluator_key, **settings),
+                          {"variant": variant, "rounds_requested": rounds}, parts=rounds, what="another ATM run")
 
     def atm_summary(self) -> dict:
-        """Every saved round of every variant, with the reference lines the chart draws."""
-        m = self.metrics
-        return clean({
-            "saved_to": str(self._atm_root),
-            "references": self.references(),
-            "task_arithmetic_best_scaling": m["task_arithmetic"]["best_scaling"],
-            "variants": {v: {k: run[k] for k in ("coefficient", "budget_epochs", "train_split", "start") if k in run}
-                         | {"rounds": [{k: r.get(k) for k in ("round", "accuracy", "average", "normalized_average",
-                                                              "update_norms")} for r in run["rounds"]]}
-                         for v, run in self.atm_runs().items()},
-        })
+        """Every saved run (science.atm_report: rounds with budget, alpha, orthogonality and per-task gains;
+        the references at their budgets) and where rounds are saved."""
+        return clean({"saved_to": str(self.atm_root), **atm_report(self.atm_cache)})
 
     def atm_status(self) -> dict:
-        job = jobs.current()
-        status = job.status() if job is not None else {"state": "idle"}
-        status["busy"] = jobs.busy()
+        run = runs.current(ATM)
+        status = {"state": "idle"} if run is None else {**run.status(), "rounds_finished": sum(run.outputs)}
+        status["busy"] = runs.busy(ATM)
         status["rounds_saved"] = {v: len(r["rounds"]) for v, r in self.atm_runs().items()}
-        status["saved_to"] = str(self._atm_root)
+        status["saved_to"] = str(self.atm_root)
         return clean(status)
 
 
 def open_explorer(path=None, **kwargs) -> Explorer:
-    """Explorer on `path` (default: $TVEXPLORER_CACHE or the bundled demo). The bundled demo, any cache
-    on a Hugging Face Space, and any cache when $TVEXPLORER_READ_ONLY=1 are opened read-only, so that
-    running ATM never changes files under version control; a cache that cannot be written is too."""
-    path = resolve_location(path or default_cache_path())
-    if kwargs.get("read_only") is None and workcopy.protected(path):
-        kwargs["read_only"] = True
-    if kwargs.get("device") is None and os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "true"):
-        kwargs["device"] = "cpu"  # ZeroGPU lends a GPU only inside @spaces.GPU functions (the ATM worker)
+    """Explorer on `path` (default: $TVEXPLORER_CACHE or the bundled demo), read-only and on the device
+    that environment.policy says where the caller leaves them open."""
+    path = location(path)
+    kwargs.update(policy(path, kwargs.get("read_only"), kwargs.get("device")))
     return Explorer(path, **kwargs)

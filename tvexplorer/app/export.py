@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..core.files import atomic_write
 from ..pipeline.export import FORMATS, export_merged, merge_for_export
-from .explorer import VECTOR_KINDS, Explorer
+from .explorer import Explorer
 
 
 def checked_settings(ex: Explorer, method, vectors, scaling, coefficients, params) -> dict:
@@ -24,11 +24,7 @@ def checked_settings(ex: Explorer, method, vectors, scaling, coefficients, param
     if kind[0] == "atm":
         # the panel keeps the sliders of the last merge method; an ATM round is one fixed model, so they do not apply
         return {"atm": f"{kind[1]}:{kind[2]}", "scaling": s, "atm_cache": ex.atm_cache}
-    if vectors not in VECTOR_KINDS:
-        raise ValueError(f"vectors must be one of {', '.join(VECTOR_KINDS)}, got {vectors!r}")
-    if vectors not in ex.source.vector_kinds:
-        ex.require_gradient_record()
-    return {"method": kind[1], "vectors": vectors, "scaling": s,
+    return {"method": kind[1], "vectors": ex.check_vectors(vectors), "scaling": s,
             "coefficients": {t: 1.0 for t in ex.tasks} | ex.check_coefficients(coefficients),
             "params": ex.check_params(kind[1], params)}
 

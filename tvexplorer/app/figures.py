@@ -146,45 +146,6 @@ def matrix_figure(matrix: pd.DataFrame, title: str) -> go.Figure:
     return fig
 
 
-def _zoomed(fig: go.Figure) -> list[float]:
-    """A y range (percent) around every line drawn, so that a climb of a few points is visible."""
-    ys = [y for trace in fig.data for y in trace.y if y is not None]
-    low, high = (min(ys), max(ys)) if ys else (0.0, 100.0)
-    return [max(0.0, low - 5.0), min(100.0, high + 3.0)]
-
-
-def atm_figure(summary: dict, tasks: list[str]) -> go.Figure:
-    """Average test accuracy after each ATM round, beside the task-arithmetic line and the references."""
-    fig = go.Figure()
-    refs = summary["references"]
-    styles = {"task arithmetic": ("#c9463d", "dash"), "zero-shot": (ZERO_SHOT, "dot"), "fine-tuned": (FINETUNED, "dot"),
-              "task arithmetic (tau1)": ("#e6842a", "dashdot"), "multi-task (joint fine-tuning)": (MULTITASK, "longdash"),
-              "linear probe of theta0": (PROBE, "dot")}
-    n_max = max([len(v["rounds"]) for v in summary["variants"].values()] + [1])
-    for name, (color, dash) in styles.items():
-        y = refs.get(name)
-        if y is None:
-            continue
-        label = name + (f" (scaling {summary['task_arithmetic_best_scaling']:g})" if name == "task arithmetic" else "")
-        fig.add_scatter(x=[0, n_max], y=[100 * y, 100 * y], mode="lines", name=f"{label}: {100 * y:.1f} %",
-                        line=dict(color=color, dash=dash, width=2 if name == "task arithmetic" else 1),
-                        hovertemplate=label + ": %{y:.2f} %<extra></extra>")
-    for i, (variant, run) in enumerate(summary["variants"].items()):
-        rounds = run["rounds"]
-        if not rounds:
-            continue
-        x = [r["round"] for r in rounds]
-        y = [100 * r["average"] for r in rounds]
-        detail = ["<br>".join(f"{t}: {100 * r['accuracy'][t]:.1f} %" for t in tasks) for r in rounds]
-        fig.add_scatter(x=x, y=y, mode="lines+markers", name=f"ATM {variant}", marker=dict(size=9),
-                        line=dict(color=PALETTE[i % len(PALETTE)], width=3), customdata=detail,
-                        hovertemplate=f"ATM {variant}, round %{{x}}<br>average %{{y:.2f}} %<br>%{{customdata}}<extra></extra>")
-    fig.update_layout(**LAYOUT, height=420, title=dict(text="ATM: average accuracy after each round", font=dict(size=14)),
-                      xaxis=dict(title="ATM round", dtick=1, range=[-0.2, n_max + 0.3]),
-                      yaxis=dict(title="average test accuracy (%)", range=_zoomed(fig)),
-                      legend=dict(orientation="h", y=-0.25))
-    return fig
-
 
 def theory_figure(theory: dict) -> go.Figure:
     """Paper B's SGD record: relative error of each prediction against lr (log-log), one line per task

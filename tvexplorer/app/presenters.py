@@ -60,14 +60,24 @@ def full_batch_text(ex: Explorer, tasks: list[str]) -> str:
 
 
 def atm_table(ex: Explorer) -> pd.DataFrame:
+    """Every saved round: its budget (x fine-tuning's training), alpha, mean |cos| of the task updates, accuracies."""
     rows = []
-    for variant, run in ex.atm_runs().items():
+    for variant, run in ex.atm_summary()["runs"].items():
         for r in run["rounds"]:
-            rows.append({"variant": variant, "round": r["round"],
-                         **{f"{t} %": 100 * r["accuracy"][t] for t in ex.tasks},
+            rows.append({"variant": variant, "round": r["round"], "budget (x FT)": r["budget"], "alpha x T": r["alpha"] * len(ex.tasks),
+                         "mean |cos|": r["mean_abs_cosine"], **{f"{t} %": 100 * r["accuracy"][t] for t in ex.tasks},
                          "average %": 100 * r["average"], "normalized %": 100 * r["normalized_average"]})
-    columns = ["variant", "round", *(f"{t} %" for t in ex.tasks), "average %", "normalized %"]
-    return pd.DataFrame(rows, columns=columns).round(2)
+    columns = ["variant", "round", "budget (x FT)", "alpha x T", "mean |cos|", *(f"{t} %" for t in ex.tasks), "average %", "normalized %"]
+    return pd.DataFrame(rows, columns=columns).round(3)
+
+
+def atm_runs_text(ex: Explorer) -> str:
+    """One line per saved run: whose rule it is and its settings; the share of the TA -> FT gap closed."""
+    lines = []
+    for variant, run in ex.atm_summary()["runs"].items():
+        closed = ", ".join(f"{v:.2f} of the task arithmetic → fine-tuned gap closed at round {k}" for k, v in run["gap_closed"].items())
+        lines.append(f"- **{variant}** — {run['description']}; {len(run['rounds'])} round(s) saved" + (f"; {closed}" if closed else ""))
+    return "\n".join(lines) or "No ATM run saved yet."
 
 
 def about_cache(ex: Explorer) -> str:

@@ -78,20 +78,21 @@ def writable(cache: Cache) -> Cache:
 
 
 def cache_summary(cache: Cache) -> dict:
-    from ..core.manifest import AVERAGED_METRICS, PER_TASK_METRICS, averages
-    m = cache.metrics
+    from ..core.records import AVERAGED_METRICS, PER_TASK_METRICS
+    manifest = cache.manifest
+    m, per_task = manifest.metrics, manifest.metrics.per_task()
     return {
         "cache": str(cache.root),
-        "model": cache.manifest["model"]["name"],
+        "model": manifest.model.name,
         "parameters": cache.layout.numel,
-        "training": cache.training,
-        "source": cache.manifest.get("source", {"kind": "fine-tuned"}),
-        "tasks": {t: {"classes": len(cache.task(t)["classnames"]), **{k: m.get(k, {}).get(t) for k in PER_TASK_METRICS}}
-                  for t in cache.tasks},
-        "averages": averages(m),
-        "task_arithmetic_best_scaling": m["task_arithmetic"]["best_scaling"],
-        "best_scalings": {k: m[k]["best_scaling"] for k in AVERAGED_METRICS if isinstance(m.get(k), dict) and "best_scaling" in m[k]},
-        "atm": {v: [{"round": r["round"], "average": r["average"]} for r in run["rounds"]] for v, run in cache.atm_runs().items()},
+        "training": None if manifest.training is None else manifest.training.to_json(),
+        "source": manifest.provenance,
+        "tasks": {t.name: {"classes": len(t.classnames), **{k: per_task.get(k, {}).get(t.name) for k in PER_TASK_METRICS}}
+                  for t in manifest.tasks},
+        "averages": m.averages(),
+        "task_arithmetic_best_scaling": m.merge("task_arithmetic").best_scaling,
+        "best_scalings": {k: m.merges[k].best_scaling for k in AVERAGED_METRICS if k in m.merges},
+        "atm": {v: [{"round": r.round, "average": r.average} for r in run.rounds] for v, run in manifest.atm.items()},
         "theory_slopes": theory_slopes(cache),
     }
 
@@ -104,7 +105,7 @@ def theory_slopes(cache: Cache) -> list[dict] | None:
 
 
 def print_summary(info: dict) -> None:
-    from ..core.manifest import PER_TASK_METRICS
+    from ..core.records import PER_TASK_METRICS
     print(f"{info['cache']}: {info['model']}, {info['parameters']:,} image-encoder parameters, {len(info['tasks'])} tasks")
     rows = [[t, v["classes"], *(pct(v[k]) for k in PER_TASK_METRICS)] for t, v in info["tasks"].items()]
     a = info["averages"]

@@ -173,7 +173,7 @@ def cmd_import(args):
 def register(command) -> None:
     from ..core.cache import DTYPES
     from ..models.fusionbench import HUBS
-    from ..science.training import OPTIMIZERS, PRECISIONS, TrainConfig
+    from ..core.training import OPTIMIZERS, PRECISIONS, TrainConfig
     d = TrainConfig()
     c = command("build-demo", cmd_build_demo, print_summary, "build the demo world (tiny CLIP, tasks, cache, ATM rounds) from nothing")
     c.add_argument("--out", required=True)

@@ -18,7 +18,7 @@ def cmd_preview(args):
     from ..science.preview import Preview
     cache = writable(open_cache(args.cache))
     add_preview(cache, args.device)
-    return {"cache": str(cache.root), "preview": cache.manifest["preview"], "note": Preview.open(cache).error_note()}
+    return {"cache": str(cache.root), "preview": cache.manifest.preview.to_json(), "note": Preview.open(cache).error_note()}
 
 
 def _print_preview(r: dict) -> None:
@@ -30,7 +30,6 @@ def _print_preview(r: dict) -> None:
 
 def cmd_eval(args):
     from ..science.evaluation import Evaluator
-    from ..core.manifest import tuned_settings
     cache = open_cache(args.cache)
     coefficients = dict(key_value(c) for c in args.coef)
     layer_coefficients: dict[str, dict[str, float]] = {}
@@ -42,9 +41,9 @@ def cmd_eval(args):
         if method or coefficients or layer_coefficients or scaling is not None:
             raise UserError("--tuned NAME gives the method, scaling and coefficients: leave out --method, --scaling, "
                             "--coef and --layer-coef")
-        tuned = tuned_settings(cache.manifest, args.tuned)
-        method, scaling = tuned["method"], tuned["scaling"]
-        coefficients, layer_coefficients = tuned["coefficients"] or {}, tuned["layer_coefficients"] or {}
+        tuned = cache.manifest.tuned(args.tuned)
+        method, scaling = tuned.method, tuned.scaling
+        coefficients, layer_coefficients = tuned.coefficients or {}, tuned.layer_coefficients or {}
     elif not method:
         raise UserError("give --method M (or --tuned NAME for coefficients recorded by `tune`)")
     # data a method needs and the cache lacks (RegMean's Grams) is saved where the cache may be written
@@ -53,7 +52,7 @@ def cmd_eval(args):
                                 layer_coefficients=layer_coefficients, **params)
     return {"method": method, "scaling": scaling, "coefficients": coefficients, "layer_coefficients": layer_coefficients,
             "params": params, "vectors": args.vectors, **result.to_json(),
-            "zero_shot": cache.metrics["zero_shot"], "finetuned": cache.metrics["finetuned"]}
+            "zero_shot": cache.manifest.metrics.zero_shot, "finetuned": cache.manifest.metrics.finetuned}
 
 
 def _print_eval(r: dict) -> None:
@@ -73,7 +72,8 @@ def cmd_align(args):
     for t in tasks:
         if t not in cache.tasks:
             raise UserError(f"unknown task {t!r}; this cache has: {', '.join(cache.tasks)}")
-    return {"optimizer": cache.training["optimizer"], "lr": cache.training["lr"],
+    training = cache.manifest.training  # a cache with a gradient record was built by fine-tuning, so it has one
+    return {"optimizer": training.optimizer, "lr": training.lr,
             "tasks": {t: task_alignment(cache, t) for t in tasks}}
 
 

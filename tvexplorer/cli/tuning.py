@@ -45,8 +45,7 @@ def cmd_tune(args):
         if bar:
             bar.close()
     return {"cache": str(cache.root), "record": name, "tuned": result, "grid_task_arithmetic": grid_baseline(cache),
-            "finetuned": cache.metrics["finetuned"],
-            "zero_shot": cache.metrics["zero_shot"]}
+            "finetuned": cache.manifest.metrics.finetuned, "zero_shot": cache.manifest.metrics.zero_shot}
 
 
 def _print_tune(r: dict) -> None:

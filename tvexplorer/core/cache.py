@@ -22,7 +22,6 @@ processes (the app and the command line, say) take turns instead of overwriting 
 """
 from __future__ import annotations
 
-import json
 import os
 import threading
 from contextlib import contextmanager
@@ -35,21 +34,21 @@ import torch
 from .errors import CacheError
 from .files import mmap_tensors, write_tensors, writer_lock
 from .layout import Layout
-from .manifest import read_manifest, write_manifest
+from .manifest import VECTOR_KINDS, Manifest, read_manifest, write_manifest
+from .additions import AtmRound, AtmRun
 from .split import Split
 from .stamps import file_sha256
 
-VECTOR_KINDS = ("tau", "tau1", "g0")
 DTYPES = {"float32": torch.float32, "float16": torch.float16}  # storage dtypes of flat vectors
 
 
 class Cache:
     """An opened cache folder. Cheap to open; tensors are memory-mapped on first use."""
 
-    def __init__(self, root: Path, manifest: dict):
+    def __init__(self, root: Path, manifest: Manifest):
         self.root = root
         self.manifest = manifest
-        self.layout = Layout.from_json(manifest["layout"])
+        self.layout: Layout = manifest.layout
         self._files: dict[str, dict[str, torch.Tensor]] = {}
         self._verified: set[str] = set()  # files whose sha256 has matched the manifest
         self._trajectory: pd.DataFrame | None = None
@@ -66,14 +65,14 @@ class Cache:
         return cache
 
     def _check_files(self) -> None:
-        for rel, entry in self.manifest["files"].items():
+        for rel, entry in self.manifest.files.items():
             path = self.root / rel
             if not path.is_file():
                 raise CacheError(f"{rel}: missing from {self.root}; rebuild the cache or restore the file")
             size = path.stat().st_size
-            if size != entry["size"]:
-                state = "truncated" if size < entry["size"] else "larger than recorded"
-                raise CacheError(f"{rel}: {state} ({size} bytes, manifest says {entry['size']}); rebuild the cache")
+            if size != entry.size:
+                state = "truncated" if size < entry.size else "larger than recorded"
+                raise CacheError(f"{rel}: {state} ({size} bytes, manifest says {entry.size}); rebuild the cache")
         n = self.layout.numel
         base = self._mapped("base.safetensors", verify=False)
         if {k: tuple(v.shape) for k, v in base.items()} != dict(zip(self.layout.names, self.layout.shapes)):
@@ -91,7 +90,7 @@ class Cache:
     def _mapped(self, rel: str, verify: bool = True) -> dict[str, torch.Tensor]:
         """Tensors of one listed file; with `verify`, its sha256 is checked against the manifest first (once)."""
         with self._lock:
-            if rel not in self.manifest["files"]:
+            if rel not in self.manifest.files:
                 raise CacheError(f"{rel}: not listed in the manifest of {self.root}")
             if verify:
                 self._check_hash(rel)
@@ -108,13 +107,13 @@ class Cache:
         that this user's record shows unchanged since it was last hashed is not hashed again."""
         if trust_stamps and rel in self._verified:
             return
-        if file_sha256(self.root / rel, trust_stamps) != self.manifest["files"][rel]["sha256"]:
+        if file_sha256(self.root / rel, trust_stamps) != self.manifest.files[rel].sha256:
             raise CacheError(f"{rel}: sha256 does not match the manifest (the file changed or is corrupt); rebuild the cache")
         self._verified.add(rel)
 
     def verify(self) -> None:
         """Hash every file now, whatever the record of verified files says (`info --verify`)."""
-        for rel in self.manifest["files"]:
+        for rel in self.manifest.files:
             self._check_hash(rel, trust_stamps=False)
             if rel.endswith(".safetensors"):
                 self._mapped(rel)  # its header too
@@ -122,21 +121,23 @@ class Cache:
     # ------------------------------------------------------------ contents
     @property
     def tasks(self) -> list[str]:
-        return [t["name"] for t in self.manifest["tasks"]]
+        return self.manifest.task_names
 
+    # The JSON view of a task, the metrics, the training settings and the ATM runs: what app/ and
+    # science/atm.py read until they use the typed fields of `manifest` (issue 20).
     def task(self, name: str) -> dict:
-        for t in self.manifest["tasks"]:
-            if t["name"] == name:
-                return t
-        raise KeyError(f"unknown task {name!r}; this cache has: {', '.join(self.tasks)}")
+        return self.manifest.task(name).to_json()
 
     @property
     def metrics(self) -> dict:
         return self.manifest["metrics"]
 
     @property
-    def training(self) -> dict:
+    def training(self) -> dict | None:
         return self.manifest["training"]
+
+    def atm_runs(self) -> dict[str, dict]:
+        return self.manifest.get("atm", {})
 
     @staticmethod
     def _vector_file(task: str) -> str:
@@ -154,7 +155,7 @@ class Cache:
     def vector_kinds(self) -> tuple[str, ...]:
         """The kinds of flat vector stored per task: all of VECTOR_KINDS for a cache built by
         fine-tuning, only tau for one imported from published checkpoints."""
-        return tuple(self.manifest.get("vector_kinds", VECTOR_KINDS))
+        return self.manifest.stored_vector_kinds
 
     @property
     def has_gradient_record(self) -> bool:
@@ -166,21 +167,21 @@ class Cache:
         if kind not in self.vector_kinds:
             raise CacheError(f"this cache has no {kind} vectors: it was imported from fine-tuned checkpoints, which "
                              "carry no first-epoch record (tau1, g0); build the cache by fine-tuning to get one")
-        self.task(task)
+        self.manifest.task(task)
         return self._mapped(self._vector_file(task))[kind]
 
     def vectors(self, kind: str = "tau") -> dict[str, torch.Tensor]:
         return {t: self.vector(t, kind) for t in self.tasks}
 
     def eval_split(self, task: str, split: str = "test") -> Split:
-        self.task(task)
+        self.manifest.task(task)
         tensors = self._mapped(f"eval/{task}.safetensors")
         return Split(tensors[f"{split}_images"], tensors[f"{split}_labels"])
 
     def trajectory(self) -> pd.DataFrame:
         """Per-epoch statistics (read and hash-checked once; callers get a copy)."""
         rel = "trajectory.csv"
-        if rel not in self.manifest["files"]:
+        if rel not in self.manifest.files:
             raise CacheError("this cache has no trajectory record: it was imported from fine-tuned checkpoints; "
                              "build the cache by fine-tuning to get one")
         with self._lock:
@@ -192,7 +193,7 @@ class Cache:
     def theory(self) -> pd.DataFrame | None:
         """The SGD theory record (tvexplorer/science/theory.py), or None when the build made none."""
         rel = "theory.csv"
-        if rel not in self.manifest["files"]:
+        if rel not in self.manifest.files:
             return None
         self._check_hash(rel)
         return pd.read_csv(self.root / rel)
@@ -200,40 +201,35 @@ class Cache:
     # ------------------------------------------------------------ ATM rounds
     @property
     def vector_dtype(self) -> torch.dtype:
-        return DTYPES[self.manifest["vector_dtype"]]
-
-    def atm_runs(self) -> dict[str, dict]:
-        return self.manifest.get("atm", {})
+        return DTYPES[self.manifest.vector_dtype]
 
     def atm_delta(self, variant: str, round_: int) -> torch.Tensor:
-        rounds = self.atm_runs()[variant]["rounds"]
-        return self._mapped(rounds[round_ - 1]["file"])["delta"]
+        return self._mapped(self.manifest.atm_round(variant, round_).file)["delta"]
 
     def add_atm_round(self, variant: str, run_info: dict, record: dict, delta: torch.Tensor) -> None:
         """Save one finished round after the last one saved (by any process): its delta file first,
-        then the manifest that lists it."""
+        then the manifest that lists it. `run_info`: the run's settings, used when it has no round yet;
+        `record`: the round's fields but its number and file (core.records.AtmRound)."""
         with self.writing():
-            run = self.atm_runs().get(variant, {**run_info, "rounds": []})
-            k = len(run["rounds"]) + 1
+            run = self.manifest.atm.get(variant) or AtmRun.from_json({**run_info, "rounds": []}, f"atm.{variant}")
+            k = len(run.rounds) + 1
             rel = f"atm/{variant}/round_{k:04d}.safetensors"
+            saved = AtmRound.from_json({"round": k, "file": rel, **record}, f"atm.{variant}.rounds[{k - 1}]")
+            self.add_files({rel: {"delta": delta.to(self.vector_dtype)}},
+                           lambda manifest: manifest.with_atm_round(variant, run, saved))
 
-            def update(manifest: dict) -> None:
-                run = manifest.setdefault("atm", {}).setdefault(variant, {**run_info, "rounds": []})
-                run["rounds"].append({"round": k, "file": rel, **record})
-            self.add_files({rel: {"delta": delta.to(self.vector_dtype)}}, update)
-
-    def add_files(self, files: dict[str, dict[str, torch.Tensor]], update: Callable[[dict], None] | None = None) -> None:
-        """Add (or replace) tensor files, then the manifest that lists them, changed by `update`.
+    def add_files(self, files: dict[str, dict[str, torch.Tensor]],
+                  update: Callable[[Manifest], Manifest] | None = None) -> None:
+        """Add (or replace) tensor files, then the manifest that lists them, changed by `update` (which
+        returns the new manifest).
 
         Under the writer lock, starting from the manifest on disk, so that nothing another process
         saved is lost. Each file is written atomically before the manifest names it, so an
         interruption leaves the previous cache readable; a replaced file is re-hashed on its next use."""
         with self.writing():
-            manifest = json.loads(json.dumps(self.manifest))
-            for rel, tensors in files.items():
-                manifest["files"][rel] = write_tensors(self.root, rel, tensors)
+            manifest = self.manifest.with_files({rel: write_tensors(self.root, rel, tensors) for rel, tensors in files.items()})
             if update is not None:
-                update(manifest)
+                manifest = update(manifest)
             write_manifest(self.root, manifest)
             self._use_manifest(manifest, replaced=files)
 
@@ -245,10 +241,10 @@ class Cache:
             self._use_manifest(read_manifest(self.root))
             yield self
 
-    def _use_manifest(self, manifest: dict, replaced: Iterable[str] = ()) -> None:
+    def _use_manifest(self, manifest: Manifest, replaced: Iterable[str] = ()) -> None:
         """Switch to `manifest`, forgetting the mappings and checks of files that it changed or replaced."""
         with self._lock:
-            old, new = self.manifest["files"], manifest["files"]
+            old, new = self.manifest.files, manifest.files
             for rel in {*replaced, *(r for r in {*old, *new} if old.get(r) != new.get(r))}:
                 self._files.pop(rel, None)
                 self._verified.discard(rel)

@@ -24,6 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import save_file
 
 from .errors import CacheError
+from .records import FileEntry
 LOCK = ".tvexplorer.lock"  # hidden, so that work copies, which skip dot files, do not copy it
 _NUMPY_DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64, "U8": np.uint8}
 
@@ -156,11 +157,11 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _entry(path: Path) -> dict:
-    return {"size": path.stat().st_size, "sha256": sha256_file(path)}
+def _entry(path: Path) -> FileEntry:
+    return FileEntry(path.stat().st_size, sha256_file(path))
 
 
-def write_tensors(root: Path, rel: str, tensors: dict[str, torch.Tensor]) -> dict:
+def write_tensors(root: Path, rel: str, tensors: dict[str, torch.Tensor]) -> FileEntry:
     """Atomically write a safetensors file under `root`; returns its manifest entry."""
     # Copies, because safetensors refuses tensors that share storage (views of one flat vector).
     tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
@@ -168,7 +169,7 @@ def write_tensors(root: Path, rel: str, tensors: dict[str, torch.Tensor]) -> dic
     return _entry(root / rel)
 
 
-def write_table(root: Path, rel: str, table: pd.DataFrame) -> dict:
+def write_table(root: Path, rel: str, table: pd.DataFrame) -> FileEntry:
     atomic_write(root / rel, lambda tmp: table.to_csv(tmp, index=False))
     return _entry(root / rel)
 

@@ -2,7 +2,7 @@
 
 A Space's files, a read-only mount or the bundled demo stay untouched: new ATM rounds go to a work
 folder that holds a copy of the manifest and of every small file, and hard links (or, across file
-systems, symbolic links) to the large tensor files. The cache code never writes into an existing
+systems, symbolic links; on a mount that has neither, copies) to the large tensor files. The cache code never writes into an existing
 file (it writes a temporary file and renames it into place), so a linked file is never changed.
 
 The folder's name is derived from the source folder and the exact files its manifest lists, so a
@@ -61,12 +61,12 @@ def protected(root: Path) -> str | None:
 
 
 def default_base() -> Path:
-    """Where work folders live: $TVEXPLORER_WORKDIR, else a Space's persistent /data, else the temp dir."""
+    """Where work folders live: $TVEXPLORER_WORKDIR, else the temp dir. Spaces have no persistent disk of
+    their own any more: to keep work across restarts, mount a Storage Bucket and point
+    TVEXPLORER_WORKDIR into it (`python -m tvexplorer space --bucket` does both)."""
     env = os.environ.get("TVEXPLORER_WORKDIR")
     if env:
         return Path(env).expanduser()
-    if os.environ.get("SPACE_ID") and os.path.isdir("/data") and os.access("/data", os.W_OK):
-        return Path("/data/tvexplorer-work")
     return Path(tempfile.gettempdir()) / "tvexplorer-work"
 
 
@@ -95,7 +95,10 @@ def _link_or_copy(src: Path, dst: Path) -> None:
     try:
         os.link(target, dst)
     except OSError:  # another file system, or hard links to others' files not allowed
-        os.symlink(target, dst)
+        try:
+            os.symlink(target, dst)
+        except OSError:  # a mount without links (a Storage Bucket, for one)
+            shutil.copy2(target, dst)
 
 
 def make_work_copy(source: Cache, folder: Path) -> Cache:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..core.cache import Cache
 from ..core.files import writer_lock
-from ..core.manifest import TUNED_METHODS, averages
+from ..core.records import TUNED_METHODS
 from ..data.world import IMAGE_SIZE, TASKS
 from ..models.clip import ModelSpec
 from ..pipeline.build import build_cache, log
@@ -79,13 +79,13 @@ def build_demo(out: Path, quick: bool = False, device: str | None = None, recipe
 
 def diagnostics(cache: Cache) -> dict:
     """One row of the world search: averages in percent, and the ratios that the targets name."""
-    m = cache.metrics
-    a = averages(m)
-    zs, ft, ta = a["zero_shot"], a["finetuned"], a["task_arithmetic"]
-    atm = {r["round"]: r["average"] for r in cache.atm_runs().get("standard", {}).get("rounds", [])}
-    probe = m.get("linear_probe", {})
-    at_best = [c for c in cache.manifest.get("preview", {}).get("checks", [])
-               if c["kind"] == "tau" and c["scaling"] == m["task_arithmetic"]["best_scaling"] and not c["coefficients"]]
+    m = cache.manifest.metrics
+    zs, ft, ta = m.average("zero_shot"), m.average("finetuned"), m.average("task_arithmetic")
+    atm = {r.round: r.average for r in cache.manifest.atm_rounds("standard")}
+    probe = m.linear_probe or {}
+    best = m.merge("task_arithmetic").best_scaling
+    checks = cache.manifest.preview.checks if cache.manifest.preview else ()
+    at_best = [c for c in checks if c.kind == "tau" and c.scaling == best and not c.coefficients]
 
     def pct(x):
         return None if x is None else round(100 * x, 1)
@@ -94,17 +94,17 @@ def diagnostics(cache: Cache) -> dict:
         return round((atm[k] - ta) / (ft - ta), 2) if k in atm and ft > ta else None
 
     return {
-        "probe/FT": round(a["linear_probe"] / ft, 2) if probe else None,
-        "min probe/FT": round(min(probe[t] / m["finetuned"][t] for t in probe), 2) if probe else None,
+        "probe/FT": round(m.average("linear_probe") / ft, 2) if probe else None,
+        "min probe/FT": round(min(probe[t] / m.finetuned[t] for t in probe), 2) if probe else None,
         "ZS": pct(zs), "FT": pct(ft), "TA": pct(ta),
         "TA gain": round((ta - zs) / (ft - zs), 2) if ft > zs else None,
-        "best λ": m["task_arithmetic"]["best_scaling"],
-        "1-epoch TA": pct(a["task_arithmetic_one_epoch"]),
-        "multi-task": pct(a["multitask"]),
+        "best λ": best,
+        "1-epoch TA": pct(m.average("task_arithmetic_one_epoch")),
+        "multi-task": pct(m.average("multitask")),
         **{f"ATM@{k}": pct(atm.get(k)) for k in (3, 5, 10)},
         "climb@5": climb(5), "climb@10": climb(10),
-        "preview err": pct(abs(at_best[0]["preview_average"] - at_best[0]["exact_average"])) if at_best else None,
-        **{f"{k} − TA": round(100 * (a[k] - ta), 1) if a[k] is not None else None for k in TUNED_METHODS},
+        "preview err": pct(abs(at_best[0].preview_average - at_best[0].exact_average)) if at_best else None,
+        **{f"{k} − TA": round(100 * (m.average(k) - ta), 1) if m.average(k) is not None else None for k in TUNED_METHODS},
         **_first_epoch(cache),
     }
 

@@ -48,6 +48,11 @@ class Param:
         """The default when `tasks` task vectors are merged."""
         return self.default / tasks if self.per_task_share else self.default
 
+    @property
+    def default_text(self) -> str:
+        """The default as the documentation writes it ("1/T" for a per-task share)."""
+        return f"{self.default:g}/T" if self.per_task_share else f"{self.default:g}"
+
     def check(self, method: str, value: float) -> float | int:
         x = in_range(f"{method} parameter {self.name}", value, self.low, self.high, self.low_open, self.high_open)
         if self.integer and x != int(x):
@@ -139,13 +144,9 @@ METHODS: dict[str, MergeMethod] = {m.name: m for m in (
 
 def methods_markdown() -> str:
     """The registry as the README's table of methods: name, what it does, parameters with defaults, scaling."""
-    def default(p: Param) -> str:
-        value = f"{p.default:g}"
-        return f"{value}/T" if p.per_task_share else value
-
     rows = ["| name | method | parameters | default scaling |", "|---|---|---|---|"]
     for m in METHODS.values():
-        params = ", ".join(f"`{p.name}` ({default(p)})" for p in m.params)
+        params = ", ".join(f"`{p.name}` ({p.default_text})" for p in m.params)
         rows.append(f"| `{m.name}` | {m.label}: {m.summary} ({m.paper}) | {params} | {m.default_scaling:g} |")
     return "\n".join(rows) + "\n"
 

@@ -43,6 +43,7 @@ import torch
 from safetensors.torch import load_file
 
 from ..core.errors import described
+from ..core.records import Encoder
 
 # ---------------------------------------------------------------- errors
 
@@ -268,11 +269,11 @@ def convert_hf_clip_vision(state: Mapping[str, torch.Tensor],
 _HF_EXPRESSIBLE = {"image_size", "patch_size", "width", "layers", "head_width", "mlp_ratio", "patch_dropout"}
 
 
-def to_hf_clip_vision(params: Mapping[str, torch.Tensor], encoder: Mapping) -> tuple[dict[str, torch.Tensor], dict]:
+def to_hf_clip_vision(params: Mapping[str, torch.Tensor], encoder: Encoder) -> tuple[dict[str, torch.Tensor], dict]:
     """(state dict, config.json) of a transformers `CLIPVisionModelWithProjection` holding the open_clip
     image tower `params`; the exact inverse of `convert_hf_clip_vision`. `encoder` is the manifest's
     description of the tower (vision_cfg, embed_dim, quick_gelu)."""
-    cfg = encoder["vision_cfg"]
+    cfg = encoder.vision_cfg
     unsupported = sorted(set(cfg) - _HF_EXPRESSIBLE)
     if unsupported:
         raise CheckpointError(f"this image tower uses open_clip options that transformers' CLIP cannot express "
@@ -302,11 +303,11 @@ def to_hf_clip_vision(params: Mapping[str, torch.Tensor], encoder: Mapping) -> t
         "intermediate_size": int(params["transformer.resblocks.0.mlp.c_fc.weight"].shape[0]),
         "num_hidden_layers": int(cfg["layers"]),
         "num_attention_heads": width // int(cfg.get("head_width", 64)),
-        "image_size": int(encoder["image_size"]),
+        "image_size": encoder.image_size,
         "patch_size": int(cfg["patch_size"]),
-        "projection_dim": int(encoder["embed_dim"]),
+        "projection_dim": encoder.embed_dim,
         "num_channels": 3,
-        "hidden_act": "quick_gelu" if encoder["quick_gelu"] else "gelu",
+        "hidden_act": "quick_gelu" if encoder.quick_gelu else "gelu",
         "layer_norm_eps": 1e-5,  # torch's LayerNorm default, which open_clip uses
         "torch_dtype": "float32",
     }

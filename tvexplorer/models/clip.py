@@ -21,6 +21,8 @@ from open_clip.model import _build_vision_tower
 from open_clip.transformer import QuickGELU
 from torch.nn.utils import parameters_to_vector
 
+from ..core.records import Encoder
+
 LOCAL_DIR = "local-dir:"
 
 
@@ -50,7 +52,7 @@ class ModelSpec:
         return cfg
 
 
-def load_clip(spec: ModelSpec, root: Path | None = None) -> tuple[torch.nn.Module, object, dict]:
+def load_clip(spec: ModelSpec, root: Path | None = None) -> tuple[torch.nn.Module, object, Encoder]:
     """(CLIP model in eval mode, tokenizer, image-encoder description for the cache manifest)."""
     name = spec.resolved_name(root)
     pretrained = None if name.startswith((LOCAL_DIR, "hf-hub:")) else spec.pretrained
@@ -67,15 +69,15 @@ def load_clip(spec: ModelSpec, root: Path | None = None) -> tuple[torch.nn.Modul
     tokenizer = open_clip.get_tokenizer(name)
     cfg = spec.model_config(root)
     preprocess = model.visual.preprocess_cfg
-    encoder = {
-        "embed_dim": cfg["embed_dim"],
-        "vision_cfg": cfg["vision_cfg"],
+    encoder = Encoder(
+        embed_dim=cfg["embed_dim"],
+        vision_cfg=cfg["vision_cfg"],
         # open_clip switches to QuickGELU for some pretrained tags; record what was actually built.
-        "quick_gelu": any(isinstance(m, QuickGELU) for m in model.visual.modules()),
-        "image_size": _pair(model.visual.image_size)[0],
-        "mean": list(preprocess["mean"]),
-        "std": list(preprocess["std"]),
-    }
+        quick_gelu=any(isinstance(m, QuickGELU) for m in model.visual.modules()),
+        image_size=_pair(model.visual.image_size)[0],
+        mean=tuple(preprocess["mean"]),
+        std=tuple(preprocess["std"]),
+    )
     return model, tokenizer, encoder
 
 
@@ -88,9 +90,10 @@ def _quiet_logging():
         logging.disable(logging.NOTSET)
 
 
-def build_image_encoder(encoder: dict) -> torch.nn.Module:
+def build_image_encoder(encoder: Encoder | dict) -> torch.nn.Module:
     """The image tower alone, rebuilt from the manifest's description (weights come from the cache)."""
-    visual = _build_vision_tower(encoder["embed_dim"], copy.deepcopy(encoder["vision_cfg"]), quick_gelu=encoder["quick_gelu"])
+    encoder = Encoder.of(encoder)
+    visual = _build_vision_tower(encoder.embed_dim, copy.deepcopy(encoder.vision_cfg), quick_gelu=encoder.quick_gelu)
     return visual.eval()
 
 

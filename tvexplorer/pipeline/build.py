@@ -20,6 +20,7 @@ import hashlib
 import json
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -32,8 +33,9 @@ from ..core.cache import DTYPES, VECTOR_KINDS, Cache
 from ..core.device import resolve_device
 from ..core.files import atomic_write, sha256_file, write_table, write_tensors, writer_lock
 from ..core.layout import Layout
-from ..core.manifest import (TUNED_METHODS, Manifest, TaskRecord, add_per_task, add_tuned, average_key, averages,
-                             write_manifest)
+from ..core.manifest import Manifest, write_manifest
+from ..core.records import (TUNED_METHODS, FileEntry, Metrics, ModelRecord, SplitSizes, TaskRecord, TunedMerge,
+                            average_key, mean)
 from ..data.sources import load_task
 from ..data.splits import TaskData
 from ..merging import TaskDeltas
@@ -82,18 +84,18 @@ class _Start:
         return {rel: write_tensors(self.out, rel, {"test_images": test.images, "test_labels": test.labels,
                                                    "val_images": val.images, "val_labels": val.labels})}
 
-    def manifest(self, spec: ModelSpec, task_specs: list[dict], training: dict | None, vector_dtype: str,
-                 vector_kinds: tuple[str, ...], files: dict, source: dict) -> Manifest:
+    def manifest(self, spec: ModelSpec, task_specs: list[dict], training: TrainConfig | None, vector_dtype: str,
+                 vector_kinds: tuple[str, ...], files: dict[str, FileEntry], source: dict) -> Manifest:
         return Manifest(
             created_by=f"tvexplorer {__version__}",
-            model={"name": spec.name, "pretrained": spec.pretrained, "encoder": self.encoder_info},
-            layout=self.layout.to_json(),
+            model=ModelRecord(spec.name, spec.pretrained, self.encoder_info),
+            layout=self.layout,
             vector_dtype=vector_dtype,
-            vector_kinds=list(vector_kinds),
+            vector_kinds=tuple(vector_kinds),
             source=source,
-            tasks=[TaskRecord(d.name, list(d.classnames), list(d.templates), s,
-                              {"train": len(d.train), "val": len(d.val), "test": len(d.test)})
-                   for d, s in zip(self.data, task_specs)],
+            tasks=tuple(TaskRecord(d.name, tuple(d.classnames), tuple(d.templates), s,
+                                   SplitSizes(len(d.train), len(d.val), len(d.test)))
+                        for d, s in zip(self.data, task_specs)),
             training=training,
             files={**self.files, **files},
         )
@@ -103,12 +105,12 @@ def _finish(out: Path, manifest: Manifest, device, measured: dict | None = None)
     """Reference metrics, the manifest, then the instant preview and RegMean's Gram matrices (a
     finished cache is usable without them).
     `measured`: metrics that the build took along the way (per task), added with their averages."""
-    manifest.metrics = reference_metrics(Cache(out, manifest.to_json()), device)
+    metrics = reference_metrics(Cache(out, manifest), device)
     for key, per_task in (measured or {}).items():
-        add_per_task(manifest.metrics, key, per_task)
-    write_manifest(out, manifest)
+        metrics = metrics.with_per_task(key, per_task)
+    write_manifest(out, replace(manifest, metrics=metrics))
     shutil.rmtree(out / ".build", ignore_errors=True)
-    log(json.dumps({average_key(k): v for k, v in averages(manifest.metrics).items() if v is not None}))
+    log(json.dumps({average_key(k): v for k, v in metrics.averages().items() if v is not None}))
     cache = Cache.open(out)
     add_preview(cache, device)
     if supports_grams(cache):
@@ -131,20 +133,22 @@ class _State:
     def __init__(self, out: Path, settings: dict):
         self.out, self.path = out, out / STATE
         self.key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
-        self.done: dict[str, dict] = {}
+        self.done: dict[str, dict[str, FileEntry]] = {}
         if self.path.is_file():
             saved = json.loads(self.path.read_text())
             if saved["key"] != self.key:
                 raise ValueError(f"{out} holds an unfinished build with other settings; rerun with the same settings "
                                  f"to resume it, or delete {out / '.build'} (or choose another --out) to start over")
-            self.done = {t: r for t, r in saved["done"].items() if self._intact(r["files"])}
+            self.done = {t: files for t, r in saved["done"].items()
+                         if self._intact(files := {rel: FileEntry(**e) for rel, e in r["files"].items()})}
 
-    def _intact(self, files: dict) -> bool:
-        return all((self.out / rel).is_file() and sha256_file(self.out / rel) == e["sha256"] for rel, e in files.items())
+    def _intact(self, files: dict[str, FileEntry]) -> bool:
+        return all((self.out / rel).is_file() and sha256_file(self.out / rel) == e.sha256 for rel, e in files.items())
 
-    def record(self, task: str, files: dict) -> None:
-        self.done[task] = {"files": files}
-        text = json.dumps({"key": self.key, "done": self.done}, indent=1)
+    def record(self, task: str, files: dict[str, FileEntry]) -> None:
+        self.done[task] = files
+        done = {t: {"files": {rel: e.to_json() for rel, e in files.items()}} for t, files in self.done.items()}
+        text = json.dumps({"key": self.key, "done": done}, indent=1)
         atomic_write(self.path, lambda tmp: tmp.write_text(text))
 
 
@@ -198,11 +202,11 @@ def build_cache(out: Path, spec: ModelSpec, task_specs: list[dict], cfg: TrainCo
     if theory and THEORY not in state.done:
         state.record(THEORY, {THEORY: write_table(out, THEORY, _theory_table(start, theory, device))})
     trajectory = pd.concat([pd.read_csv(out / f".build/{d.name}.trajectory.csv") for d in start.data], ignore_index=True)
-    files = {rel: e for record in state.done.values() for rel, e in record["files"].items()}
+    files = {rel: e for done in state.done.values() for rel, e in done.items()}
     files["trajectory.csv"] = write_table(out, "trajectory.csv", trajectory)
     set_flat(start.encoder, start.theta0)
     probe = {d.name: _probe(start, d, device) for d in start.data}
-    manifest = start.manifest(spec, task_specs, cfg.to_json(), vector_dtype, VECTOR_KINDS, files, {"kind": "fine-tuned"})
+    manifest = start.manifest(spec, task_specs, cfg, vector_dtype, VECTOR_KINDS, files, {"kind": "fine-tuned"})
     return _finish(out, manifest, device, {"linear_probe": probe})
 
 
@@ -235,7 +239,7 @@ def _build_on_ray(address: str, start: _Start, task_specs: list[dict], todo: lis
 
 def _probe(start: _Start, task: TaskData, device) -> float:
     """Linear-probe accuracy of theta0's features on the task's evaluation subset (tvexplorer/science/probe.py)."""
-    mean, std = start.encoder_info["mean"], start.encoder_info["std"]
+    mean, std = start.encoder_info.mean, start.encoder_info.std
     test = task.test.take(start.n_eval)
     return probe_accuracy(*features(start.encoder, task.train, mean, std, device),
                           *features(start.encoder, test, mean, std, device))
@@ -300,7 +304,7 @@ def import_checkpoints(out: Path, spec: ModelSpec, task_specs: list[dict], check
     return _finish(out, manifest, device)
 
 
-def best_on_validation(method: str, val: Evaluator, test: Evaluator, vectors: str = "tau", **params) -> dict:
+def best_on_validation(method: str, val: Evaluator, test: Evaluator, vectors: str = "tau", **params) -> TunedMerge:
     """The method's merge (its parameters at `params`, else their defaults) at every scaling of
     SCALING_GRID on validation; the best one on test. Every method is linear in its final scaling,
     so the merge is computed once."""
@@ -309,27 +313,24 @@ def best_on_validation(method: str, val: Evaluator, test: Evaluator, vectors: st
     sweep = {s: val.accuracy(scaled(s)) for s in SCALING_GRID}
     best = max(SCALING_GRID, key=lambda s: sum(sweep[s].values()))
     accuracy = test.accuracy(scaled(best))
-    return {"best_scaling": best, "accuracy": accuracy, "average": sum(accuracy.values()) / len(accuracy),
-            "val_average_by_scaling": {str(s): sum(a.values()) / len(a) for s, a in sweep.items()}}
+    return TunedMerge(best, accuracy, mean(accuracy), {str(s): mean(a) for s, a in sweep.items()})
 
 
-def reference_metrics(cache: Cache, device) -> dict:
+def reference_metrics(cache: Cache, device) -> Metrics:
     """Zero-shot and fine-tuned (and, with a gradient record, 1-epoch) accuracies per task; task
     arithmetic and the TUNED_METHODS with their scaling chosen on the validation subsets; the
     multi-task baseline when the cache holds one."""
     test = Evaluator(cache, device=device)
     val = Evaluator(cache, device=device, split="val")
-    metrics = {"zero_shot": test.accuracy(None)}
+    metrics = Metrics(zero_shot=test.accuracy(None))
     pairs = [("tau", "finetuned", "task_arithmetic"), ("tau1", "one_epoch", "task_arithmetic_one_epoch")]
     pairs = [p for p in pairs if p[0] in cache.vector_kinds]
     for kind, key, _ in pairs:
-        metrics[key] = {t: test.accuracy(cache.vector(t, kind), [t])[t] for t in cache.tasks}
-    if MULTITASK in cache.manifest["files"]:
-        metrics["multitask"] = test.accuracy(cache.tensors(MULTITASK)["delta"].float())
-    for key in [k for k in ("zero_shot", "finetuned", "one_epoch", "multitask") if k in metrics]:
-        add_per_task(metrics, key, metrics[key])
+        metrics = metrics.with_per_task(key, {t: test.accuracy(cache.vector(t, kind), [t])[t] for t in cache.tasks})
+    if MULTITASK in cache.manifest.files:
+        metrics = metrics.with_per_task("multitask", test.accuracy(cache.tensors(MULTITASK)["delta"].float()))
     for kind, _, key in pairs:
-        add_tuned(metrics, key, best_on_validation("task_arithmetic", val, test, kind))
+        metrics = metrics.with_merge(key, best_on_validation("task_arithmetic", val, test, kind))
     for method in TUNED_METHODS:
-        add_tuned(metrics, method, best_on_validation(method, val, test))
+        metrics = metrics.with_merge(method, best_on_validation(method, val, test))
     return metrics

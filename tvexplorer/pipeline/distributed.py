@@ -20,9 +20,10 @@ from typing import Callable, Iterator
 import torch
 
 from ..core.layout import Layout
+from ..core.records import Encoder
 from ..data.sources import load_task
 from ..models.clip import build_image_encoder, set_flat
-from ..science.atm import tune_from
+from ..science.atm import Settings, tune_from
 from ..science.training import TrainConfig, prepare
 from .tasks import checkpoint_tau, train_jointly, train_task
 
@@ -82,7 +83,7 @@ def as_finished(jobs: dict) -> Iterator[tuple[object, object]]:
 class Base:
     """What every worker starts from, shipped once through the object store: theta0, the heads, and
     the encoder's description (the model files and the text tower stay with the driver)."""
-    encoder_info: dict
+    encoder_info: Encoder
     theta0: torch.Tensor
     heads: dict
     logit_scale: float
@@ -129,24 +130,24 @@ def build_tasks(base: Base, layout: Layout, work: list[tuple[int, dict]], cfg: T
 
 # ------------------------------------------------------------------ ATM
 
-def _atm_task(base: Base, start: torch.Tensor, spec: dict, split: str, index: int, k: int, cfg: TrainConfig,
-              budget_epochs: int, gpu: bool) -> torch.Tensor:
+def _atm_task(base: Base, start: torch.Tensor, spec: dict, index: int, k: int, cfg: TrainConfig,
+              settings: Settings, gpu: bool) -> torch.Tensor:
     task = load_task(spec)
     encoder, objectives = base.encoder(cfg, [task.name], _device(gpu))
-    return tune_from(encoder, objectives[task.name], getattr(task, split), cfg, index, start, k, budget_epochs)
+    return tune_from(encoder, objectives[task.name], getattr(task, settings.train_split), cfg, index, start, k, settings)
 
 
-def atm_round(cache, cfg: TrainConfig, info: dict, start: torch.Tensor, k: int, on_task_done: Callable[[str], None],
+def atm_round(cache, cfg: TrainConfig, settings: Settings, start: torch.Tensor, k: int, on_task_done: Callable[[str], None],
               device: str | None = None) -> dict[str, torch.Tensor]:
     """Round k of ATM mapped over the cluster, one Ray task per task, then the barrier: every
     task's update (theta_t^k - start), exactly as the serial loop of science/atm.py computes it."""
     import ray
     gpu = _uses_gpu(device)
     heads, logit_scale = cache.heads()
-    base = ray.put(Base(cache.manifest["model"]["encoder"], cache.base(), heads, logit_scale))
+    base = ray.put(Base(cache.manifest.model.encoder, cache.base(), heads, logit_scale))
     start_ref = ray.put(start)
     remote = _remote(_atm_task, gpu)
-    jobs = {remote.remote(base, start_ref, cache.task(t)["data"], info["train_split"], i, k, cfg, info["budget_epochs"], gpu): t
+    jobs = {remote.remote(base, start_ref, cache.manifest.task(t).data, i, k, cfg, settings, gpu): t
             for i, t in enumerate(cache.tasks)}
     updates = {}
     for task, update in as_finished(jobs):

@@ -23,6 +23,7 @@ import torch
 from .. import __version__
 from ..core.cache import Cache
 from ..core.files import atomic_write, write_tensors, writer_lock
+from ..core.records import Encoder
 from ..merging import METHODS
 from ..models.checkpoints import to_hf_clip_vision
 from ..models.clip import ModelSpec, load_clip
@@ -42,13 +43,7 @@ def parse_atm_round(text: str) -> tuple[str, int]:
 
 
 def atm_round_delta(cache: Cache, variant: str, round_: int, scaling: float = 1.0) -> torch.Tensor:
-    runs = cache.atm_runs()
-    if variant not in runs:
-        raise ValueError(f"{cache.root} has no saved ATM {variant!r} run; saved runs: {', '.join(runs) or 'none'} "
-                         "(run `python -m tvexplorer atm` first)")
-    n = len(runs[variant]["rounds"])
-    if not 1 <= round_ <= n:
-        raise ValueError(f"ATM {variant} has rounds 1 to {n} saved; there is no round {round_}")
+    cache.manifest.atm_round(variant, round_)  # a one-line error for a run or round that is not saved
     return cache.atm_delta(variant, round_).float() * scaling
 
 
@@ -85,19 +80,19 @@ def export_merged(cache: Cache, delta: torch.Tensor, fmt: str, out: str | Path, 
     _check_target(out, fmt)
     theta = cache.base() + delta.to(torch.float32)
     params = cache.layout.unflatten(theta)
-    encoder = cache.manifest["model"]["encoder"]
+    encoder = cache.manifest.model.encoder
     with writer_lock(out):
         (out / RECORD).unlink(missing_ok=True)  # until the new record is written, the folder is unfinished
         if fmt == "open_clip":
             state, config = _open_clip_model(cache, params)
-            files = {"open_clip_model.safetensors": write_tensors(out, "open_clip_model.safetensors", state)}
+            files = {"open_clip_model.safetensors": write_tensors(out, "open_clip_model.safetensors", state).to_json()}
             files["open_clip_config.json"] = _write_json(out, "open_clip_config.json", config)
         else:
             state, config = to_hf_clip_vision(params, encoder)
-            files = {"model.safetensors": write_tensors(out, "model.safetensors", state)}
+            files = {"model.safetensors": write_tensors(out, "model.safetensors", state).to_json()}
             files["config.json"] = _write_json(out, "config.json", config)
             files["preprocessor_config.json"] = _write_json(out, "preprocessor_config.json", _hf_preprocessor(encoder))
-        record = {"format": fmt, "cache": str(Path(cache.root).resolve()), "model": cache.manifest["model"]["name"],
+        record = {"format": fmt, "cache": str(Path(cache.root).resolve()), "model": cache.manifest.model.name,
                   "merge": settings, "tvexplorer": __version__, "files": files}
         _write_json(out, RECORD, record)
     return {"out": str(out), **record}
@@ -119,28 +114,28 @@ def _check_target(out: Path, fmt: str) -> None:
 
 def _open_clip_model(cache: Cache, params: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict]:
     """The base CLIP's full state dict with the merged image tower in place, and its local-dir config."""
-    model_entry = cache.manifest["model"]
-    spec = ModelSpec(model_entry["name"], model_entry.get("pretrained"))
+    model_entry = cache.manifest.model
+    spec = ModelSpec(model_entry.name, model_entry.pretrained)
     model, _, encoder = load_clip(spec, cache.root)
     state = {k: v.detach().float() if v.is_floating_point() else v.detach() for k, v in model.state_dict().items()}
     for name, tensor in params.items():
         key = "visual." + name
         if key not in state or tuple(state[key].shape) != tuple(tensor.shape):
-            raise ValueError(f"the base model {model_entry['name']} has no image-tower parameter {name!r} of shape "
+            raise ValueError(f"the base model {model_entry.name} has no image-tower parameter {name!r} of shape "
                              f"{tuple(tensor.shape)}; the cache does not belong to this model")
         state[key] = tensor
     # open_clip switches to QuickGELU for some pretrained tags; the folder must say what was built.
-    config = {"model_cfg": {**spec.model_config(cache.root), "quick_gelu": encoder["quick_gelu"]},
+    config = {"model_cfg": {**spec.model_config(cache.root), "quick_gelu": encoder.quick_gelu},
               "preprocess_cfg": json.loads(json.dumps(model.visual.preprocess_cfg))}
     return state, config
 
 
-def _hf_preprocessor(encoder: dict) -> dict:
-    size = int(encoder["image_size"])
+def _hf_preprocessor(encoder: Encoder) -> dict:
+    size = encoder.image_size
     return {"image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"shortest_edge": size},
             "resample": 3, "do_center_crop": True, "crop_size": {"height": size, "width": size},
             "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
-            "image_mean": list(encoder["mean"]), "image_std": list(encoder["std"]), "do_convert_rgb": True}
+            "image_mean": list(encoder.mean), "image_std": list(encoder.std), "do_convert_rgb": True}
 
 
 def _write_json(out: Path, rel: str, data: dict) -> dict:

@@ -5,13 +5,15 @@ baseline, per task and on average, on the test subsets.
 A method's setting is its scaling chosen on the validation subsets from the build's grid
 (`build.SCALING_GRID`, by `build.best_on_validation`) with its own parameters at their defaults. What
 the cache already records (the build records task arithmetic, TIES, TSV-M and Iso-C this way) is
-reused; the rest is computed once and recorded in the manifest's metrics (`core.manifest.add_tuned`),
+reused; the rest is computed once and recorded in the manifest's metrics (`core.records.Metrics.with_merge`),
 so the command line and the app show it at once afterwards.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..core.cache import Cache
-from ..core.manifest import add_tuned
+from ..core.records import Metrics
 from ..merging import METHODS, default_params
 from ..science.evaluation import Evaluator
 from .build import best_on_validation
@@ -31,13 +33,12 @@ def check_methods(methods: list[str] | None) -> list[str]:
     return list(dict.fromkeys(methods))
 
 
-def recorded(metrics: dict, method: str, tasks: int) -> bool:
+def recorded(metrics: Metrics, method: str, tasks: int) -> bool:
     """Whether the metrics hold the method at its best validation scaling with its default parameters
     for `tasks` tasks (a parameter that a record lacks, as older builds wrote them, was at its default)."""
-    record = metrics.get(method)
+    record = metrics.merges.get(method)
     defaults = default_params(method, tasks)
-    return (isinstance(record, dict) and "best_scaling" in record
-            and defaults | record.get("params", {}) == defaults)
+    return record is not None and defaults | (record.params or {}) == defaults
 
 
 def fill_table(cache: Cache, methods: list[str] | None = None, device=None, progress=print,
@@ -46,15 +47,15 @@ def fill_table(cache: Cache, methods: list[str] | None = None, device=None, prog
     and those of `redo` again (a method whose definition changed since); returns the methods computed.
     `cache` must be writable (the app passes its work folder)."""
     redo = check_methods(list(redo)) if redo else []
-    todo = [m for m in check_methods(methods) if m in redo or not recorded(cache.metrics, m, len(cache.tasks))]
+    todo = [m for m in check_methods(methods) if m in redo or not recorded(cache.manifest.metrics, m, len(cache.tasks))]
     if not todo:
         return []
     val = Evaluator(cache, device=device, split="val")
     test = Evaluator(cache, device=device)
     for method in todo:
         progress(f"{METHODS[method].label}: scaling chosen on validation")
-        record = {**best_on_validation(method, val, test), "params": default_params(method, len(cache.tasks))}
-        cache.add_files({}, lambda manifest, m=method, r=record: add_tuned(manifest["metrics"], m, r))
+        record = replace(best_on_validation(method, val, test), params=default_params(method, len(cache.tasks)))
+        cache.add_files({}, lambda manifest, m=method, r=record: replace(manifest, metrics=manifest.metrics.with_merge(m, r)))
     return todo
 
 
@@ -63,7 +64,8 @@ def table_rows(cache: Cache, methods: list[str] | None = None) -> list[dict]:
     {key, label, best_scaling (None for references), params, accuracy per task, average,
     normalized_average (the mean over tasks of accuracy / fine-tuned accuracy)}. Methods not yet
     recorded have accuracy None."""
-    metrics, finetuned = cache.metrics, cache.metrics["finetuned"]
+    metrics = cache.manifest.metrics
+    finetuned = metrics.require_finetuned()
 
     def row(key: str, label: str, accuracy: dict | None, best_scaling=None, params=None) -> dict:
         average = normalized = None
@@ -73,14 +75,14 @@ def table_rows(cache: Cache, methods: list[str] | None = None) -> list[dict]:
         return {"key": key, "label": label, "best_scaling": best_scaling, "params": params, "accuracy": accuracy,
                 "average": average, "normalized_average": normalized}
 
-    rows = [row(key, label, metrics[key]) for key, label in REFERENCES if key in metrics]
+    rows = [row(key, label, getattr(metrics, key)) for key, label in REFERENCES if getattr(metrics, key) is not None]
     for method in check_methods(methods):
         spec = METHODS[method]
         label = f"{spec.label} ({spec.paper})"
         if recorded(metrics, method, len(cache.tasks)):
-            r = metrics[method]
-            params = default_params(method, len(cache.tasks)) | r.get("params", {})
-            rows.append(row(method, label, r["accuracy"], r["best_scaling"], params))
+            r = metrics.merges[method]
+            params = default_params(method, len(cache.tasks)) | (r.params or {})
+            rows.append(row(method, label, r.accuracy, r.best_scaling, params))
         else:
             rows.append(row(method, label, None))
     return rows

@@ -15,7 +15,7 @@ has one coefficient per parameter tensor; here a layer is a depth group of `Layo
 each residual block, final), the same layers as the per-layer coefficients of `merging.merge_flat`.
 
 The learned coefficients are task-arithmetic coefficients at scaling 1, recorded in the manifest
-(`core.manifest.add_tuning`) so that `merge_flat` / `eval --tuned` reproduce the merge.
+(`core.manifest.Manifest.with_tuning`) so that `merge_flat` / `eval --tuned` reproduce the merge.
 """
 from __future__ import annotations
 
@@ -104,7 +104,7 @@ def adamerging(cache: Cache, *, layer_wise: bool = True, steps: int = DEFAULTS["
         raise ValueError(f"AdaMerging needs steps >= 1, batch_size >= 1 and lr > 0 (got {steps}, {batch_size}, {lr})")
     t0 = time.perf_counter()
     device = resolve_device(device)
-    info = cache.manifest["model"]["encoder"]
+    info = cache.manifest.model.encoder
     encoder = build_image_encoder(info).to(device).requires_grad_(False)
     tasks, all_layers = cache.tasks, list(cache.layout.layers())
     layers = all_layers if layer_wise else ["all"]
@@ -118,7 +118,7 @@ def adamerging(cache: Cache, *, layer_wise: bool = True, steps: int = DEFAULTS["
     task_heads = [heads[t].to(device) for t in tasks]
 
     def prepare(images: Tensor) -> Tensor:
-        return to_input(images.to(device), info["mean"], info["std"])
+        return to_input(images.to(device), info.mean, info.std)
 
     def whole() -> float:
         return _whole_entropy(encoder, merged_parameters(theta0, stacked, lambdas.detach(), layer_index),

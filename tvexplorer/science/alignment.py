@@ -114,9 +114,10 @@ def layer_alignment(layout: Layout, tau: torch.Tensor, tau1: torch.Tensor, g0: t
 def task_alignment(cache, task: str) -> dict:
     """Everything the `align` command and the app show for one task."""
     tau, tau1, g0 = (cache.vector(task, k) for k in ("tau", "tau1", "g0"))
-    summary = vector_alignment(tau, tau1, g0, cache.training["lr"])
+    training = cache.manifest.training  # a cache with tau1 and g0 was built by fine-tuning, so it has one
+    summary = vector_alignment(tau, tau1, g0, training.lr)
     traj = cache.trajectory()
     epochs = traj[(traj["task"] == task) & (traj["layer"] == "all")]
     summary["epochs"] = epochs.drop(columns=["task", "layer"]).to_dict("records")
-    summary["optimizer"] = cache.training["optimizer"]
+    summary["optimizer"] = training.optimizer
     return summary

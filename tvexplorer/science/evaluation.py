@@ -68,11 +68,12 @@ def merged_delta(cache: Cache, method: str, *, coefficients: dict[str, float] | 
 class Evaluator:
     def __init__(self, cache: Cache, device: str | torch.device | None = None, batch_size: int = 500,
                  split: str = "test", memo_size: int = 512, precision: str = "float32",
-                 store: Callable[[], Cache] | None = None):
+                 store: Callable[[], Cache] | None = None, subset_sizes: Mapping[str, int] | None = None):
         """precision: float32 (what builds record), bfloat16 (see models.clip.run_blocks_in_bfloat16), or
         auto: bfloat16 where the hardware runs it fast, else float32. `store`: the writable cache where
         per-task data that `cache` lacks is computed and saved (default: `cache` itself; the app passes
-        the work folder of a read-only cache)."""
+        the work folder of a read-only cache). `subset_sizes`: per task, evaluate on a seeded subset of
+        that many of the stored images (Split.take; a CPU Space's plan, pipeline/evalplan.py)."""
         self.cache = cache
         self.store = store
         self.device = resolve_device(device)
@@ -82,9 +83,9 @@ class Evaluator:
             raise ValueError(f"precision must be auto or one of {', '.join(INFERENCE_PRECISIONS)}, got {precision!r}")
         self.precision = precision
         self.batch_size = batch_size
-        model = cache.manifest["model"]["encoder"]
-        self.mean, self.std = model["mean"], model["std"]
-        self.encoder = build_image_encoder(model).to(self.device)
+        encoder = cache.manifest.model.encoder
+        self.mean, self.std = list(encoder.mean), list(encoder.std)
+        self.encoder = build_image_encoder(encoder).to(self.device)
         if Layout.of(dict(self.encoder.named_parameters())) != cache.layout:
             raise CacheError("base.safetensors: the stored layout does not match the image encoder that the manifest's model config builds")
         if precision == "bfloat16":
@@ -93,6 +94,9 @@ class Evaluator:
         heads, _ = cache.heads()
         self.heads = {t: h.to(self.device) for t, h in heads.items()}
         self.sets = {t: cache.eval_split(t, split) for t in cache.tasks}
+        for task, n in (subset_sizes or {}).items():
+            if n < len(self.sets[task]):
+                self.sets[task] = self.sets[task].take(n)
         self._lock = threading.Lock()  # one encoder, one evaluation at a time
         self._memo_lock = threading.Lock()  # so a memo hit never waits behind a running evaluation
         self._memo: OrderedDict[tuple, EvalResult] = OrderedDict()
@@ -123,7 +127,7 @@ class Evaluator:
         return {t: int((p == self.sets[t].labels).sum()) / len(p) for t, p in self.predictions(delta, tasks).items()}
 
     def result(self, delta: Delta | None) -> EvalResult:
-        return summarize(self.accuracy(delta), self.cache.metrics["finetuned"])
+        return summarize(self.accuracy(delta), self.cache.manifest.metrics.require_finetuned())
 
     def evaluate(self, method: str, *, coefficients: dict[str, float] | None = None, scaling: float | None = None,
                  vectors: str = "tau", layer_coefficients: LayerCoefficients | None = None, **params) -> EvalResult:

@@ -8,13 +8,14 @@ layers; and the final projection `proj` (used as pooled @ proj). The patch embed
 convolution, averaged as in FusionBench.
 
 The cache keeps them in grams/<task>.safetensors (float32, one [n, n] tensor per parameter name) and
-the manifest's "grams" record (`core.manifest.GRAMS`). `task_grams` computes any that are missing
+the manifest's grams record (`core.additions.GramsRecord`). `task_grams` computes any that are missing
 once, saves them, and from then on only reads them: a merge reads one layer's Gram at a time from
 the file, so memory never holds a task's Grams whole.
 """
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
@@ -26,7 +27,8 @@ from tqdm.auto import tqdm
 from ..core.cache import Cache
 from ..core.device import resolve_device
 from ..core.errors import CacheError
-from ..core.manifest import GRAMS
+from ..core.manifest import Manifest
+from ..core.additions import GramsRecord
 from ..core.split import Split
 from ..data.sources import load_task
 from ..data.splits import to_input
@@ -111,7 +113,10 @@ class StoredGrams(Mapping[str, LinearInput]):
     @classmethod
     def of(cls, cache: Cache, task: str) -> "StoredGrams":
         rel = gram_file(task)
-        input_axis = cache.manifest[GRAMS]["input_axis"]
+        if cache.manifest.grams is None:
+            raise CacheError(f"{rel}: listed, but the manifest has no grams record; delete the grams folder and "
+                             "its files' entries, then recompute them")
+        input_axis = cache.manifest.grams.input_axis
         tensors = cache.tensors(rel)  # checks the file's sha256 once; maps only its header
         if set(tensors) != set(input_axis):
             raise CacheError(f"{rel}: holds Gram matrices of other layers than the manifest's grams record lists; "
@@ -134,13 +139,12 @@ class StoredGrams(Mapping[str, LinearInput]):
 def supports_grams(cache: Cache) -> bool:
     """Whether the image tower is one whose linear layers are recorded here: open_clip's own ViT (a
     ResNet tower's `layers` is a list, a timm tower names its model)."""
-    cfg = cache.manifest["model"]["encoder"]["vision_cfg"]
-    return isinstance(cfg.get("layers"), int) and not cfg.get("timm_model_name")
+    return cache.manifest.model.encoder.is_open_clip_vit
 
 
 def missing_grams(cache: Cache) -> list[str]:
     """Tasks whose Gram matrices the cache does not hold."""
-    return [t for t in cache.tasks if gram_file(t) not in cache.manifest["files"]]
+    return [t for t in cache.tasks if gram_file(t) not in cache.manifest.files]
 
 
 def add_grams(cache: Cache, device=None, n_examples: int = DEFAULT_EXAMPLES) -> None:
@@ -148,23 +152,21 @@ def add_grams(cache: Cache, device=None, n_examples: int = DEFAULT_EXAMPLES) -> 
     lock (so two processes never compute them twice): each file, then the manifest that lists it."""
     if not supports_grams(cache):
         raise ValueError(f"RegMean's Gram matrices are recorded for open_clip ViT image towers; this cache's model "
-                         f"{cache.manifest['model']['name']} has another kind, so RegMean cannot merge it")
+                         f"{cache.manifest.model.name} has another kind, so RegMean cannot merge it")
     with cache.writing():
         todo = missing_grams(cache)
         if not todo:
             return
-        info, device = cache.manifest["model"]["encoder"], resolve_device(device)
+        info, device = cache.manifest.model.encoder, resolve_device(device)
         encoder = build_image_encoder(info).to(device)
         theta0 = cache.base()
         for task in tqdm(todo, desc="Gram matrices for RegMean", unit="task", file=sys.stderr, leave=False):
-            images = load_task(cache.task(task)["data"]).train.take(n_examples, seed=SUBSET_SEED)
-            grams, axes = compute_grams(encoder, theta0 + cache.vector(task).float(), images, info["mean"], info["std"], device)
+            images = load_task(cache.manifest.task(task).data).train.take(n_examples, seed=SUBSET_SEED)
+            grams, axes = compute_grams(encoder, theta0 + cache.vector(task).float(), images, info.mean, info.std, device)
 
-            n = len(images)
-
-            def record(manifest: dict, task=task, axes=axes, n=n) -> None:
-                entry = manifest.setdefault(GRAMS, {"input_axis": axes, "seed": SUBSET_SEED, "examples": {}})
-                entry["examples"][task] = n
+            def record(manifest: Manifest, task=task, axes=axes, n=len(images)) -> Manifest:
+                entry = manifest.grams or GramsRecord(axes, SUBSET_SEED, {})
+                return replace(manifest, grams=replace(entry, examples={**entry.examples, task: n}))
             cache.add_files({gram_file(task): grams}, record)
 
 

@@ -19,22 +19,25 @@ records the largest per-task difference, which the app shows beside the preview 
 
 Files: preview/<task>.safetensors per evaluation task, holding f0_<split> [N, D] and
 jvp_<kind>_<split> [T, N, D] (f0 in float32, so that scaling 0 stays exact; the JVPs in the cache's
-vector dtype; T follows manifest["preview"]["vectors"]). Only the test subsets, which the app shows,
+vector dtype; T follows the preview record's `vectors`). Only the test subsets, which the app shows,
 are linearised by default.
 """
 from __future__ import annotations
 
 import contextlib
 import random
+from dataclasses import replace
 from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch.func import functional_call, jvp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ..core.cache import VECTOR_KINDS, Cache
+from ..core.cache import Cache
 from ..core.checks import finite
 from ..core.device import resolve_device
+from ..core.additions import PreviewCheck, PreviewRecord
+from ..core.records import mean
 from ..data.splits import to_input
 from ..merging import merge_flat
 from ..models.clip import build_image_encoder
@@ -127,8 +130,7 @@ def predict_features(f0: Tensor, jvps: Tensor, weights: Tensor) -> Tensor:
 
 def _stored_kinds(cache: Cache, kinds: Sequence[str]) -> list[str]:
     """The requested vector kinds that this cache holds (imported caches may lack tau1)."""
-    present = cache.manifest.get("vector_kinds", list(VECTOR_KINDS))
-    return [k for k in kinds if k in present]
+    return [k for k in kinds if k in cache.vector_kinds]
 
 
 def compute_preview(cache: Cache, device: str | torch.device | None = None, batch_size: int = BATCH_SIZE,
@@ -136,17 +138,17 @@ def compute_preview(cache: Cache, device: str | torch.device | None = None, batc
                     progress: Progress | None = None) -> None:
     """Linearise the image encoder around theta0 on every evaluation image, store one file per
     evaluation task, check the preview against exact evaluation, and record it all in
-    manifest["preview"]. Running it again replaces the previous preview with identical files."""
+    the manifest's preview record. Running it again replaces the previous preview with identical files."""
     device = resolve_device(device)
     kinds = _stored_kinds(cache, kinds)
-    info = cache.manifest["model"]["encoder"]
+    info = cache.manifest.model.encoder
     encoder = build_image_encoder(info).to(device)
     # Separate tensors, not views of one flat vector: forward-mode AD gives a view's whole base a
     # tangent, which for ~150 views of a ViT-B/32 is ~150 full-size copies (it ran out of 24 GB).
     params = {name: t.clone() for name, t in cache.layout.unflatten(cache.base().to(device)).items()}
 
     def prepare(images: Tensor) -> Tensor:
-        return to_input(images.to(device), info["mean"], info["std"])
+        return to_input(images.to(device), info.mean, info.std)
 
     # Both kinds' vectors go through one linearisation, so their JVPs share the primal passes.
     tangents = [cache.layout.unflatten(cache.vector(t, kind)) for kind in kinds for t in cache.tasks]
@@ -164,20 +166,19 @@ def compute_preview(cache: Cache, device: str | torch.device | None = None, batc
             done += 1
         files[task] = f"preview/{task}.safetensors"
         # An unfinished rebuild must not pass for a preview: the record returns only once all files match it.
-        cache.add_files({files[task]: tensors}, lambda manifest: manifest.pop("preview", None))
+        cache.add_files({files[task]: tensors}, lambda manifest: replace(manifest, preview=None))
     if progress:
         progress(done, total, "preview: checking against exact evaluation")
-    record = {"files": files, "kinds": kinds, "splits": list(splits), "vectors": list(cache.tasks)}
-    record["checks"] = _checks(cache, Preview.from_cache(cache, record), device, batch_size)
-    record["max_abs_diff"] = max((c["max_abs_diff"] for c in record["checks"]), default=None)
-    cache.add_files({}, lambda manifest: manifest.__setitem__("preview", record))
+    record = PreviewRecord(files, tuple(kinds), tuple(splits), tuple(cache.tasks))
+    record = replace(record, checks=_checks(cache, Preview.from_cache(cache, record), device, batch_size))
+    cache.add_files({}, lambda manifest: replace(manifest, preview=record))
 
 
 def _check_settings(cache: Cache, kinds: Sequence[str]) -> list[dict]:
     """Coefficient settings at which the build compares preview and exact accuracy on the test split:
     for tau, uniform scalings 0, the best on validation, 0.3 and 1.0, and one seeded non-uniform
     setting; for tau1, its own best scaling (where the app starts)."""
-    metrics = cache.metrics
+    metrics = cache.manifest.metrics
 
     def uniform(kind: str, scaling: float, best: float | None) -> dict:
         note = " (best on validation)" if scaling == best else ""
@@ -186,20 +187,20 @@ def _check_settings(cache: Cache, kinds: Sequence[str]) -> list[dict]:
 
     settings = []
     if "tau" in kinds:
-        best = metrics.get("task_arithmetic", {}).get("best_scaling")
+        best = metrics.best_scaling("task_arithmetic")
         scalings = [0.0, *([best] if best is not None else []), *CHECK_SCALINGS]
         settings += [uniform("tau", s, best) for s in dict.fromkeys(scalings)]
         rng = random.Random(CHECK_SEED)
         coefficients = {t: round(rng.uniform(0.0, 1.0), 3) for t in cache.tasks}
         settings.append({"setting": f"tau, random coefficients in [0, 1] (seed {CHECK_SEED}), scaling 0.3",
                          "kind": "tau", "split": "test", "scaling": 0.3, "coefficients": coefficients})
-    best_one_epoch = metrics.get("task_arithmetic_one_epoch", {}).get("best_scaling")
+    best_one_epoch = metrics.best_scaling("task_arithmetic_one_epoch")
     if "tau1" in kinds and best_one_epoch is not None:
         settings.append(uniform("tau1", best_one_epoch, best_one_epoch))
     return settings
 
 
-def _checks(cache: Cache, preview: Preview, device, batch_size: int) -> list[dict]:
+def _checks(cache: Cache, preview: Preview, device, batch_size: int) -> tuple[PreviewCheck, ...]:
     evaluators: dict[str, Evaluator] = {}
     checks = []
     for setting in _check_settings(cache, preview.kinds):
@@ -211,14 +212,10 @@ def _checks(cache: Cache, preview: Preview, device, batch_size: int) -> list[dic
         exact = evaluators[split].accuracy(delta)
         predicted = preview.accuracy(setting["coefficients"], setting["scaling"], setting["kind"], split)
         worst = max(exact, key=lambda t: abs(predicted[t] - exact[t]))
-        checks.append({**setting, "preview": predicted, "exact": exact,
-                       "preview_average": _mean(predicted), "exact_average": _mean(exact),
-                       "max_abs_diff": abs(predicted[worst] - exact[worst]), "worst_task": worst})
-    return checks
-
-
-def _mean(accuracy: Mapping[str, float]) -> float:
-    return sum(accuracy.values()) / len(accuracy)
+        checks.append(PreviewCheck(**setting, preview=predicted, exact=exact, preview_average=mean(predicted),
+                                   exact_average=mean(exact), max_abs_diff=abs(predicted[worst] - exact[worst]),
+                                   worst_task=worst))
+    return tuple(checks)
 
 
 # ---------------------------------------------------------------- using it
@@ -231,7 +228,7 @@ class Preview:
 
     def __init__(self, vectors: Sequence[str], heads: Mapping[str, Tensor], labels: Mapping[str, Mapping[str, Tensor]],
                  f0: Mapping[str, Mapping[str, Tensor]], jvps: Mapping[str, Mapping[str, Mapping[str, Tensor]]],
-                 checks: Sequence[dict] = ()):
+                 checks: Sequence[PreviewCheck] = ()):
         """labels[split][task] [N]; f0[split][task] [N, D]; jvps[kind][split][task] [T, N, D], T in
         the order of `vectors`; heads[task] [D, classes]. Every split lists the tasks of `heads`."""
         self.vectors = list(vectors)
@@ -256,24 +253,24 @@ class Preview:
     @classmethod
     def open(cls, cache: Cache, device: str | torch.device = "cpu") -> Preview | None:
         """The cache's preview, or None when it has none (or one built for other task vectors)."""
-        record = cache.manifest.get("preview")
-        if record is None or record["vectors"] != cache.tasks:
+        record = cache.manifest.preview
+        if record is None or list(record.vectors) != cache.tasks:
             return None
         return cls.from_cache(cache, record, device)
 
     @classmethod
-    def from_cache(cls, cache: Cache, record: dict, device: str | torch.device = "cpu") -> Preview:
+    def from_cache(cls, cache: Cache, record: PreviewRecord, device: str | torch.device = "cpu") -> Preview:
         heads, _ = cache.heads()
-        stored = {t: cache.tensors(rel) for t, rel in record["files"].items()}
-        splits, kinds, tasks = record["splits"], record["kinds"], cache.tasks
+        stored = {t: cache.tensors(rel) for t, rel in record.files.items()}
+        splits, kinds, tasks = record.splits, record.kinds, cache.tasks
 
         def load(name: str) -> dict[str, Tensor]:
             return {t: stored[t][name].to(device) for t in tasks}
-        return cls(record["vectors"], {t: h.to(device) for t, h in heads.items()},
+        return cls(record.vectors, {t: h.to(device) for t, h in heads.items()},
                    {s: {t: cache.eval_split(t, s).labels.to(device) for t in tasks} for s in splits},
                    {s: load(f"f0_{s}") for s in splits},
                    {k: {s: load(f"jvp_{k}_{s}") for s in splits} for k in kinds},
-                   record.get("checks", ()))
+                   record.checks)
 
     def weights(self, coefficients: Mapping[str, float] | None, scaling: float) -> Tensor:
         """scaling * coefficient per task vector (coefficients default to 1.0), in the stored order."""
@@ -312,6 +309,6 @@ class Preview:
         """One line for the app: how far the preview was from exact evaluation when it was built."""
         if not self.checks:
             return "preview vs exact: not checked at build time"
-        worst = max(self.checks, key=lambda c: c["max_abs_diff"])
-        return (f"preview vs exact at build time: differed by up to {100 * worst['max_abs_diff']:.1f} points "
-                f"(at {worst['setting']}, on {worst['worst_task']}; {len(self.checks)} settings checked)")
+        worst = max(self.checks, key=lambda c: c.max_abs_diff)
+        return (f"preview vs exact at build time: differed by up to {100 * worst.max_abs_diff:.1f} points "
+                f"(at {worst.setting}, on {worst.worst_task}; {len(self.checks)} settings checked)")

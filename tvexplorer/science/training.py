@@ -9,50 +9,18 @@ Flat vectors follow `encoder.parameters()` order, which is the order of the cach
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch.nn.utils import parameters_to_vector
 
-from ..core.split import Split
+from ..core.records import Encoder
+from ..core.split import Split, seeded_order
+from ..core.training import FLOAT64_OPTIMIZERS, TrainConfig
 from ..data.splits import LazySplit, to_input
 from ..models.clip import get_flat, logits, set_flat
-
-OPTIMIZERS = ("adamw", "gd", "sgd")
-FLOAT64_OPTIMIZERS = ("gd", "sgd")  # plain steps, tiny next to the weights: kept in float64
-PRECISIONS = ("float32", "bf16")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Defaults are ATM's for real CLIP (AdamW lr 1e-5, weight decay 0.1, batch 128, clipping);
-    `optimizer="gd"` is plain full-batch gradient descent: one epoch is one step of -lr * g.
-    `optimizer="sgd"` is plain mini-batch SGD (constant lr; no momentum, weight decay or clipping;
-    the same batch order every epoch, and only full batches), the setting of paper B's theorem.
-    `precision="bf16"` runs fine-tuning's forward pass under bfloat16 autocast (weights, optimizer
-    state and the gradient record g0 stay float32)."""
-    optimizer: str = "adamw"
-    lr: float = 1e-5
-    weight_decay: float = 0.1
-    batch_size: int = 128
-    epochs: int = 10
-    grad_clip: float = 10.0
-    seed: int = 0
-    precision: str = "float32"
-
-    def __post_init__(self):
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
-        if self.precision == "bf16" and self.optimizer in FLOAT64_OPTIMIZERS:
-            raise ValueError(f"plain {self.optimizer} runs in float64 so that no step is rounded away; use --precision float32")
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
 
 @dataclass
 class Objective:
@@ -74,13 +42,14 @@ def training_dtype(cfg: TrainConfig) -> torch.dtype:
     return torch.float64 if cfg.optimizer in FLOAT64_OPTIMIZERS else torch.float32
 
 
-def prepare(encoder, heads: dict[str, torch.Tensor], logit_scale: float, encoder_info: dict, cfg: TrainConfig,
+def prepare(encoder, heads: dict[str, torch.Tensor], logit_scale: float, encoder_info: Encoder | dict, cfg: TrainConfig,
             device) -> dict[str, Objective]:
     """Move `encoder` to the device and dtype that training uses; one objective per task, its head
     in the same dtype."""
     dtype = training_dtype(cfg)
     encoder.to(device, dtype)
-    return {t: Objective(h.to(device, dtype), logit_scale, encoder_info["mean"], encoder_info["std"]) for t, h in heads.items()}
+    info = Encoder.of(encoder_info)
+    return {t: Objective(h.to(device, dtype), logit_scale, info.mean, info.std) for t, h in heads.items()}
 
 
 def steps_per_epoch(n: int, cfg: TrainConfig) -> int:
@@ -152,7 +121,7 @@ def finetune(encoder, objective: Objective, split: Split | LazySplit, cfg: Train
     for epoch in range(first_epoch, first_epoch + (epochs or cfg.epochs)):
         encoder.train()
         for images, labels in split.batches(cfg.batch_size, shuffle_seed(cfg.seed, task_index, epoch)):
-            _adamw_step(encoder, optimizer, params, objective.loss, (images, labels), cfg)
+            _step(encoder, optimizer, params, objective.loss, (images, labels), cfg)
             if on_step:
                 on_step()
         snapshots.append(get_flat(encoder))
@@ -160,7 +129,45 @@ def finetune(encoder, objective: Objective, split: Split | LazySplit, cfg: Train
     return snapshots
 
 
-def _adamw_step(encoder, optimizer, params, loss_fn, batch, cfg: TrainConfig) -> None:
+def batch_stream(split: Split | LazySplit, cfg: TrainConfig, task_index: int, first_step: int) -> Iterator[tuple]:
+    """Mini-batches in the data order of fine-tuning's epochs (epoch e shuffled by shuffle_seed(seed,
+    task, e)), from global step `first_step` on, without end: ATM's rounds continue the build's order."""
+    epoch, skip = divmod(first_step, steps_per_epoch(len(split), cfg))
+    while True:
+        order = seeded_order(len(split), shuffle_seed(cfg.seed, task_index, epoch))
+        yield from split.subset(order[skip * cfg.batch_size:]).batches(cfg.batch_size)
+        epoch, skip = epoch + 1, 0
+
+
+def tune_steps(encoder, objective: Objective, split: Split | LazySplit, cfg: TrainConfig, task_index: int,
+               first_step: int, steps: int, optimizer: str = "adamw", lr: float | None = None,
+               on_step: Callable[[], None] | None = None) -> torch.Tensor:
+    """`steps` optimizer steps from the encoder's current weights with a fresh optimizer (AdamW with the
+    config's weight decay, or plain SGD), in the build's data order from `first_step`; clipping as in
+    fine-tuning. Returns the flat parameters at the end. One epoch of AdamW from step e * steps_per_epoch
+    is exactly `finetune`'s epoch e."""
+    params = [p for p in encoder.parameters() if p.requires_grad]
+    lr = cfg.lr if lr is None else lr
+    opt = (torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay) if optimizer == "adamw"
+           else torch.optim.SGD(params, lr=lr))
+    encoder.train()
+    for _, batch in zip(range(steps), batch_stream(split, cfg, task_index, first_step)):
+        _step(encoder, opt, params, objective.loss, batch, cfg)
+        if on_step:
+            on_step()
+    encoder.eval()
+    return get_flat(encoder)
+
+
+@torch.no_grad()
+def mean_loss(encoder, objective: Objective, split: Split | LazySplit, batch_size: int) -> float:
+    """Mean cross-entropy of the encoder over the whole split (eval mode)."""
+    encoder.eval()
+    total = sum(objective.loss(encoder, images, labels, reduction="sum").item() for images, labels in split.batches(batch_size))
+    return total / len(split)
+
+
+def _step(encoder, optimizer, params, loss_fn, batch, cfg: TrainConfig) -> None:
     optimizer.zero_grad(set_to_none=True)
     device = params[0].device
     with torch.autocast(device.type, torch.bfloat16, enabled=cfg.precision == "bf16"):
@@ -205,7 +212,7 @@ def finetune_jointly(encoder, objectives: dict[str, Objective], splits: dict[str
         if len(order) < cfg.batch_size:  # a new pass over the pool when the current one runs short
             order = torch.cat([order, torch.randperm(len(owner), generator=generator)])
         idx, order = order[:cfg.batch_size], order[cfg.batch_size:]
-        _adamw_step(encoder, optimizer, params, loss, (idx,), cfg)
+        _step(encoder, optimizer, params, loss, (idx,), cfg)
         if on_step:
             on_step()
     encoder.eval()

@@ -17,7 +17,7 @@ starting from the grid's best scaling s0 with all w = 1, so the start is exactly
    coefficients (and, per layer, each layer's across tasks) up and down by `refine_step`, keeping what
    helps. Methods without a surrogate get this search alone.
 
-The result is evaluated on the test subsets and recorded in the manifest (`core.manifest.add_tuning`).
+The result is evaluated on the test subsets and recorded in the manifest (`core.manifest.Manifest.with_tuning`).
 """
 from __future__ import annotations
 
@@ -30,7 +30,6 @@ import torch.nn.functional as F
 from ..core.cache import Cache
 from ..core.device import resolve_device
 from ..core.layout import layer_of
-from ..core.manifest import add_tuning, average_key
 from ..data.splits import to_input
 from ..merging import METHODS, merge_flat
 from ..models.clip import build_image_encoder
@@ -50,16 +49,14 @@ class Cancelled(Exception):
 
 
 def record_name(method: str, per_layer: bool) -> str:
-    """Where a tuning result goes in manifest["tuning"]."""
+    """Where a tuning result goes in the manifest's tuning records."""
     return f"{method}:{'per_layer' if per_layer else 'per_task'}"
 
 
 def start_scaling(cache: Cache, method: str) -> float:
     """The method's scaling chosen on the validation grid when the build recorded one, else its default."""
-    record = cache.metrics.get(method)
-    if isinstance(record, dict) and "best_scaling" in record:
-        return float(record["best_scaling"])
-    return METHODS[method].default_scaling
+    best = cache.manifest.metrics.best_scaling(method)
+    return float(best) if best is not None else METHODS[method].default_scaling
 
 
 def merge_settings(tasks: list[str], layers: list[str], w: Tensor, per_layer: bool) -> dict:
@@ -82,7 +79,7 @@ class Surrogate:
     """Validation cross-entropy of the linearised merge, as a differentiable function of w."""
 
     def __init__(self, cache: Cache, per_layer: bool, device: torch.device, kind: str = "tau"):
-        info = cache.manifest["model"]["encoder"]
+        info = cache.manifest.model.encoder
         encoder = build_image_encoder(info).to(device)
         params = {n: t.clone() for n, t in cache.layout.unflatten(cache.base().to(device)).items()}
         vectors = [cache.layout.unflatten(cache.vector(t, kind)) for t in cache.tasks]
@@ -94,7 +91,7 @@ class Surrogate:
         splits = [cache.eval_split(t, "val") for t in cache.tasks]
         images = torch.cat([s.images for s in splits])
         self.f0, self.jvps = linearise(encoder, params, tangents, images,
-                                       lambda x: to_input(x.to(device), info["mean"], info["std"]))
+                                       lambda x: to_input(x.to(device), info.mean, info.std))
         self.jvps = self.jvps.reshape(len(tangents), -1)
         heads, self.logit_scale = cache.heads()
         self.heads = [heads[t] for t in cache.tasks]
@@ -220,17 +217,15 @@ def tune(cache: Cache, method: str = "task_arithmetic", *, per_layer: bool = Fal
 
 
 def save(cache: Cache, name: str, result: dict) -> None:
-    cache.add_files({}, lambda manifest: add_tuning(manifest, name, result))
+    cache.add_files({}, lambda manifest: manifest.with_tuning(name, result))
 
 
 def grid_baseline(cache: Cache) -> dict:
     """Task arithmetic at the build's best validation scaling: its validation and test averages."""
-    m = cache.metrics["task_arithmetic"]
-    best = m["best_scaling"]
-    by_scaling = m.get("val_average_by_scaling", {})
-    val = next((v for s, v in by_scaling.items() if float(s) == float(best)), None)
-    return {"method": "task_arithmetic", "scaling": best, "val_average": val, "average": cache.metrics[average_key("task_arithmetic")],
-            "accuracy": m["accuracy"]}
+    m = cache.manifest.metrics.merge("task_arithmetic")
+    val = next((v for s, v in m.val_average_by_scaling.items() if float(s) == float(m.best_scaling)), None)
+    return {"method": "task_arithmetic", "scaling": m.best_scaling, "val_average": val, "average": m.average,
+            "accuracy": m.accuracy}
 
 
 def _mean(accuracy: dict[str, float]) -> float:

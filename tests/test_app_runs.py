@@ -1,0 +1,165 @@
+"""The app's one background-run mechanism (tvexplorer/app/runs.py), and ZeroGPU emulated: a stand-in
+`spaces` module records every GPU call (its thread, the duration it asks for, whether the visitor's
+Gradio request and event are visible), and the app's ATM and tuning endpoints are driven through it."""
+import shutil
+import threading
+import time
+
+import pytest
+
+import apphelpers
+from tvexplorer.app import runs, ui
+from tvexplorer.app.runs import Call
+from tvexplorer.core.cache import Cache
+
+from gradio_client import Client  # noqa: E402  (after apphelpers turned analytics off)
+from gradio_client.exceptions import AppError  # noqa: E402
+
+pytestmark = [pytest.mark.filterwarnings("ignore:.*no_silent_downcasting"),
+              pytest.mark.filterwarnings("ignore:The copy keyword is deprecated")]
+
+
+def count_steps(n: int, pause: float, *, control) -> int:
+    """A worker: n steps, stopping early on the flag; returns the steps done."""
+    for i in range(n):
+        if control.stopped():
+            return i
+        time.sleep(pause)
+        control.progress(i + 1, n, f"step {i + 1}", force=True)
+    return n
+
+
+def failing(*, control):
+    raise ValueError("the worker's one-line complaint\nand a second line")
+
+
+def parts(k: int, n: int, pause: float = 0.01):
+    done = 0
+    for _ in range(k):
+        done += yield Call(count_steps, (n, pause))
+    return done
+
+
+def test_a_run_reports_progress_start_end_and_result():
+    run = runs.start("toy", "three parts", parts(3, 4), {"parts": 3}, parts=3).wait()
+    assert run.state == "finished" and run.result == 12 and run.outputs == [4, 4, 4] and run.error is None
+    assert run.progress() == {"done": 12, "total": 12, "text": "step 4"}
+    assert run.ended is not None and run.seconds == round(run.ended - run.started, 2)
+    assert run.status()["parts"] == 3 and run.status()["state"] == "finished"
+    assert not run.control.exists()  # the control folder goes with the run
+
+
+def test_one_run_per_kind_and_cancel_between_calls():
+    slow = runs.start("toy", "slow", parts(5, 20, 0.02), parts=5)
+    with pytest.raises(runs.Busy, match="busy: another toy run is in progress .*slow"):
+        runs.start("toy", "second", parts(1, 1))
+    other = runs.start("other-toy", "beside it", parts(1, 1)).wait()  # another kind is not blocked
+    assert other.state == "finished"
+    assert runs.busy("toy") and slow.cancel() is True and slow.state == "cancelling"
+    slow.wait()
+    assert slow.state == "cancelled" and len(slow.outputs) < 5 and not runs.busy("toy")
+    assert slow.cancel() is False and runs.cancel("toy") is False
+
+
+def test_a_failing_worker_is_one_line_and_frees_the_slot():
+    def work():
+        yield Call(failing)
+    run = runs.start("toy", "fails", work()).wait()
+    assert run.state == "failed" and run.error == "ValueError: the worker's one-line complaint"
+    assert not runs.busy("toy")
+
+
+def test_requested_gpu_seconds_follow_the_measured_time_per_step(monkeypatch):
+    call = Call(count_steps, (10, 0.0), steps=10)
+    monkeypatch.setattr(runs, "_SECONDS_PER_STEP", {})
+    assert runs.gpu_seconds(call) == runs.MAX_GPU_SECONDS  # nothing measured yet: the most a call may ask
+    runs._SECONDS_PER_STEP["count_steps"] = 0.5
+    assert runs.gpu_seconds(call) == 13  # 5 s start-up + 1.5 x 0.5 s x 10 steps
+    runs._SECONDS_PER_STEP["count_steps"] = 100.0
+    assert runs.gpu_seconds(call) == runs.MAX_GPU_SECONDS
+
+
+def test_quota_refusals_become_one_clear_line():
+    refusal = Exception("You have exceeded your free GPU quota (60s requested vs. 31s left). Create a free account "
+                        "to get more usage quota.")
+    line = runs.quota_line(refusal)
+    assert line.startswith("ZeroGPU refused the GPU: You have exceeded your free GPU quota (60s requested vs. 31s left).")
+    assert "Create a free account" not in line and "log in to Hugging Face" in line and "\n" not in line
+    assert runs.quota_line(ValueError("steps is 0")) is None
+
+
+# ---------------------------------------------------------------- ZeroGPU, emulated
+
+class StandInSpaces:
+    """Records each @spaces.GPU call: thread, requested seconds, the visitor's request and event."""
+
+    def __init__(self):
+        self.calls, self.refuse_after = [], None
+
+    def GPU(self, duration=60):
+        def decorate(fn):
+            def on_gpu(*args, **kwargs):
+                from gradio.context import LocalContext
+                seconds = duration(*args, **kwargs) if callable(duration) else duration
+                self.calls.append({"thread": threading.current_thread().name, "seconds": seconds,
+                                   "request": LocalContext.request.get(None) is not None,
+                                   "event": LocalContext.event_id.get(None)})
+                if self.refuse_after is not None and len(self.calls) > self.refuse_after:
+                    raise RuntimeError(f"You have exceeded your GPU quota ({seconds}s requested vs. 12s left). "
+                                       "Create a free account to get more usage quota.")
+                return fn(*args, **kwargs)
+            return on_gpu
+        return decorate
+
+
+@pytest.fixture(scope="module")
+def zero_gpu(quick_demo, tmp_path_factory):
+    """(client, cache folder, stand-in): the app on a writable copy of the quick demo, as on ZeroGPU."""
+    spaces = StandInSpaces()
+    runs.use_spaces(spaces, zero_gpu=True)
+    root = tmp_path_factory.mktemp("zerogpu") / "cache"
+    shutil.copytree(quick_demo, root)
+    try:
+        with apphelpers.running_app(ui.load(root, device="cpu", read_only=False)) as url:
+            yield Client(url, verbose=False), root, spaces
+    finally:
+        runs.use_spaces(None, zero_gpu=False)
+
+
+def check_calls(calls):
+    assert calls, "no GPU call was made"
+    for c in calls:
+        assert c["request"] and c["event"] is not None, c      # the visitor's request and event are visible
+        assert not c["thread"].startswith("tvexplorer-"), c    # no background thread of ours
+        assert 1 <= c["seconds"] <= runs.MAX_GPU_SECONDS, c
+
+
+def test_atm_on_zero_gpu_runs_one_call_per_round_in_the_visitors_event(zero_gpu):
+    client, root, spaces = zero_gpu
+    spaces.calls.clear()
+    before = len(Cache.open(root).atm_runs()["standard"]["rounds"])
+    r = client.predict(rounds=3, variant="standard", api_name="/atm")
+    assert r["state"] == "finished" and r["rounds_finished"] == 3
+    assert len(Cache.open(root).atm_runs()["standard"]["rounds"]) == before + 3
+    assert len(spaces.calls) == 3
+    check_calls(spaces.calls)
+    assert len({c["event"] for c in spaces.calls}) == 1  # all three from the one event that asked
+
+
+def test_tuning_on_zero_gpu_and_a_visitor_out_of_quota(zero_gpu):
+    client, root, spaces = zero_gpu
+    spaces.calls.clear()
+    r = client.predict(objective="accuracy", per_layer=False, steps=3, api_name="/tune")
+    assert r["result"]["method"] == "task_arithmetic" and len(spaces.calls) == 1
+    check_calls(spaces.calls)
+    spaces.calls.clear()
+    spaces.refuse_after = 1  # the second round is refused: the first stays saved, the visitor reads one line
+    before = len(Cache.open(root).atm_runs()["standard"]["rounds"])
+    try:
+        with pytest.raises(AppError, match=r"ZeroGPU refused the GPU: You have exceeded your GPU quota .*12s left") as e:
+            client.predict(rounds=3, variant="standard", api_name="/atm")
+    finally:
+        spaces.refuse_after = None
+    assert "\n" not in str(e.value) and "1 saved round" in str(e.value)
+    assert len(Cache.open(root).atm_runs()["standard"]["rounds"]) == before + 1
+    assert not runs.busy("atm")

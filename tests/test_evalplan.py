@@ -1,0 +1,89 @@
+"""A CPU Space's exact evaluation sized to its hardware (pipeline/evalplan.py), on the shipped demo (read only)."""
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tvexplorer.core.cache import Cache
+from tvexplorer.core.split import seeded_subset
+from tvexplorer.pipeline import evalplan
+from tvexplorer.science.evaluation import Evaluator
+
+DEMO = Path(__file__).resolve().parents[1] / "assets" / "demo"
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return Cache.open(DEMO)
+
+
+@pytest.fixture
+def fixed_timing(monkeypatch):
+    def measure(encoder_info, threads, *args, **kwargs):
+        return evalplan.Timing(images_per_second=200.0, median_images_per_second=150.0, batch=64, load_seconds=1.0)
+    monkeypatch.setattr(evalplan, "measure_encoder", measure)
+
+
+def test_a_cpu_plan_gives_every_task_the_same_share_of_the_time(demo, fixed_timing):
+    # 9 tasks of 250 stored test images; (4 s - 1 s of loading) * 200 images/s / 9 tasks = 66.7
+    plan = evalplan.plan_evaluation(demo, "cpu-basic")
+    assert plan.images == {t: 66 for t in demo.tasks} and plan.stored == {t: 250 for t in demo.tasks}
+    assert plan.seconds == pytest.approx(1.0 + 9 * 66 / 200) and plan.seconds <= evalplan.DEFAULT_SECONDS
+    assert not plan.full and plan.sizes_for(demo) == plan.images
+    assert "66 test images per task (594 of 2250 stored)" in plan.describe() and "2 vCPU" in plan.describe()
+    # room for everything: the whole stored subsets, and nothing for the Evaluator to cut
+    roomy = evalplan.plan_evaluation(demo, "cpu-basic", target_seconds=60)
+    assert roomy.full and roomy.sizes_for(demo) is None and "all 2250 stored test images" in roomy.describe()
+    # no room: at least MIN_IMAGES per task, and the estimate says it takes longer than asked
+    tight = evalplan.plan_evaluation(demo, "cpu-basic", target_seconds=0.5)
+    assert set(tight.images.values()) == {evalplan.MIN_IMAGES} and tight.seconds > 0.5
+
+
+def test_a_given_speed_is_not_timed_and_a_gpu_plan_takes_everything(demo, monkeypatch):
+    def no_timing(*args, **kwargs):
+        raise AssertionError("the encoder was timed")
+    monkeypatch.setattr(evalplan, "measure_encoder", no_timing)
+    plan = evalplan.plan_evaluation(demo, "cpu-basic", target_seconds=2.0, images_per_second=90.0)
+    assert plan.basis == "given" and plan.images_per_second == 90.0 and plan.load_seconds >= 0
+    assert plan.images == {t: max(evalplan.MIN_IMAGES, int((2.0 - plan.load_seconds) * 90 / 9)) for t in demo.tasks}
+    gpu = evalplan.plan_evaluation(demo, "zero-a10g", device="cuda")
+    assert gpu.full and gpu.images_per_second is None and "on the GPU" in gpu.describe()
+    with pytest.raises(ValueError, match="no vCPU count known"):
+        evalplan.plan_evaluation(demo, "t4-small")
+    with pytest.raises(ValueError, match="must be positive"):
+        evalplan.plan_evaluation(demo, "cpu-basic", images_per_second=-1)
+
+
+def test_the_encoder_is_timed_and_the_thread_setting_given_back(demo):
+    before = torch.get_num_threads()
+    timing = evalplan.measure_encoder(demo.manifest["model"]["encoder"], threads=1, seconds=0.2)
+    assert torch.get_num_threads() == before
+    assert timing.images_per_second >= timing.median_images_per_second > 0 and timing.load_seconds > 0
+    assert evalplan.TIMING_BATCH <= timing.batch <= evalplan.MAX_BATCH
+
+
+def test_the_plan_round_trips_and_is_refused_for_another_cache(demo, fixed_timing, tmp_path):
+    assert evalplan.read_plan(tmp_path) is None  # a local run: no plan, every stored image
+    plan = evalplan.plan_evaluation(demo, "cpu-basic")
+    (tmp_path / evalplan.PLAN_FILE).write_text(evalplan.plan_text(plan))
+    assert evalplan.read_plan(tmp_path) == plan and plan.applies_to(demo)
+    other = dataclasses.replace(plan, stored={**plan.stored, "digits": 500})  # made for another cache
+    assert not other.applies_to(demo) and other.sizes_for(demo) is None
+    (tmp_path / evalplan.PLAN_FILE).write_text(json.dumps({"hardware": "cpu-basic"}))
+    with pytest.raises(ValueError, match="not an evaluation plan") as e:
+        evalplan.read_plan(tmp_path)
+    assert len(str(e.value).splitlines()) == 1
+
+
+def test_the_evaluator_scores_each_task_on_the_planned_seeded_subset(demo):
+    full = Evaluator(demo, device="cpu")
+    sizes = {"digits": 40, "letters": 17, "signs": 250}  # 250: everything stored, left as it is
+    planned = Evaluator(demo, device="cpu", subset_sizes=sizes)
+    assert {t: len(planned.sets[t]) for t in sizes} == sizes and len(planned.sets["scenes"]) == 250
+    predicted, everything = planned.predictions(tasks=list(sizes)), full.predictions(tasks=list(sizes))
+    for task, n in sizes.items():
+        positions = seeded_subset(250, n, 0)  # Split.take(n): seed 0
+        assert torch.equal(predicted[task], everything[task][positions])
+        assert torch.equal(planned.sets[task].labels, full.sets[task].labels[positions])

@@ -1,0 +1,102 @@
+"""The app's kinds of background run (see runs.py): ATM rounds, tuning and AdaMerging, filling the results
+table. Each is a worker (plain arguments, saving into the cache it is given) and a work generator that
+yields one call per GPU-sized piece: an ATM round, a tuning run, one method of the results table.
+
+Workers open the cache themselves and pick the device where they run (on ZeroGPU: the GPU lent to the
+call), and save as they finish, so whatever ends a run, finished pieces stay saved.
+"""
+from __future__ import annotations
+
+import weakref
+
+import torch
+
+from ..core.cache import Cache
+from ..core.device import resolve_device
+from ..pipeline.table import check_methods, fill_table, recorded
+from ..science import adamerging, tuning
+from ..science.atm import run_atm
+from .runs import Call, Control
+
+_EVALUATORS: "weakref.WeakValueDictionary[str, object]" = weakref.WeakValueDictionary()  # reusable, by key
+
+
+def register_evaluator(key: str, evaluator) -> str:
+    """Let ATM workers in this process reuse an explorer's evaluator (and its loaded test images)."""
+    _EVALUATORS[key] = evaluator
+    return key
+
+
+def _device(device: str | None) -> str:
+    return str(resolve_device(device))
+
+
+# ---------------------------------------------------------------- ATM
+
+def atm_round(root: str, variant: str, evaluator_key: str | None, *, control: Control, **settings) -> int:
+    """One more ATM round on the cache at `root`, saved when it finishes; returns 1, or 0 when stopped."""
+    device = _device(None)
+    evaluator = _EVALUATORS.get(evaluator_key) if evaluator_key else None
+    if evaluator is not None and torch.device(evaluator.device).type != torch.device(device).type:
+        evaluator = None
+    control.progress(0, 1, f"preparing {variant} ATM on {device}", force=True)
+    return len(run_atm(Cache.open(root), 1, variant=variant, device=device, evaluator=evaluator,
+                       progress=control.progress, should_stop=control.stopped, **settings))
+
+
+def atm_work(root: str, rounds: int, variant: str, evaluator_key: str | None = None, **settings):
+    """`rounds` ATM rounds, one call each (run_atm resumes from the last saved round); returns how many this
+    run saved. `settings` go to run_atm as they are."""
+    finished = 0
+    for _ in range(rounds):
+        saved = yield Call(atm_round, (root, variant, evaluator_key), settings)
+        finished += saved
+        if not saved:
+            break
+    return finished
+
+
+# ---------------------------------------------------------------- tuning and AdaMerging
+
+OBJECTIVES = {"accuracy": "Tune on validation (surrogate + exact search)",
+              "entropy": "AdaMerging (entropy on unlabelled test images)"}
+DEFAULT_STEPS = {"accuracy": 200, "entropy": adamerging.DEFAULTS["steps"]}
+
+
+def tune_run(root: str, objective: str, per_layer: bool, steps: int, *, control: Control) -> dict:
+    """Tuning (objective 'accuracy') or AdaMerging ('entropy') on the cache at `root`, recorded there."""
+    device = _device(None)
+    cache = Cache.open(root)
+    control.progress(0, 1, f"preparing on {device}", force=True)
+    if objective == "entropy":
+        return adamerging.adamerging(cache, layer_wise=per_layer, steps=steps, device=device,
+                                     progress=control.progress, should_stop=control.stopped)
+    return tuning.tune(cache, per_layer=per_layer, steps=steps, device=device, progress=control.progress,
+                       should_stop=control.stopped)
+
+
+def tune_work(root: str, objective: str, per_layer: bool, steps: int):
+    result = yield Call(tune_run, (root, objective, per_layer, steps), steps=steps)
+    return result
+
+
+# ---------------------------------------------------------------- the results table
+
+def table_method(root: str, method: str, device: str | None, *, control: Control) -> list[str]:
+    """Compute and record one method's row of the results table (if it is still missing)."""
+    control.progress(0, 1, f"{method}: scaling chosen on validation", force=True)
+    done = fill_table(Cache.open(root), [method], device=device, progress=lambda text: control.progress(0, 1, text))
+    control.progress(1, 1, f"{method} recorded", force=True)
+    return done
+
+
+def missing_rows(cache: Cache, methods: list[str] | None = None) -> list[str]:
+    return [m for m in check_methods(methods) if not recorded(cache.manifest.metrics, m, len(cache.tasks))]
+
+
+def table_work(root: str, methods: list[str], device: str | None):
+    """One call per missing method; returns the methods computed."""
+    computed = []
+    for method in methods:
+        computed += yield Call(table_method, (root, method, device), steps=1)
+    return computed
