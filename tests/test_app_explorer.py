@@ -321,7 +321,8 @@ def settings(method="task_arithmetic", scaling=0.3, **kw):
 
 def test_ui_evaluate_handler(handlers, ex):
     out = merge.evaluate(handlers, settings())
-    assert out["status"].startswith("✓ **Up to date**") and out["raw"]["accuracy"] == ex.evaluate("task_arithmetic", scaling=0.3)["accuracy"]
+    assert out["status"].startswith("✓ **Up to date**")
+    assert out["raw"]["accuracy"] == ex.evaluate("task_arithmetic", scaling=0.3)["accuracy"]
     assert list(pd.read_csv(out["csv"])["task"]) == [*ex.tasks, "average"] and list(out["table"]["task"])[-1] == "average"
     # parameters of the chosen method are taken from their controls, named method.parameter
     out = merge.evaluate(handlers, settings("ties", 1.0, params={"ties.k": 50, "dare.p": 0.1}))

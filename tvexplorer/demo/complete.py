@@ -12,7 +12,6 @@ import time
 from typing import Callable
 
 from ..core.cache import Cache
-from ..core.manifest import TUNING
 from ..pipeline.build import log
 from ..pipeline.table import check_methods, fill_table
 from ..science.grams import add_grams, missing_grams, supports_grams
@@ -58,7 +57,7 @@ def complete(cache: Cache, steps: dict, device=None, progress: Callable[[str], N
         name = record_name(item["method"], item["per_layer"])
 
         def tuned(item=item, name=name):
-            if name in cache.manifest.get(TUNING, {}):
+            if name in cache.manifest.tuning:
                 return []
             progress(f"tuning {name} on validation")
             tune(cache, item["method"], per_layer=item["per_layer"], device=device)
