@@ -181,6 +181,7 @@ def test_demo_tasks_are_resized_for_a_model_of_another_resolution(tmp_path):
     from open_clip import get_model_config
     from tvexplorer.data.sources import load_task
     from tvexplorer.data.splits import to_input
+    from tvexplorer.core.records import Encoder
     from tvexplorer.models.clip import build_image_encoder
     specs = task_specs(["build", "--out", str(tmp_path / "c"), "--model", "ViT-B-32", "--tasks", "demo:digits,letters",
                         "--n-train", "12", "--n-test", "4"])
@@ -190,7 +191,7 @@ def test_demo_tasks_are_resized_for_a_model_of_another_resolution(tmp_path):
     assert tuple(data.train.images.shape[1:]) == (224, 224, 3)
     # ViT-B-32's tower takes them (the 24-pixel images ended in a conv2d traceback)
     cfg = get_model_config("ViT-B-32")
-    encoder = build_image_encoder({"embed_dim": cfg["embed_dim"], "vision_cfg": cfg["vision_cfg"], "quick_gelu": False})
+    encoder = build_image_encoder(Encoder(cfg["embed_dim"], cfg["vision_cfg"], False, 224, (0.5,) * 3, (0.25,) * 3))
     with torch.no_grad():
         assert tuple(encoder(to_input(data.test.images[:1], [0.5] * 3, [0.25] * 3)).shape) == (1, cfg["embed_dim"])
     # a model at the world's own 24 pixels keeps the specs as build-demo writes them (no resize recorded)
