@@ -79,7 +79,7 @@ def main(argv=None) -> None:
         done = len(cache.manifest.atm[variant].rounds) if variant in cache.manifest.atm else 0
         if done < args.rounds:
             run_atm(cache, args.rounds - done, variant=variant, settings=new_settings(variant, **config), device=args.device,
-                    on_round=lambda r: print(f"{name} round {r['round']}: {100 * r['average']:.1f} "
+                    on_round=lambda r, name=name: print(f"{name} round {r['round']}: {100 * r['average']:.1f} "
                                              f"(alpha {r['alpha']:.3g})", file=sys.stderr, flush=True))
         result = {"config": name, "settings": {"variant": variant, **config}, **row(Cache.open(args.out / name), variant)}
         print(json.dumps(result), flush=True)

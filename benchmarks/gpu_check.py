@@ -86,7 +86,7 @@ def slider(cache: Cache, device: torch.device, releases: int) -> dict:
     """Exact evaluations of task arithmetic at `releases` different settings (each a memo miss), as slider releases make."""
     evaluator, build_seconds = timed(device, lambda: Evaluator(cache, device=device))
     task = cache.tasks[0]
-    seconds = [timed(device, lambda: evaluator.evaluate("task_arithmetic", coefficients={task: 1.0 + 0.01 * i}))[1]
+    seconds = [timed(device, lambda i=i: evaluator.evaluate("task_arithmetic", coefficients={task: 1.0 + 0.01 * i}))[1]
                for i in range(releases)]
     images = sum(len(s) for s in evaluator.sets.values())
     return {"evaluator_seconds": round(build_seconds, 3), "first": round(seconds[0], 3),
@@ -116,7 +116,7 @@ def merges(device: torch.device, layout: Layout, tasks: int, methods) -> dict:
                for i in range(tasks)}
     out = {"parameters": layout.numel, "tasks": tasks}
     for method in methods:
-        _, out[f"{method}_seconds"] = timed(device, lambda: merge_flat(method, vectors, layout))
+        _, out[f"{method}_seconds"] = timed(device, lambda method=method: merge_flat(method, vectors, layout))
         out[f"{method}_seconds"] = round(out[f"{method}_seconds"], 3)
     return out
 

@@ -58,7 +58,7 @@ def test_evaluate_returns_plain_data_equal_to_the_evaluator(ex, reference):
     assert got["zero_shot"] == ex.metrics["zero_shot"] and got["finetuned"] == ex.metrics["finetuned"]
     # defaults: the method's own scaling and parameters
     ties = ex.evaluate("ties")
-    assert ties["scaling"] == 1.0 and ties["params"] == {"k": 20.0}
+    assert ties["scaling"] == 1.0 and ties["params"] == {"k": 20.0, "fusionbench": 0}
     assert ties["accuracy"] == reference.evaluate("ties").accuracy
     # numeric strings and a JSON object in a string, as API clients may send
     assert ex.evaluate("task_arithmetic", coefficients=json.dumps({tasks[0]: "0.5"}), scaling="0.4")["accuracy"] == got["accuracy"]
@@ -321,11 +321,12 @@ def settings(method="task_arithmetic", scaling=0.3, **kw):
 
 def test_ui_evaluate_handler(handlers, ex):
     out = merge.evaluate(handlers, settings())
-    assert out["status"].startswith("✓ **Up to date**") and out["raw"]["accuracy"] == ex.evaluate("task_arithmetic", scaling=0.3)["accuracy"]
+    assert out["status"].startswith("✓ **Up to date**")
+    assert out["raw"]["accuracy"] == ex.evaluate("task_arithmetic", scaling=0.3)["accuracy"]
     assert list(pd.read_csv(out["csv"])["task"]) == [*ex.tasks, "average"] and list(out["table"]["task"])[-1] == "average"
     # parameters of the chosen method are taken from their controls, named method.parameter
     out = merge.evaluate(handlers, settings("ties", 1.0, params={"ties.k": 50, "dare.p": 0.1}))
-    assert out["raw"]["params"] == {"k": 50.0}
+    assert out["raw"]["params"] == {"k": 50.0, "fusionbench": 0}
     with pytest.raises(ValueError, match="between -1 and 2"):  # wire() turns it into a warning and not_updated
         merge.evaluate(handlers, settings(coefficients={ex.tasks[0]: 5.0}))
     assert merge.not_updated("x")["status"].startswith("⚠ **Not updated:** x")

@@ -110,7 +110,7 @@ def test_imported_checkpoints_give_tau_and_an_honest_alignment_panel(quick_demo,
     theta0 = source.base()
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
-    for i, t in enumerate(source.tasks):
+    for t in source.tasks:
         folder = ckpt / t.upper()  # the published layout: one folder per task, any letter case
         folder.mkdir()
         save_open_clip_checkpoint(folder / "finetuned.pt", source.layout.unflatten(theta0 + source.vector(t).float()))
@@ -167,3 +167,60 @@ def test_build_and_import_bad_input_is_one_line(tmp_path, capsys, args, message)
     code = main([a.format(tmp=tmp_path) for a in args])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0], err
+
+
+# --- what `build` makes of its task options, and the base model it cannot fetch -------------------------
+
+def task_specs(argv):
+    from tvexplorer.cli import making, parser
+    args = parser().parse_args(argv)
+    return making._task_specs(args, ModelSpec(args.model, args.pretrained))
+
+
+def test_demo_tasks_are_resized_for_a_model_of_another_resolution(tmp_path):
+    from open_clip import get_model_config
+    from tvexplorer.data.sources import load_task
+    from tvexplorer.data.splits import to_input
+    from tvexplorer.core.records import Encoder
+    from tvexplorer.models.clip import build_image_encoder
+    specs = task_specs(["build", "--out", str(tmp_path / "c"), "--model", "ViT-B-32", "--tasks", "demo:digits,letters",
+                        "--n-train", "12", "--n-test", "4"])
+    assert [s["image_size"] for s in specs] == [224, 224]
+    data = load_task(specs[0])
+    assert tuple(data.test.images.shape) == (4, 224, 224, 3) and data.test.images.dtype == torch.uint8
+    assert tuple(data.train.images.shape[1:]) == (224, 224, 3)
+    # ViT-B-32's tower takes them (the 24-pixel images ended in a conv2d traceback)
+    cfg = get_model_config("ViT-B-32")
+    encoder = build_image_encoder(Encoder(cfg["embed_dim"], cfg["vision_cfg"], False, 224, (0.5,) * 3, (0.25,) * 3))
+    with torch.no_grad():
+        assert tuple(encoder(to_input(data.test.images[:1], [0.5] * 3, [0.25] * 3)).shape) == (1, cfg["embed_dim"])
+    # a model at the world's own 24 pixels keeps the specs as build-demo writes them (no resize recorded)
+    from tvexplorer.demo.build import demo_task_specs
+    assert "image_size" not in demo_task_specs({"n_train": 8, "n_test": 4, "seed": 0, "image_size": 24})[0]
+
+
+def test_resizing_keeps_a_flat_image_flat():
+    from tvexplorer.data.sources import resized
+    flat = torch.full((300, 24, 24, 3), 77, dtype=torch.uint8)  # more than one chunk
+    assert torch.equal(resized(flat, 40), torch.full((300, 40, 40, 3), 77, dtype=torch.uint8))
+
+
+def test_folder_tasks_alone_need_no_data_root(tmp_path):
+    specs = task_specs(["build", "--out", str(tmp_path / "c"), "--model", "ViT-B-32", "--folder", f"mine={tmp_path}"])
+    assert specs == [{"source": "folder", "name": "mine", "root": str(tmp_path), "image_size": 224}]
+    both = task_specs(["build", "--out", str(tmp_path / "c"), "--model", "ViT-B-32", "--tasks", "demo:digits",
+                       "--folder", f"mine={tmp_path}"])
+    assert [s["source"] for s in both] == ["demo", "folder"]
+
+
+def test_base_weights_that_cannot_be_downloaded_end_in_one_line(tmp_path, capsys, monkeypatch):
+    import open_clip.factory
+
+    def offline(*args, **kwargs):
+        raise FileNotFoundError("Failed to download file (open_clip_pytorch_model.bin) for timm/x. Last error: offline")
+    monkeypatch.setattr(open_clip.factory, "download_pretrained", offline)
+    code = main(["build", "--out", str(tmp_path / "c"), "--model", "ViT-B-32", "--pretrained", "openai",
+                 "--tasks", "demo:digits", "--n-train", "8", "--n-test", "4", "--device", "cpu"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: cannot load CLIP ViT-B-32 (openai)"), err
+    assert "local-dir:PATH" in err[0]

@@ -149,8 +149,9 @@ def test_an_interrupted_download_resumes_and_earlier_downloads_serve_offline(hub
     assert "\n" not in str(e.value) and "openai/clip-vit-base-patch16" in str(e.value) and "no copy was downloaded before" in str(e.value)
 
 
-@pytest.mark.parametrize("model, suite, match", [("ViT-H-14", "8", "no fine-tunes of 'ViT-H-14'; choose one of ViT-B-32, ViT-B-16, ViT-L-14"),
-                                                 ("ViT-B-32", "12", "no '12'-task suite; choose one of 8, 14, 20")])
+@pytest.mark.parametrize("model, suite, match", [
+    ("ViT-H-14", "8", "no fine-tunes of 'ViT-H-14'; choose one of ViT-B-32, ViT-B-16, ViT-L-14"),
+    ("ViT-B-32", "12", "no '12'-task suite; choose one of 8, 14, 20")])
 def test_unknown_model_or_suite_is_one_line(model, suite, match):
     with pytest.raises(ValueError, match=match) as e:
         fusionbench.download(model, suite)
@@ -164,7 +165,8 @@ def test_a_missing_repository_or_weight_file_is_one_line(hub):
     message = str(e.value)
     assert "\n" not in message and "tanganke/clip-vit-base-patch32_svhn" in message and "Repository Not Found" in message
     hub.add("tanganke/clip-vit-base-patch32_svhn", lambda f: (f / "config.json").write_text("{}"))
-    with pytest.raises(FileNotFoundError, match="none of model.safetensors, pytorch_model.bin of tanganke/clip-vit-base-patch32_svhn could be downloaded"):
+    missing = "none of model.safetensors, pytorch_model.bin of tanganke/clip-vit-base-patch32_svhn could be downloaded"
+    with pytest.raises(FileNotFoundError, match=missing):
         fusionbench.download("ViT-B-32", "8")
 
 
@@ -184,7 +186,8 @@ def test_the_catalogue_names_every_suite_task_and_a_dataset_for_it():
 def test_import_hub_command_makes_a_cache_of_the_served_fine_tunes(hub, quick_demo, tmp_path, monkeypatch):
     import hubparquet
     monkeypatch.setitem(fusionbench.CATALOGUE["models"], "ViT-B-32",
-                        {**fusionbench.CATALOGUE["models"]["ViT-B-32"], "open_clip": f"local-dir:{quick_demo / 'model'}", "pretrained": None})
+                        {**fusionbench.CATALOGUE["models"]["ViT-B-32"], "open_clip": f"local-dir:{quick_demo / 'model'}",
+                         "pretrained": None})
     data = tmp_path / "data"
     hubparquet.use_private_datasets_cache(monkeypatch, tmp_path)
     hubparquet.digits(data / "ylecun/mnist", n_train=20, n_test=6)
@@ -202,7 +205,7 @@ def test_import_hub_command_makes_a_cache_of_the_served_fine_tunes(hub, quick_de
     assert len(cache.eval_split("SVHN", "test")) == 5
     base = read_image_encoder(hub.remote / BASE / "pytorch_model.bin")
     assert torch.equal(cache.base(), cache.layout.flatten(base, dtype=torch.float32))
-    for task, tower in hub.towers.items():
+    for task in hub.towers:
         tuned = cache.layout.flatten(read_image_encoder(hub.remote / f"tanganke/clip-vit-base-patch32_{task.lower()}" / "model.safetensors",
                                                         base=base), dtype=torch.float32)
         assert torch.equal(cache.vector(task), tuned - cache.base())

@@ -48,7 +48,7 @@ def test_registry_lists_the_methods_with_papers_and_defaults():
         assert spec.paper.split()[0] in spec.fn.__doc__  # first author named in the function's docstring
         for p in spec.params:
             assert p.check(name, p.default) == p.default  # defaults lie in their own ranges
-    assert [p.name for p in METHODS["ties"].params] == ["k"]
+    assert [p.name for p in METHODS["ties"].params] == ["k", "fusionbench"]
     assert [p.name for p in METHODS["dare"].params] == ["p", "seed"]
 
 
@@ -112,6 +112,67 @@ def test_ties_keeps_every_task_on_disjoint_supports():
 def test_ties_entry_with_zero_sign_sum_merges_to_zero():
     # +1 and -1 sum to 0: no sign is elected and neither value is kept.
     assert close(run("ties", {"a": vec(1, 2), "b": vec(-1, 2)}, k=100), [0, 2])
+
+
+# FusionBench's TIES (fusion_bench/method/ties_merging/ties_merging_utils.py): keep int(n k/100)+1 entries,
+# give an entry whose trimmed values sum to exactly 0 the sign most entries elected, sum the agreeing values.
+
+def test_ties_fusionbench_keeps_int_n_k_plus_one_entries():
+    # n=5, k=40: the paper keeps ceil(2.0) = 2 entries (threshold |4|), FusionBench int(2.0)+1 = 3 (threshold |3|)
+    a = vec(5, -4, 3, 2, 1)
+    assert close(run("ties", {"a": a}, k=40), [5, -4, 0, 0, 0])
+    assert close(run("ties", {"a": a}, k=40, fusionbench=1), [5, -4, 3, 0, 0])
+    # n*k/100 = 1.5 is not whole: ceil = 2 and int + 1 = 2 keep the same entries
+    assert close(run("ties", {"a": a}, k=30, fusionbench=1), run("ties", {"a": a}, k=30))
+
+
+def test_ties_fusionbench_sums_the_agreeing_values():
+    a, b, c = vec(3, 1, -1), vec(1, 1, -2), vec(-2, 1, 4)
+    # k=100 keeps all; sums [2, 3, 1] elect [+, +, +]; agreeing values: e0 3+1, e1 1+1+1, e2 4
+    assert close(run("ties", {"a": a, "b": b, "c": c}, k=100), [2, 1, 4])           # the paper's mean
+    assert close(run("ties", {"a": a, "b": b, "c": c}, k=100, fusionbench=1), [4, 3, 4])  # FusionBench's sum
+
+
+def test_ties_fusionbench_gives_a_zero_sign_sum_the_majority_sign():
+    # entry 0: +1 and -1 sum to 0; entries 1-3 elect [-, -, +]: the majority is -, so entry 0 keeps -1
+    a, b = vec(1, -2, -3, 4), vec(-1, -1, -1, 1)
+    assert close(run("ties", {"a": a, "b": b}, k=100), [0, -1.5, -2, 2.5])
+    assert close(run("ties", {"a": a, "b": b}, k=100, fusionbench=1), [-1, -3, -4, 5])
+    # flip entries 1-2 to +: the majority is + and entry 0 keeps +1
+    assert close(run("ties", {"a": -a, "b": -b}, k=100, fusionbench=1)[0:1], [1])
+
+
+def test_ties_fusionbench_with_balanced_signs_selects_the_negative_values():
+    # elected [0, +, -]: no majority (1 - 1 = 0); FusionBench's where(sign > 0, v > 0, v < 0) then takes v < 0
+    a, b = vec(2, 1, -1), vec(-2, 1, -1)
+    assert close(run("ties", {"a": a, "b": b}, k=100, fusionbench=1), [-2, 2, -2])
+
+
+def reference_fusionbench_ties(vs, cs, k):
+    """FusionBench's ties_merging(..., merge_func="sum") restated over a [T, n] stack in float64."""
+    t = torch.stack([v.double() * c for v, c in zip(vs, cs)])
+    n = t.shape[1]
+    kth = t.abs().kthvalue(n - int(n * (k / 100)), dim=1, keepdim=True).values
+    t = t * (t.abs() >= kth)
+    sign = t.sum(0).sign()
+    sign[sign == 0] = sign.sum().sign()
+    return (t * torch.where(sign > 0, t > 0, t < 0)).sum(0)
+
+
+@pytest.mark.parametrize("k", [0.5, 20, 63.7])
+def test_blocked_fusionbench_ties_matches_its_formula(monkeypatch, k):
+    import tvexplorer.merging.elementwise as merging
+    monkeypatch.setattr(merging, "BLOCK", 1000)  # many blocks, the last one partial: the majority spans them
+    g = torch.Generator().manual_seed(4)
+    n = 12_345
+    vs = [torch.randint(-3, 4, (n,), generator=g).float() for _ in range(3)]  # integers: many exact 0 sums
+    vs[2] = vs[2].half()
+    cs = [1.0, -1.0, 2.0]
+    vectors = {f"t{i}": v for i, v in enumerate(vs)}
+    got = run("ties", vectors, k=k, coefficients=dict(zip(vectors, cs)), scaling=1.0, fusionbench=1)
+    want = reference_fusionbench_ties(vs, cs, k)
+    assert torch.allclose(got.double(), want, atol=1e-9)
+    assert not torch.allclose(got.double(), reference_ties(vs, cs, k), atol=1e-9)  # the conventions differ here
 
 
 # --- DARE ------------------------------------------------------------------------------------------

@@ -130,9 +130,10 @@ def reference_emr(vs):
 
 
 def reference_magmax(vs):
+    """The largest magnitude, the last task's on a tie (the authors' merge_max_abs folds with >=)."""
     out = {}
     for name in vs[0]:
-        t = torch.stack([v[name] for v in vs])
+        t = torch.stack([v[name] for v in vs]).flip(0)  # argmax returns the first maximum: the last task
         out[name] = t.gather(0, t.abs().argmax(0, keepdim=True))[0]
     return out
 
@@ -179,8 +180,8 @@ CASES = {  # method: (params, reference, (module, function, old, new) mutations 
         (masks_module, "emr", "(largest * agree).mean()", "largest.mean()"),
     ]),
     "magmax": ({}, reference_magmax, [
-        (masks_module, "magmax", "candidate.abs() > best.abs()", "candidate > best"),
-        (masks_module, "magmax", "candidate.abs() > best.abs()", "candidate.abs() >= best.abs()"),
+        (masks_module, "magmax", "candidate.abs() >= best.abs()", "candidate >= best"),
+        (masks_module, "magmax", "candidate.abs() >= best.abs()", "candidate.abs() > best.abs()"),
     ]),
     "wudi": ({"steps": 20, "log10_lr": -2}, lambda vs: reference_wudi(vs, 20, 1e-2), [
         (layers_module, "_wudi_matrix", "gram = (m.T @ m).div_(squared_norm)", "gram = m.T @ m"),
@@ -254,6 +255,23 @@ def test_lines_by_hand():
     # sum [7, 0]; block l of 3 scaled 0.2 + 0.6 * l / 2 = 0.2, 0.5, 0.8; outside the blocks 0.2; then * 0.5
     for name, scale in zip(names, [0.2, 0.2, 0.5, 0.8, 0.2]):
         assert torch.allclose(out[name], torch.tensor([7.0 * scale * 0.5, 0.0]), atol=1e-6), name
+
+
+@pytest.mark.parametrize("n_tasks", [2, 4, 8])
+def test_lines_default_alpha_is_one_over_the_number_of_tasks(n_tasks):
+    # the authors' multi-task merging sets alpha = 1/T (0.125 is right only for 8 tasks)
+    from tvexplorer.merging import default_params
+    assert default_params("lines", n_tasks) == {"alpha": 1 / n_tasks, "beta": 0.5}
+    tasks = tasks_of(seed=9, n_tasks=n_tasks)
+    assert close(merge("lines", tasks), merge("lines", tasks, alpha=1 / n_tasks))
+    assert not close(merge("lines", tasks), merge("lines", tasks, alpha=1 / (n_tasks + 1)))
+
+
+def test_magmax_gives_an_exact_tie_to_the_last_task():
+    a, b = {"w": torch.tensor([2.0, -3.0, 1.0])}, {"w": torch.tensor([-2.0, 3.0, 0.5])}
+    # |2| = |-2| and |-3| = |3| tie: the later task's values win (the authors' and FusionBench's >=)
+    assert torch.equal(merge("magmax", {"a": a, "b": b}, scaling=1.0)["w"], torch.tensor([-2.0, 3.0, 1.0]))
+    assert torch.equal(merge("magmax", {"b": b, "a": a}, scaling=1.0)["w"], torch.tensor([2.0, -3.0, 1.0]))
 
 
 def test_lines_reads_the_depth_from_vit_names():
@@ -354,7 +372,8 @@ def test_the_memory_check_catches_a_stack_of_the_tasks():
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: merge("iso_cts", tasks_of(1), common_fraction=0), r"iso_cts parameter common_fraction=0 is out of range; it must be in \(0, 1\]"),
+    (lambda: merge("iso_cts", tasks_of(1), common_fraction=0),
+     r"iso_cts parameter common_fraction=0 is out of range; it must be in \(0, 1\]"),
     (lambda: merge("consensus", tasks_of(1), k=1.5), r"consensus parameter k=1.5 must be an integer"),
     (lambda: merge("consensus", tasks_of(1), mask_lambda=-1), r"consensus parameter mask_lambda=-1 is out of range"),
     (lambda: merge("tall_masks", tasks_of(1), k=2), r"method 'tall_masks' has no parameter 'k'; its parameters are: mask_lambda"),

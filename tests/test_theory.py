@@ -25,7 +25,8 @@ def test_sgd_takes_plain_steps_on_full_batches_in_a_fixed_order():
     assert len(seen) == 4 and thetas[0].dtype == torch.float64  # the remainder of 8 is never a step
     # replay by hand: the same two batches each epoch, theta -= lr * mean batch gradient
     set_flat(encoder, theta0)
-    order = [b for b in split.batches(16, shuffle_seed=__import__("tvexplorer.science.training").science.training.shuffle_seed(0, 0, 0))][:2]
+    from tvexplorer.science.training import shuffle_seed
+    order = list(split.batches(16, shuffle_seed=shuffle_seed(0, 0, 0)))[:2]
     for _ in range(2):
         for images, labels in order:
             grads = torch.autograd.grad(objective.loss(encoder, images, labels), list(encoder.parameters()))

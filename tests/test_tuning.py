@@ -172,8 +172,8 @@ def test_adamerging_objective_matches_an_independent_computation():
     value = ada.objective(encoder, ada.merged_parameters(theta0, stacked, lambdas, layer_index), list(zip(images, heads)), 10.0)
     lam = lambdas.detach()
 
-    def theta_at(l):
-        return {n: theta0[n] + sum(l[t, layer_index[n]] * taus[t][n] for t in range(2)) for n in theta0}
+    def theta_at(weights):
+        return {n: theta0[n] + sum(weights[t, layer_index[n]] * taus[t][n] for t in range(2)) for n in theta0}
     assert value.item() == pytest.approx(entropy_by_hand(theta_at(lam), images, heads, 10.0), rel=1e-5)
     value.backward()
     eps = 1e-3

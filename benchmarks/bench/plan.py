@@ -24,6 +24,8 @@ SEMANTIC_NOTES = (
      "ours ceil(P*k): the same count unless P*k is an integer, where FusionBench keeps one more."),
     ("TIES: where a parameter's trimmed values sum to exactly 0, FusionBench gives it the majority elected "
      "sign over all parameters and averages that side; ours merges it to 0."),
+    ("TIES: ours with fusionbench=1 follows FusionBench in both (and sums, its default merge_func); this "
+     "benchmark compares the default against FusionBench's merge_func='mean'."),
     ("TIES: ours multiplies each task by its coefficient before trimming; FusionBench's ties_merging has "
      "no per-task coefficients (all 1 here, so equal)."),
     ("TSV-M: FusionBench keeps int(r*(1/T)) singular triplets per task and zero-pads the concatenation "

@@ -68,7 +68,8 @@ def bench_evaluation(root: Path, device: torch.device, delta: torch.Tensor | Non
     best = {k: min(v) for k, v in runs.items()}
     a, b = exact.predictions(delta), fast.predictions(delta)
     agree = sum(int((a[t] == b[t]).sum()) for t in a) / sum(len(a[t]) for t in a)
-    return {"cache": str(root), "device": str(device), "images": images, "image_size": cache.manifest.model.encoder.image_size, "calls": repeats,
+    return {"cache": str(root), "device": str(device), "images": images, "image_size": cache.manifest.model.encoder.image_size,
+            "calls": repeats,
             "precision": fast.precision, "bare_s": best["bare"], "float32_s": best["float32"], "fast_s": best["fast"],
             "runs_s": runs, "fast_vs_bare": best["fast"] / best["bare"],
             "float32_overhead_pct": 100 * (best["float32"] / best["bare"] - 1), "agreement": agree}

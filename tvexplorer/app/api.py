@@ -13,7 +13,7 @@ from .tabs.common import api_errors
 
 
 def _param_text(p) -> str:
-    return f"{p.name} (default {p.default:g}; {p.help})"
+    return f"{p.name} (default {p.default_text}; {p.help})"
 
 
 def evaluate_doc() -> str:
@@ -47,8 +47,8 @@ class Api:
         """Merge methods with their parameters and the saved ATM rounds, as the evaluate endpoint accepts them."""
         def run():
             return {"methods": {m.name: {"label": m.label, "paper": m.paper, "default_scaling": m.default_scaling,
-                                         "params": [{"name": p.name, "default": p.default, "low": p.low, "high": p.high,
-                                                     "low_open": p.low_open, "high_open": p.high_open,
+                                         "params": [{"name": p.name, "default": p.default_for(len(self.ex.tasks)),
+                                                     "low": p.low, "high": p.high, "low_open": p.low_open, "high_open": p.high_open,
                                                      "integer": p.integer, "help": p.help} for p in m.params]}
                                 for m in METHODS.values()},
                     "atm_rounds": [k for _, k in self.ex.method_choices() if k.startswith("atm:")],

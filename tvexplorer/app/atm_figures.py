@@ -34,7 +34,8 @@ def budget_figure(report: dict) -> go.Figure:
         name = f"ATM {variant}" + (" (tvexplorer extension)" if run["extension"] else " (paper)")
         fig.add_scatter(x=x, y=y, mode="lines+markers", name=name, customdata=labels,
                         line=dict(color=PALETTE[i % len(PALETTE)], width=3, dash="solid" if not run["extension"] else "dash"),
-                        hovertemplate=f"{name}<br>%{{customdata}}<br>budget %{{x:.2f}} x fine-tuning<br>average %{{y:.2f}} %<extra></extra>")
+                        hovertemplate=f"{name}<br>%{{customdata}}<br>budget %{{x:.2f}} x fine-tuning<br>"
+                                      "average %{y:.2f} %<extra></extra>")
     fig.add_vline(x=1.0, line=dict(color="#999", dash="dot", width=1), annotation_text="fine-tuning's budget",
                   annotation_position="top left")
     fig.update_layout(**LAYOUT, height=460, title=dict(text="ATM against its training budget", font=dict(size=14)),

@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 from ..core.hub import resolve_location
-
-DEMO = Path(__file__).resolve().parents[2] / "assets" / "demo"
+from ..core.workcopy import SHIPPED_DEMO as DEMO
+from ..core.workcopy import protected
 
 
 def on_zero_gpu() -> bool:
@@ -21,11 +21,11 @@ def default_cache_path() -> Path | str:
 
 
 def policy(path: Path, read_only: bool | None = None, device: str | None = None) -> dict:
-    """read_only and device for the cache at `path`: the bundled demo, any cache on a Hugging Face Space,
-    and any cache when $TVEXPLORER_READ_ONLY=1 are read-only, so that the app never changes files under
-    version control; on ZeroGPU evaluation stays on the CPU (the GPU is lent only inside @spaces.GPU calls)."""
-    if read_only is None and (path.resolve() == DEMO or os.environ.get("SPACE_ID")
-                              or os.environ.get("TVEXPLORER_READ_ONLY", "").lower() in ("1", "true", "yes")):
+    """read_only and device for the cache at `path`: a cache that workcopy.protected names (the bundled
+    demo, any cache on a Hugging Face Space or when $TVEXPLORER_READ_ONLY=1, a folder that cannot be
+    written) is read-only, so that the app never changes files under version control; on ZeroGPU
+    evaluation stays on the CPU (the GPU is lent only inside @spaces.GPU calls)."""
+    if read_only is None and protected(path):
         read_only = True
     if device is None and on_zero_gpu():
         device = "cpu"

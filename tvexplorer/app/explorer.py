@@ -110,7 +110,7 @@ class Explorer:
 
     # ------------------------------------------------------------ methods
     def method_choices(self) -> list[tuple[str, str]]:
-        """(label, key) for the six merge methods and every saved ATM round."""
+        """(label, key) for every method of the registry and every saved ATM round."""
         out = [(f"{m.label} ({m.paper})", m.name) for m in METHODS.values()]
         for variant, run in self.atm_runs().items():
             for r in run["rounds"]:
@@ -163,7 +163,7 @@ class Explorer:
         return inputs.scaling(scaling)
 
     def check_params(self, name: str, params) -> dict[str, float | int]:
-        return inputs.params(name, params)
+        return inputs.params(name, params, len(self.tasks))
 
     def check_vectors(self, vectors) -> str:
         vectors = inputs.vectors(vectors)
@@ -214,7 +214,8 @@ class Explorer:
         result = summarize(self._preview.accuracy(coefs, step, vectors), self.metrics["finetuned"])
         return clean({"method": method, "vectors": vectors, "coefficients": coefs, "params": {}, "preview": True,
                       "label": f"{self.method_label(method)} (first-order preview)", "scaling": s, **result.to_json(),
-                      **self._per_task_references(), "error_note": self._preview.error_note(), "seconds": round(time.perf_counter() - t0, 4)})
+                      **self._per_task_references(), "error_note": self._preview.error_note(),
+                      "seconds": round(time.perf_counter() - t0, 4)})
 
     def _atm_result(self, variant: str, k: int, scaling: float) -> EvalResult:
         record = self.atm_runs()[variant]["rounds"][k - 1]

@@ -91,7 +91,8 @@ def epochs_figure(alignments: dict[str, dict]) -> go.Figure:
     fig.update_yaxes(title_text="cosine", range=[-1.05, 1.05], row=1, col=1)
     fig.update_yaxes(title_text="share of Σ|update| (%)", range=[0, 100], row=2, col=1)
     fig.update_xaxes(title_text="epoch", dtick=1, row=2, col=1)
-    fig.update_layout(**LAYOUT, barmode="group", height=520, title=dict(text="Fine-tuning trajectory against the first-epoch gradient", font=dict(size=14)))
+    fig.update_layout(**LAYOUT, barmode="group", height=520,
+                      title=dict(text="Fine-tuning trajectory against the first-epoch gradient", font=dict(size=14)))
     return fig
 
 
@@ -127,7 +128,8 @@ def layers_figure(tables: dict[str, pd.DataFrame]) -> go.Figure:
             fig.update_xaxes(title_text="task", row=1, col=c)
         fig.update_layout(title=dict(text="Per parameter tensor, every task", font=dict(size=14)))
     fig.update_yaxes(autorange="reversed", tickfont=dict(size=9), row=1, col=1)
-    fig.update_layout(**{**LAYOUT, "margin": dict(l=150, r=20, t=70, b=50)}, height=height, legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
+    fig.update_layout(**{**LAYOUT, "margin": dict(l=150, r=20, t=70, b=50)}, height=height,
+                      legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
     return fig
 
 
@@ -155,7 +157,7 @@ def theory_figure(theory: dict) -> go.Figure:
                         subplot_titles=tuple(f"tau_e against {n}" for n in names.values()))
     for c, prediction in enumerate(names, start=1):
         part = rows[rows["prediction"] == prediction]
-        for i, ((task, epoch), line) in enumerate(part.groupby(["task", "epoch"], sort=False)):
+        for (task, epoch), line in part.groupby(["task", "epoch"], sort=False):
             color = PALETTE[list(dict.fromkeys(rows["task"])).index(task) % len(PALETTE)]
             label = f"{task}, epoch {epoch}"
             fig.add_scatter(x=line["lr"], y=line["rel_error"], mode="lines+markers", name=label, legendgroup=label,

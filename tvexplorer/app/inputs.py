@@ -7,7 +7,7 @@ import json
 import math
 
 from ..core.checks import in_range, number
-from ..merging import METHODS
+from ..merging import METHODS, default_params
 
 COEFFICIENT_RANGE = (-1.0, 2.0)   # per-task coefficient, inclusive
 SCALING_RANGE = (-1.0, 2.0)       # global scaling, inclusive
@@ -64,8 +64,9 @@ def scaling(value) -> float:
     return in_range("scaling", number("scaling", value), *SCALING_RANGE)
 
 
-def params(name: str, value) -> dict[str, float | int]:
-    """Every parameter of merge method `name`: the given ones checked, the rest at their defaults."""
+def params(name: str, value, tasks: int) -> dict[str, float | int]:
+    """Every parameter of merge method `name`: the given ones checked, the rest at their defaults for a
+    merge of `tasks` task vectors."""
     spec = METHODS[name]
     by_name = {p.name: p for p in spec.params}
     out = {}
@@ -73,7 +74,7 @@ def params(name: str, value) -> dict[str, float | int]:
         if key not in by_name:
             raise ValueError(f"method {name!r} has no parameter {key!r}; its parameters are: {', '.join(by_name) or '(none)'}")
         out[key] = by_name[key].check(name, number(f"{name} parameter {key}", v))
-    return {p.name: out.get(p.name, p.check(name, p.default)) for p in spec.params}
+    return default_params(name, tasks) | out
 
 
 def vectors(value) -> str:

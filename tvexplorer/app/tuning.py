@@ -98,7 +98,7 @@ def fit_to_ranges(record: dict, tasks: list[str], coefficient_high: float = 2.0)
     per_layer = max([abs(c) / LAYER_COEFFICIENT_RANGE[1] for row in layers.values() for c in row.values()] + [1.0])
     return {"method": record["method"], "scaling": record["scaling"] * per_task * per_layer,
             "coefficients": {t: c / per_task for t, c in coefficients.items()},
-            "layer_coefficients": {t: {l: c / per_layer for l, c in row.items()} for t, row in layers.items()}}
+            "layer_coefficients": {t: {layer: c / per_layer for layer, c in row.items()} for t, row in layers.items()}}
 
 
 def _row(record: dict) -> dict:

@@ -91,7 +91,7 @@ def table_method(root: str, method: str, device: str | None, *, control: Control
 
 
 def missing_rows(cache: Cache, methods: list[str] | None = None) -> list[str]:
-    return [m for m in check_methods(methods) if not recorded(cache.manifest.metrics, m)]
+    return [m for m in check_methods(methods) if not recorded(cache.manifest.metrics, m, len(cache.tasks))]
 
 
 def table_work(root: str, methods: list[str], device: str | None):

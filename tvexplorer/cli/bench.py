@@ -34,7 +34,8 @@ def _print_bench(result: dict) -> None:
 
 
 def register(command) -> None:
-    c = command("bench", cmd_bench, _print_bench, "benchmarks: merging against memory bandwidth and FusionBench, evaluation, opening a cache, the app")
+    c = command("bench", cmd_bench, _print_bench,
+                "benchmarks: merging against memory bandwidth and FusionBench, evaluation, opening a cache, the app")
     c.add_argument("--quick", action="store_true", help="a small smoke run (seconds) instead of ViT-B/32 sizes")
     c.add_argument("--only", default=None, help="comma-separated sections: merge, fusionbench, evaluation, cache, app")
     c.add_argument("--app-cache", default=None, help="the cache the app section serves (default: the shipped demo)")

@@ -3,7 +3,9 @@ that build, import and info print."""
 from __future__ import annotations
 
 import argparse
+import sys
 
+from ..core import workcopy
 from ..core.cache import Cache
 from ..core.checks import finite
 from ..core.hub import resolve_location
@@ -62,6 +64,17 @@ def table(rows: list[list], header: list[str]) -> str:
 
 def open_cache(location: str) -> Cache:
     return Cache.open(resolve_location(location))
+
+
+def writable(cache: Cache) -> Cache:
+    """`cache`, or, when it must not be written (the shipped demo, a read-only folder: `workcopy.protected`),
+    its copy-on-write work copy, made on first need, as the app's ATM uses."""
+    why = workcopy.protected(cache.root)
+    if why is None:
+        return cache
+    work = workcopy.make_work_copy(cache, workcopy.work_folder(cache))
+    print(f"{cache.root} is {why}: recording into its work copy {work.root}", file=sys.stderr, flush=True)
+    return work
 
 
 def cache_summary(cache: Cache) -> dict:

@@ -1,16 +1,36 @@
-"""Commands that make a cache: build-demo, build (fine-tune every task) and import (published checkpoints,
-from files or from the Hugging Face hub)."""
+"""Commands that make a cache: build-demo and complete-demo, build (fine-tune every task) and import
+(published checkpoints, from files or from the Hugging Face hub)."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from .common import UserError, add_ray_option, cache_summary, print_summary
+from .common import UserError, add_ray_option, cache_summary, open_cache, print_summary
 
 
 def cmd_build_demo(args):
     from ..demo.build import build_demo, diagnostics
     cache = build_demo(args.out, quick=args.quick, device=args.device, recipe_path=args.recipe, ray=args.ray)
     return {**cache_summary(cache), "diagnostics": diagnostics(cache)}
+
+
+def cmd_complete_demo(args):
+    from ..demo.build import recipe
+    from ..demo.complete import complete
+    steps = recipe(path=args.recipe).get("complete", {})
+    if not steps:
+        raise UserError(f"the recipe {args.recipe or 'tvexplorer/demo/recipe.json'} has no 'complete' section: nothing to do")
+    redo = [m.strip() for m in args.redo.split(",") if m.strip()] if args.redo else []
+    cache = open_cache(args.cache)  # written in place, on purpose: this command finishes the shipped demo
+    done = complete(cache, steps, args.device, progress=lambda text: print(text, file=sys.stderr, flush=True), redo=redo)
+    return {"cache": str(cache.root), "steps": done}
+
+
+def _print_complete(r: dict) -> None:
+    for step, d in r["steps"].items():
+        added = ", ".join(d["added"]) if d["added"] else "nothing (already recorded)"
+        print(f"{step}: {added} ({d['seconds']:g} s)")
+    print(f"{r['cache']} is complete")
 
 
 def _task_specs(args, spec) -> list[dict]:
@@ -23,29 +43,31 @@ def _task_specs(args, spec) -> list[dict]:
     tasks = args.suite or args.tasks
     if tasks is None and not args.folder:
         raise UserError("choose the tasks: --suite 8|14|20, --tasks NAME,NAME (benchmarks or 'demo[:task,...]'), or --folder NAME=DIR")
+    size = _image_size(args, spec)
     specs = []
     if tasks and (tasks == "demo" or tasks.startswith("demo:")):
         names = tasks.partition(":")[2].split(",") if ":" in tasks else list(TASKS)
         unknown = [n for n in names if n not in TASKS]
         if unknown:
             raise UserError(f"unknown demo task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}")
-        specs = demo_task_specs({"n_train": args.n_train, "n_test": args.n_test, "seed": args.seed, "only": names})
-    elif tasks or args.folder:
+        # The demo world draws 24-pixel images; a model of another resolution gets them resized.
+        specs = demo_task_specs({"n_train": args.n_train, "n_test": args.n_test, "seed": args.seed, "only": names,
+                                 "image_size": size})
+    elif tasks:
         from_hub = _data_source(args) == "hf"
         if args.data_root is None and not from_hub:
             raise UserError("real benchmarks need --data-root DIR (the folder that holds, or will hold, the datasets), "
                             "or --data hf to load them from the Hugging Face hub")
-        size = _image_size(args, spec)
         if from_hub:
             from ..data.hubdata import hub_specs
-            specs = hub_specs(tasks, args.data_root, size) if tasks else []
+            specs = hub_specs(tasks, args.data_root, size)
         else:
-            specs = benchmark_specs(tasks, args.data_root, size, args.download) if tasks else []
-        for item in args.folder:
-            name, sep, folder = item.partition("=")
-            if not sep or not name:
-                raise UserError(f"--folder expects NAME=DIR, got {item!r}")
-            specs.append({"source": "folder", "name": name, "root": folder, "image_size": size})
+            specs = benchmark_specs(tasks, args.data_root, size, args.download)
+    for item in args.folder:
+        name, sep, folder = item.partition("=")
+        if not sep or not name:
+            raise UserError(f"--folder expects NAME=DIR, got {item!r}")
+        specs.append({"source": "folder", "name": name, "root": folder, "image_size": size})
     return specs
 
 
@@ -158,6 +180,14 @@ def register(command) -> None:
     c.add_argument("--quick", action="store_true", help="a miniature world for tests (about a minute)")
     c.add_argument("--recipe", default=None, help="a recipe file like tvexplorer/demo/recipe.json (default: that one)")
     add_ray_option(c)
+    c = command("complete-demo", cmd_complete_demo, _print_complete,
+                "finish a built demo in place with the recipe's last steps: RegMean's Grams, every method's row of the "
+                "results table, tuned coefficients (what it holds already is kept)")
+    c.add_argument("cache", help="the demo cache folder, written in place (e.g. assets/demo)")
+    c.add_argument("--redo", default=None, metavar="M1,M2",
+                   help="table rows to compute again although recorded (methods whose definition changed, e.g. magmax)")
+    c.add_argument("--recipe", default=None, help="a recipe file like tvexplorer/demo/recipe.json (default: that one)")
+
     def tasks_and_data(c):
         c.add_argument("--out", required=True)
         c.add_argument("--model", required=True, help="open_clip name (ViT-B-32), local-dir:PATH or hf-hub:ORG/REPO")
@@ -180,7 +210,8 @@ def register(command) -> None:
         c.add_argument("--dtype", choices=list(DTYPES), default="float32", help="storage dtype of the task vectors")
         add_ray_option(c)
 
-    c = command("build", cmd_build, print_summary, "fine-tune every task from a base model and write a cache (resumes an interrupted build)")
+    c = command("build", cmd_build, print_summary,
+                "fine-tune every task from a base model and write a cache (resumes an interrupted build)")
     tasks_and_data(c)
     c.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
     for name in ("lr", "weight_decay", "grad_clip"):

@@ -1,7 +1,9 @@
 """Commands that read a cache: info, preview, eval and align."""
 from __future__ import annotations
 
-from .common import UserError, cache_summary, key_value, layer_key_value, open_cache, pct, print_summary, table
+import functools
+
+from .common import UserError, cache_summary, key_value, layer_key_value, open_cache, pct, print_summary, table, writable
 
 
 def cmd_info(args):
@@ -14,7 +16,7 @@ def cmd_info(args):
 def cmd_preview(args):
     from ..pipeline.build import add_preview
     from ..science.preview import Preview
-    cache = open_cache(args.cache)
+    cache = writable(open_cache(args.cache))
     add_preview(cache, args.device)
     return {"cache": str(cache.root), "preview": cache.manifest.preview.to_json(), "note": Preview.open(cache).error_note()}
 
@@ -44,9 +46,10 @@ def cmd_eval(args):
         coefficients, layer_coefficients = tuned.coefficients or {}, tuned.layer_coefficients or {}
     elif not method:
         raise UserError("give --method M (or --tuned NAME for coefficients recorded by `tune`)")
-    result = Evaluator(cache, device=args.device).evaluate(method, coefficients=coefficients, scaling=scaling,
-                                                            vectors=args.vectors, layer_coefficients=layer_coefficients,
-                                                            **params)
+    # data a method needs and the cache lacks (RegMean's Grams) is saved where the cache may be written
+    evaluator = Evaluator(cache, device=args.device, store=functools.partial(writable, cache))
+    result = evaluator.evaluate(method, coefficients=coefficients, scaling=scaling, vectors=args.vectors,
+                                layer_coefficients=layer_coefficients, **params)
     return {"method": method, "scaling": scaling, "coefficients": coefficients, "layer_coefficients": layer_coefficients,
             "params": params, "vectors": args.vectors, **result.to_json(),
             "zero_shot": cache.manifest.metrics.zero_shot, "finetuned": cache.manifest.metrics.finetuned}
@@ -92,7 +95,8 @@ def _print_align(r: dict) -> None:
 
 def register(command) -> None:
     from ..merging import METHODS
-    c = command("preview", cmd_preview, _print_preview, "(re)compute a cache's instant preview: linearised features at theta0, checked against exact")
+    c = command("preview", cmd_preview, _print_preview,
+                "(re)compute a cache's instant preview: linearised features at theta0, checked against exact")
     c.add_argument("cache", help="cache folder")
     c = command("info", cmd_info, print_summary, "tasks with zero-shot and fine-tuned accuracies, task arithmetic and ATM")
     c.add_argument("cache", help="cache folder, or hf://datasets/OWNER/NAME[/SUBFOLDER][@REVISION]")

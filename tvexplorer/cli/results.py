@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 import time
 
-from .common import UserError, open_cache, pct, table
+from .common import UserError, open_cache, pct, table, writable
 
 
 def cmd_table(args):
@@ -14,7 +14,7 @@ def cmd_table(args):
         methods = check_methods(methods)
     except ValueError as e:
         raise UserError(str(e)) from None
-    cache = open_cache(args.cache)
+    cache = writable(open_cache(args.cache))
     start = time.perf_counter()
     computed = fill_table(cache, methods, args.device, progress=lambda text: print(text, file=sys.stderr, flush=True))
     return {"cache": str(cache.root), "tasks": cache.tasks, "computed": computed,
@@ -39,5 +39,6 @@ def register(command) -> None:
     c = command("table", cmd_table, _print_table,
                 "every merge method at its best validation scaling beside zero-shot, fine-tuned and multi-task; "
                 "computes and records in the cache what is missing")
-    c.add_argument("cache", help="cache folder (written: missing rows are recorded in its manifest)")
+    c.add_argument("cache", help="cache folder (missing rows are recorded in its manifest; for the shipped demo or a "
+                                 "read-only cache, in its work copy)")
     c.add_argument("--methods", default=None, metavar="M1,M2", help="comma-separated merge methods (default: all)")

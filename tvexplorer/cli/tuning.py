@@ -5,7 +5,7 @@ import sys
 
 from tqdm.auto import tqdm
 
-from .common import UserError, open_cache, pct, table
+from .common import UserError, open_cache, pct, table, writable
 
 OBJECTIVES = ("accuracy", "entropy")
 
@@ -22,7 +22,7 @@ def cmd_tune(args):
         raise UserError(f"--steps {args.steps}: give a positive number of steps")
     if args.lr is not None and not 0 < args.lr < float("inf"):
         raise UserError(f"--lr {args.lr}: give a positive, finite learning rate")
-    cache = open_cache(args.cache)
+    cache = writable(open_cache(args.cache))
     bar = None
 
     def progress(done, total, what):
@@ -34,16 +34,18 @@ def cmd_tune(args):
     options = {k: v for k, v in (("steps", args.steps), ("lr", args.lr)) if v is not None}
     try:
         if args.objective == "entropy":
-            from ..science.adamerging import adamerging
+            from ..science.adamerging import adamerging, record_name
             result = adamerging(cache, layer_wise=args.per_layer, device=args.device, progress=progress, **options)
+            name = record_name(args.per_layer)
         else:
-            from ..science.tuning import tune
+            from ..science.tuning import record_name, tune
             result = tune(cache, args.method, per_layer=args.per_layer, device=args.device, progress=progress, **options)
+            name = record_name(args.method, args.per_layer)
     finally:
         if bar:
             bar.close()
-    return {"tuned": result, "grid_task_arithmetic": grid_baseline(cache), "finetuned": cache.manifest.metrics.finetuned,
-            "zero_shot": cache.manifest.metrics.zero_shot}
+    return {"cache": str(cache.root), "record": name, "tuned": result, "grid_task_arithmetic": grid_baseline(cache),
+            "finetuned": cache.manifest.metrics.finetuned, "zero_shot": cache.manifest.metrics.zero_shot}
 
 
 def _print_tune(r: dict) -> None:
@@ -65,7 +67,7 @@ def _print_tune(r: dict) -> None:
               f"exact step taken: {s['step_taken']:g} of it")
     if "test_entropy_start" in tuned:
         print(f"entropy over the test images: {tuned['test_entropy_start']:.4f} -> {tuned['test_entropy_end']:.4f}")
-    print("recorded in the cache's manifest; evaluate again with `eval CACHE --tuned NAME`")
+    print(f"recorded in {r['cache']}; evaluate again with `eval {r['cache']} --tuned {r['record']}`")
 
 
 def register(command) -> None:

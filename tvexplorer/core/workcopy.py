@@ -25,6 +25,7 @@ from .manifest import MANIFEST
 
 SMALL_FILE = 1 << 20          # files up to this size are copied, larger ones linked
 MARKER = ".tvexplorer-workcopy.json"
+SHIPPED_DEMO = Path(__file__).resolve().parents[2] / "assets" / "demo"  # under version control
 
 
 def is_writable(root: Path) -> bool:
@@ -42,6 +43,21 @@ def is_writable(root: Path) -> bool:
     os.close(fd)
     os.unlink(probe)
     return True
+
+
+def protected(root: Path) -> str | None:
+    """Why the cache at `root` must not be written, or None when it may be: the demo shipped with the
+    code, any cache on a Hugging Face Space or while $TVEXPLORER_READ_ONLY is set, a folder that
+    cannot be written. The app and the commands that record results write into a work copy instead."""
+    if Path(root).resolve() == SHIPPED_DEMO:
+        return "the shipped demo"
+    if os.environ.get("SPACE_ID"):
+        return "on a Hugging Face Space"
+    if os.environ.get("TVEXPLORER_READ_ONLY", "").lower() in ("1", "true", "yes"):
+        return "read-only ($TVEXPLORER_READ_ONLY)"
+    if not is_writable(root):
+        return "read-only"
+    return None
 
 
 def default_base() -> Path:

@@ -17,11 +17,12 @@ def _demo(spec: dict) -> TaskData:
     def size(split, n):  # never more than a real data set holds, so no image is in two splits
         return min(n, task.available(split) or n)
 
-    images, labels = task.sample("train", size("train", spec["n_train"]), seed=spec["seed"])
-    train, val = split_validation(Split(torch.from_numpy(images), torch.from_numpy(labels)))
-    images, labels = task.sample("test", size("test", spec["n_test"]), seed=spec["seed"])
-    return TaskData(task.name, task.classnames, task.templates, train, val,
-                    Split(torch.from_numpy(images), torch.from_numpy(labels)))
+    def split(name: str, n: int) -> Split:
+        images, labels = task.sample(name, size(name, n), seed=spec["seed"])
+        return Split(resized(torch.from_numpy(images), spec.get("image_size")), torch.from_numpy(labels))
+
+    train, val = split_validation(split("train", spec["n_train"]))
+    return TaskData(task.name, task.classnames, task.templates, train, val, split("test", spec["n_test"]))
 
 
 def _benchmark(spec: dict) -> TaskData:
@@ -54,3 +55,16 @@ def load_task(spec: dict) -> TaskData:
     if source not in SOURCES:
         raise ValueError(f"unknown data source {source!r} in task spec; known sources: {', '.join(SOURCES)}")
     return SOURCES[source](spec)
+
+
+def resized(images: torch.Tensor, size: int | None, chunk: int = 256) -> torch.Tensor:
+    """uint8 [N, H, W, 3] square images at `size` x `size` (bicubic, as CLIP's preprocessing; None: unchanged),
+    `chunk` images at a time so that no float copy of the whole split is made."""
+    if size is None or size == images.shape[1]:
+        return images
+    out = torch.empty(len(images), size, size, 3, dtype=torch.uint8)
+    for start in range(0, len(images), chunk):
+        part = images[start:start + chunk].permute(0, 3, 1, 2).float()
+        part = torch.nn.functional.interpolate(part, size=(size, size), mode="bicubic", align_corners=False)
+        out[start:start + chunk] = part.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    return out

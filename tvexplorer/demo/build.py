@@ -3,7 +3,8 @@
 1. pretrain the tiny CLIP contrastively on the procedural corpus -> OUT/model (local-dir model);
 2. build the cache over the demo tasks (heads, g0, fine-tuning, trajectories, the multi-task
    baseline, the SGD theory record, metrics);
-3. run the recipe's ATM rounds (standard and post-hoc) into the cache.
+3. run the recipe's ATM rounds (standard and post-hoc) into the cache;
+4. its finishing steps (`complete.py`): RegMean's Grams, the results table, tuned coefficients.
 
 `diagnostics` condenses a built world into the one row that the world search compares: whether
 merging and ATM behave as on real CLIP (see the README's demo section).
@@ -18,11 +19,12 @@ from pathlib import Path
 from ..core.cache import Cache
 from ..core.files import writer_lock
 from ..core.records import TUNED_METHODS
-from ..data.world import TASKS
+from ..data.world import IMAGE_SIZE, TASKS
 from ..models.clip import ModelSpec
 from ..pipeline.build import build_cache, log
 from ..science.atm import run_atm
 from ..science.training import TrainConfig
+from .complete import check_steps, complete
 from .pretrain import pretrain_clip
 
 RECIPE = Path(__file__).with_name("recipe.json")
@@ -43,15 +45,19 @@ def recipe(quick: bool = False, path: Path | None = None) -> dict:
 
 
 def demo_task_specs(sizes: dict) -> list[dict]:
+    """Data specs of the demo tasks in `sizes["only"]` (default: all); an "image_size" other than the
+    world's 24 pixels is kept in the specs, and the images are resized to it when loaded."""
     names = sizes.get("only", list(TASKS))
-    return [{"source": "demo", "task": name, "n_train": sizes["n_train"], "n_test": sizes["n_test"], "seed": sizes["seed"]}
-            for name in names]
+    resize = {"image_size": sizes["image_size"]} if sizes.get("image_size", IMAGE_SIZE) != IMAGE_SIZE else {}
+    return [{"source": "demo", "task": name, "n_train": sizes["n_train"], "n_test": sizes["n_test"], "seed": sizes["seed"],
+             **resize} for name in names]
 
 
 def build_demo(out: Path, quick: bool = False, device: str | None = None, recipe_path: Path | None = None,
                ray: str | None = None) -> Cache:
     """`ray` ('auto' or an address): the build's tasks and each ATM round's fine-tunes as Ray tasks."""
     r = recipe(quick, recipe_path)
+    check_steps(r.get("complete", {}))  # before hours of building, not after
     out = Path(out)
     with writer_lock(out), contextlib.ExitStack() as stack:  # one build of the world at a time, model to last ATM round
         tune_round = None
@@ -67,6 +73,7 @@ def build_demo(out: Path, quick: bool = False, device: str | None = None, recipe
         for variant, rounds in r["atm_rounds"].items():
             log(f"ATM ({variant}): {rounds} rounds")
             run_atm(cache, rounds, variant=variant, device=device, tune_round=tune_round)
+        complete(cache, r.get("complete", {}), device)
     return cache
 
 

@@ -42,6 +42,16 @@ class Param:
     low_open: bool = False
     high_open: bool = False
     integer: bool = False
+    per_task_share: bool = False  # the default is `default` divided by the number of tasks merged (LiNeS' 1/T)
+
+    def default_for(self, tasks: int) -> float:
+        """The default when `tasks` task vectors are merged."""
+        return self.default / tasks if self.per_task_share else self.default
+
+    @property
+    def default_text(self) -> str:
+        """The default as the documentation writes it ("1/T" for a per-task share)."""
+        return f"{self.default:g}/T" if self.per_task_share else f"{self.default:g}"
 
     def check(self, method: str, value: float) -> float | int:
         x = in_range(f"{method} parameter {self.name}", value, self.low, self.high, self.low_open, self.high_open)
@@ -55,6 +65,7 @@ class MergeMethod:
     name: str
     label: str
     paper: str
+    summary: str               # what it does, in a few words (the README's table of methods)
     default_scaling: float
     params: tuple[Param, ...]
     fn: Callable[..., Tensor]  # a per_task method's returns delta_of(task index) instead
@@ -66,53 +77,86 @@ class MergeMethod:
 
 
 METHODS: dict[str, MergeMethod] = {m.name: m for m in (
-    MergeMethod("task_arithmetic", "Task Arithmetic", "Ilharco et al., ICLR 2023", 0.3, (), task_arithmetic,
+    MergeMethod("task_arithmetic", "Task Arithmetic", "Ilharco et al., ICLR 2023",
+                "sum", 0.3, (), task_arithmetic,
                 separable=True),
-    MergeMethod("average", "Weight averaging", "Wortsman et al., ICML 2022", 1.0, (), average, separable=True),
-    MergeMethod("ties", "TIES", "Yadav et al., NeurIPS 2023", 1.0, (
+    MergeMethod("average", "Weight averaging", "Wortsman et al., ICML 2022",
+                "mean", 1.0, (), average, separable=True),
+    MergeMethod("ties", "TIES", "Yadav et al., NeurIPS 2023",
+                "trim to top-k %, elect sign, disjoint mean (fusionbench=1: as FusionBench counts, breaks ties and sums)", 1.0, (
         Param("k", 20.0, 0.0, 100.0, "percent of entries kept per task (largest magnitudes), in (0, 100]",
               low_open=True),
+        Param("fusionbench", 0, 0, 1, "1: FusionBench's conventions (keep int(n k/100)+1 entries, an exact 0 sign "
+              "sum takes the majority sign, merge by sum); 0: the paper's (ceil(n k/100), 0, mean)", integer=True),
     ), ties),
-    MergeMethod("dare", "DARE", "Yu et al., ICML 2024", 0.3, (
+    MergeMethod("dare", "DARE", "Yu et al., ICML 2024",
+                "drop with probability p, rescale by 1/(1-p), sum", 0.3, (
         Param("p", 0.5, 0.0, 1.0, "probability of dropping each entry, in [0, 1)", high_open=True),
         Param("seed", 0, 0, 2**31 - 1, "random seed, an integer in [0, 2^31 - 1]", integer=True),
     ), dare),
-    MergeMethod("tsv", "TSV-M", "Gargiulo et al., CVPR 2025", 1.0, (), tsv, separable=True),
-    MergeMethod("iso_c", "Iso-C", "Marczak et al., ICML 2025", 1.0, (), iso_c, separable=True),
-    MergeMethod("iso_cts", "Iso-CTS", "Marczak et al., ICML 2025", 1.0, (
+    MergeMethod("tsv", "TSV-M", "Gargiulo et al., CVPR 2025",
+                "per-layer task singular vectors, orthogonalised", 1.0, (), tsv, separable=True),
+    MergeMethod("iso_c", "Iso-C", "Marczak et al., ICML 2025",
+                "flattened spectrum of the summed layer", 1.0, (), iso_c, separable=True),
+    MergeMethod("iso_cts", "Iso-CTS", "Marczak et al., ICML 2025",
+                "Iso-C's common directions plus each task's own ones in place of the weakest", 1.0, (
         Param("common_fraction", 0.8, 0.0, 1.0, "share of each layer's rank kept for the common subspace, in (0, 1]",
               low_open=True),
     ), iso_cts),
-    MergeMethod("consensus", "Consensus TA", "Wang et al., ICML 2024", 0.3, (
+    MergeMethod("consensus", "Consensus TA", "Wang et al., ICML 2024",
+                "the sum, minus the entries that fewer than k tasks' TALL masks keep", 0.3, (
         Param("mask_lambda", 0.6, 0.0, 5.0, "TALL mask threshold lambda, between 0 and 5"),
         Param("k", 2, 0, 100, "entries kept where at least k tasks' masks agree, an integer in [0, 100]", integer=True),
     ), consensus),
-    MergeMethod("tall_masks", "TALL masks (per task)", "Wang et al., ICML 2024", 1.0, (
+    MergeMethod("tall_masks", "TALL masks (per task)", "Wang et al., ICML 2024",
+                "the sum restricted to each task's own TALL mask", 1.0, (
         Param("mask_lambda", 0.6, 0.0, 5.0, "TALL mask threshold lambda, between 0 and 5"),
     ), tall_masks, per_task=True),
-    MergeMethod("emr", "EMR-merging (per task)", "Huang et al., NeurIPS 2024", 1.0, (), emr, per_task=True),
-    MergeMethod("magmax", "MagMax", "Marczak et al., ECCV 2024", 0.5, (), magmax),
-    MergeMethod("cart", "CART", "Choi et al., 2025", 1.0, (
+    MergeMethod("emr", "EMR-merging (per task)", "Huang et al., NeurIPS 2024",
+                "one elected vector, each task's sign mask and rescaler", 1.0, (), emr, per_task=True),
+    MergeMethod("magmax", "MagMax", "Marczak et al., ECCV 2024",
+                "per entry, the task value of largest magnitude", 0.5, (), magmax),
+    MergeMethod("cart", "CART", "Choi et al., 2025",
+                "mean plus low-rank centred task matrices", 1.0, (
         Param("rank_ratio", 0.08, 0.0, 1.0, "share of each layer's rank kept per centred task vector, in (0, 1]",
               low_open=True),
         Param("strength", 1.0, 0.0, 5.0, "weight of the low-rank centred parts, between 0 and 5"),
     ), cart),
-    MergeMethod("lines", "LiNeS", "Wang et al., ICLR 2025", 1.0, (
-        Param("alpha", 0.125, 0.0, 2.0, "scale of the shallowest block and of the parameters outside the blocks, between 0 and 2"),
+    MergeMethod("lines", "LiNeS", "Wang et al., ICLR 2025",
+                "the sum, each residual block scaled by alpha + beta * depth", 1.0, (
+        Param("alpha", 1.0, 0.0, 2.0, "scale of the shallowest block and of the parameters outside the blocks, "
+              "between 0 and 2 (default 1/T for T tasks, as the authors' code)", per_task_share=True),
         Param("beta", 0.5, -2.0, 2.0, "scale added at the deepest block, between -2 and 2"),
     ), lines),
-    MergeMethod("wudi", "WUDI-merging", "Cheng et al., 2025", 1.0, (
+    MergeMethod("wudi", "WUDI-merging", "Cheng et al., 2025",
+                "per linear layer, Adam steps on the interference the task vectors predict", 1.0, (
         Param("steps", 400, 0, 10000, "Adam steps per linear layer, an integer in [0, 10000]", integer=True),
         Param("log10_lr", -5.0, -8.0, 0.0, "Adam learning rate 10^x, x between -8 and 0"),
     ), wudi),
-    MergeMethod("regmean", "RegMean", "Jin et al., ICLR 2023", 1.0, (
+    MergeMethod("regmean", "RegMean", "Jin et al., ICLR 2023",
+                "per linear layer, least squares on each task's input Gram matrices", 1.0, (
         Param("alpha", 0.6, 0.0, 1.0, "factor on the Gram matrices' off-diagonal entries, in [0, 1] "
-              "(FusionBench's reduce_non_diagonal_ratio; 1 = plain least squares, 0 = diagonal)"),
+              "(FusionBench's reduce_non_diagonal_ratio: 0.95 in its CLIP config, 0.6 in its GPT-2 one; "
+              "1 = plain least squares, 0 = diagonal)"),
     ), regmean, needs="grams"),
 )}
 
 
+def methods_markdown() -> str:
+    """The registry as the README's table of methods: name, what it does, parameters with defaults, scaling."""
+    rows = ["| name | method | parameters | default scaling |", "|---|---|---|---|"]
+    for m in METHODS.values():
+        params = ", ".join(f"`{p.name}` ({p.default_text})" for p in m.params)
+        rows.append(f"| `{m.name}` | {m.label}: {m.summary} ({m.paper}) | {params} | {m.default_scaling:g} |")
+    return "\n".join(rows) + "\n"
+
+
 LayerCoefficients = Mapping[str, Mapping[str, float]]
+
+
+def default_params(method: str, tasks: int) -> dict[str, float | int]:
+    """The method's parameters at their defaults for a merge of `tasks` task vectors."""
+    return {p.name: p.check(method, p.default_for(tasks)) for p in METHODS[method].params}
 
 
 def check_layer_coefficients(layer_coefficients: LayerCoefficients | None, tasks, layout: Layout) -> dict[str, dict[str, float]]:
@@ -164,7 +208,7 @@ def merge_flat(method: str, vectors: Mapping[str, Tensor], layout: Layout, *,
         if name not in by_name:
             raise ValueError(f"method {method!r} has no parameter {name!r}; "
                              f"its parameters are: {', '.join(by_name) or '(none)'}")
-    values = {p.name: p.check(method, params.get(p.name, p.default)) for p in spec.params}
+    values = default_params(method, len(vectors)) | {name: by_name[name].check(method, v) for name, v in params.items()}
     for task, v in vectors.items():
         if v.ndim != 1 or v.numel() != layout.numel:
             raise ValueError(f"task vector {task!r} has shape {tuple(v.shape)}, the layout expects ({layout.numel},)")

@@ -83,28 +83,50 @@ def _kth_largest_magnitude(v: Tensor, kept: int) -> Tensor:
     return candidates.kthvalue(len(candidates) - rank + 1).values
 
 
-def ties(vectors: list[Tensor], coefficients: list[float], layout: Layout, *, k: float) -> Tensor:
+def ties(vectors: list[Tensor], coefficients: list[float], layout: Layout, *, k: float, fusionbench: int = 0) -> Tensor:
     """TIES: Yadav et al., "TIES-Merging: Resolving Interference When Merging Models", NeurIPS 2023.
 
     Trim each task to its top-k% magnitudes over the whole vector (ties at the threshold kept),
     elect a per-entry sign from the sum of trimmed values, then average, per entry, only the trimmed
-    values that agree with it. An entry whose trimmed values sum to exactly 0 elects no sign and
-    merges to 0.
+    values that agree with it. As the paper reads: ceil(n k / 100) entries are kept, and an entry
+    whose trimmed values sum to exactly 0 elects no sign and merges to 0. With fusionbench=1, as
+    FusionBench's ties_merging (fusion_bench/method/ties_merging/ties_merging_utils.py) computes:
+    int(n k / 100) + 1 entries are kept (it thresholds at the (n - int(n k / 100))-th smallest
+    magnitude), such an entry takes the sign that most entries elected (a non-positive balance
+    selects the negative values, as its `where(sign > 0, v > 0, v < 0)` does), and the agreeing
+    values are summed (its default merge_func "sum"), not averaged.
     """
     n = vectors[0].numel()
-    kept = min(n, max(1, math.ceil(n * k / 100)))
+    kept = min(n, int(n * (k / 100)) + 1 if fusionbench else max(1, math.ceil(n * k / 100)))
     # The threshold of c * v is c times that of v, rounded as c * v is: rounding is monotone, so the
     # kept-th largest |c * v| is |c * (kept-th largest |v|)| and the data need not be scaled to find it.
     thresholds = torch.stack([(_kth_largest_magnitude(v, kept) * c).abs() for v, c in zip(vectors, coefficients)])[:, None]
+
+    def trim(sl, rows: Tensor) -> Tensor:
+        for row, v, c in zip(rows, vectors, coefficients):
+            row.copy_(v[sl]).mul_(c)  # float16 converts exactly before the float32 product
+        return rows.masked_fill_(rows.abs() < thresholds, 0)
+
+    def disjoint(trimmed: Tensor, sign: Tensor) -> Tensor:
+        agree = trimmed * sign > 0  # trimmed-away entries are 0 and never agree
+        merged = trimmed.mul_(agree).sum(0)
+        return merged if fusionbench else merged.div_(agree.sum(0).clamp_(min=1))
+
     out = _zeros(vectors)
     stacked = torch.empty(len(vectors), _block_size(vectors), dtype=torch.float32, device=vectors[0].device)
+    balance, unsigned = 0, []  # FusionBench's majority needs every block's elected signs: such entries wait
     for sl in _blocks(vectors):
-        trimmed = stacked[:, : sl.stop - sl.start]
-        for row, v, c in zip(trimmed, vectors, coefficients):
-            row.copy_(v[sl]).mul_(c)  # float16 converts exactly before the float32 product
-        trimmed.masked_fill_(trimmed.abs() < thresholds, 0)
-        agree = trimmed * trimmed.sum(0).sign() > 0  # trimmed-away entries are 0 and never agree
-        out[sl] = trimmed.mul_(agree).sum(0).div_(agree.sum(0).clamp_(min=1))
+        trimmed = trim(sl, stacked[:, : sl.stop - sl.start])
+        total = trimmed.sum(0)
+        sign = total.sign()
+        if fusionbench:
+            balance += int(sign.sum())
+            unsigned.append(((total == 0) & (trimmed != 0).any(0)).nonzero()[:, 0] + sl.start)
+        out[sl] = disjoint(trimmed, sign)
+    at = torch.cat(unsigned) if unsigned else None
+    if at is not None and len(at):
+        rows = trim(at, torch.empty(len(vectors), len(at), dtype=torch.float32, device=out.device))
+        out[at] = disjoint(rows, torch.tensor(1.0 if balance > 0 else -1.0, device=out.device))
     return out
 
 

@@ -26,7 +26,9 @@ def lines(vectors: list[Tensor], coefficients: list[float], layout: Layout, *, a
     Merging", ICLR 2025. The task-arithmetic sum with block l of L (0-based) multiplied by
     alpha + beta * l / (L - 1): shallow layers, which hold general features that the tasks share,
     move little and deep layers move most; parameters outside the blocks (embeddings, final
-    norm and projection) get alpha."""
+    norm and projection) get alpha. The registry's default alpha is 1/T for T tasks, as in the
+    authors' multi-task merging (src/eval/eval.py: (|sum of tau| / |merged tau|) / T, where the
+    merged vector is the sum)."""
     depths = block_depths(layout)
     last = max((d for d in depths if d is not None), default=0)
     out = task_arithmetic(vectors, coefficients, layout)

@@ -17,13 +17,14 @@ DeltaOf = Callable[[int], Tensor]
 
 def magmax(vectors: list[Tensor], coefficients: list[float], layout: Layout) -> Tensor:
     """MagMax: Marczak et al., "MagMax: Leveraging Model Merging for Seamless Continual Learning",
-    ECCV 2024. Per entry, the task-vector value of largest magnitude (the first task on a tie)."""
+    ECCV 2024. Per entry, the task-vector value of largest magnitude; on an exact tie the last task's,
+    as the authors' merge_max_abs (src/merging/task_vectors.py) and FusionBench's MagMax fold with >=."""
     out = _zeros(vectors)
     for sl in _blocks(vectors):
         best = out[sl]
         for v, c in zip(vectors, coefficients):
             candidate = scaled_copy(v[sl], c)
-            best.copy_(torch.where(candidate.abs() > best.abs(), candidate, best))
+            best.copy_(torch.where(candidate.abs() >= best.abs(), candidate, best))
     return out
 
 

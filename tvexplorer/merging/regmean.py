@@ -9,8 +9,9 @@ with W in the input-first orientation ([in, out]) and G_t the Gram matrix of the
 layer received in task t's fine-tuned model. Since (sum G_t)^-1 sum G_t theta0 = theta0, the same
 formula holds for task vectors, so RegMean is linear in them and the usual scaling applies.
 FusionBench's conventions: a Gram is the mean of x x^T over every input row (tokens included); its
-off-diagonal entries are multiplied by alpha (`reduce_non_diagonal_ratio`, 0.6 for CLIP), which pulls
-the solution towards a per-input-feature weighted average; every other parameter is averaged.
+off-diagonal entries are multiplied by alpha (`reduce_non_diagonal_ratio`: 0.95 in its CLIP config,
+0.6 in its GPT-2 one; our default is 0.6), which pulls the solution towards a per-input-feature
+weighted average; every other parameter is averaged.
 """
 from __future__ import annotations
 

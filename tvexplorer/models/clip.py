@@ -7,8 +7,10 @@ once, at cache-build time, to build each task's classification head.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +56,15 @@ def load_clip(spec: ModelSpec, root: Path | None = None) -> tuple[torch.nn.Modul
     """(CLIP model in eval mode, tokenizer, image-encoder description for the cache manifest)."""
     name = spec.resolved_name(root)
     pretrained = None if name.startswith((LOCAL_DIR, "hf-hub:")) else spec.pretrained
-    model = open_clip.create_model(name, pretrained=pretrained)
+    try:
+        # A failed download logs every retry and then the error; the one line below says it all.
+        with _quiet_logging() if pretrained else contextlib.nullcontext():
+            model = open_clip.create_model(name, pretrained=pretrained)
+    except RuntimeError as e:  # open_clip's own errors: weights it could not download, an unknown tag
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"cannot load CLIP {name}" + (f" ({pretrained})" if pretrained else "") + f": {reason} "
+                         "-- without network, put the weights in the Hugging Face cache first, or use "
+                         "--model local-dir:PATH") from None
     model.eval()
     tokenizer = open_clip.get_tokenizer(name)
     cfg = spec.model_config(root)
@@ -69,6 +79,15 @@ def load_clip(spec: ModelSpec, root: Path | None = None) -> tuple[torch.nn.Modul
         std=tuple(preprocess["std"]),
     )
     return model, tokenizer, encoder
+
+
+@contextlib.contextmanager
+def _quiet_logging():
+    logging.disable(logging.ERROR)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def build_image_encoder(encoder: Encoder | dict) -> torch.nn.Module:

@@ -14,17 +14,13 @@ from dataclasses import replace
 
 from ..core.cache import Cache
 from ..core.records import Metrics
-from ..merging import METHODS
+from ..merging import METHODS, default_params
 from ..science.evaluation import Evaluator
 from .build import best_on_validation
 
 # Reference rows, from the build's per-task metrics: (metric key, label).
 REFERENCES = (("zero_shot", "zero-shot"), ("finetuned", "fine-tuned (one model per task)"),
               ("multitask", "multi-task (joint fine-tuning)"))
-
-
-def default_params(method: str) -> dict[str, float | int]:
-    return {p.name: p.check(method, p.default) for p in METHODS[method].params}
 
 
 def check_methods(methods: list[str] | None) -> list[str]:
@@ -37,24 +33,28 @@ def check_methods(methods: list[str] | None) -> list[str]:
     return list(dict.fromkeys(methods))
 
 
-def recorded(metrics: Metrics, method: str) -> bool:
-    """Whether the metrics hold the method at its best validation scaling with default parameters (a
-    record without params, as builds made them before, was measured at the defaults)."""
+def recorded(metrics: Metrics, method: str, tasks: int) -> bool:
+    """Whether the metrics hold the method at its best validation scaling with its default parameters
+    for `tasks` tasks (a parameter that a record lacks, as older builds wrote them, was at its default)."""
     record = metrics.merges.get(method)
-    return record is not None and (record.params is None or record.params == default_params(method))
+    defaults = default_params(method, tasks)
+    return record is not None and defaults | (record.params or {}) == defaults
 
 
-def fill_table(cache: Cache, methods: list[str] | None = None, device=None, progress=print) -> list[str]:
-    """Compute and record every method of `methods` (default: all) that the cache does not hold yet;
-    returns the methods computed. `cache` must be writable (the app passes its work folder)."""
-    todo = [m for m in check_methods(methods) if not recorded(cache.manifest.metrics, m)]
+def fill_table(cache: Cache, methods: list[str] | None = None, device=None, progress=print,
+               redo: list[str] = ()) -> list[str]:
+    """Compute and record every method of `methods` (default: all) that the cache does not hold yet,
+    and those of `redo` again (a method whose definition changed since); returns the methods computed.
+    `cache` must be writable (the app passes its work folder)."""
+    redo = check_methods(list(redo)) if redo else []
+    todo = [m for m in check_methods(methods) if m in redo or not recorded(cache.manifest.metrics, m, len(cache.tasks))]
     if not todo:
         return []
     val = Evaluator(cache, device=device, split="val")
     test = Evaluator(cache, device=device)
     for method in todo:
         progress(f"{METHODS[method].label}: scaling chosen on validation")
-        record = replace(best_on_validation(method, val, test), params=default_params(method))
+        record = replace(best_on_validation(method, val, test), params=default_params(method, len(cache.tasks)))
         cache.add_files({}, lambda manifest, m=method, r=record: replace(manifest, metrics=manifest.metrics.with_merge(m, r)))
     return todo
 
@@ -79,9 +79,10 @@ def table_rows(cache: Cache, methods: list[str] | None = None) -> list[dict]:
     for method in check_methods(methods):
         spec = METHODS[method]
         label = f"{spec.label} ({spec.paper})"
-        if recorded(metrics, method):
+        if recorded(metrics, method, len(cache.tasks)):
             r = metrics.merges[method]
-            rows.append(row(method, label, r.accuracy, r.best_scaling, r.params or default_params(method)))
+            params = default_params(method, len(cache.tasks)) | (r.params or {})
+            rows.append(row(method, label, r.accuracy, r.best_scaling, params))
         else:
             rows.append(row(method, label, None))
     return rows

@@ -63,7 +63,8 @@ class Settings:
 
     def __post_init__(self):
         for name, value, allowed in (("alpha rule", self.alpha_rule, ALPHA_RULES),
-                                     ("line search score", self.line_search_on, LINE_SEARCH_SCORES), ("weighting", self.weighting, WEIGHTINGS),
+                                     ("line search score", self.line_search_on, LINE_SEARCH_SCORES),
+                                     ("weighting", self.weighting, WEIGHTINGS),
                                      ("round optimizer", self.optimizer, ROUND_OPTIMIZERS),
                                      ("train split", self.train_split, ("train", "val")),
                                      ("start", self.start, ("none", "task_arithmetic"))):

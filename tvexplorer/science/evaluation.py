@@ -21,7 +21,7 @@ from ..core.device import has_fast_bfloat16, resolve_device
 from ..core.errors import CacheError
 from ..core.layout import Layout
 from ..data.splits import to_input
-from ..merging import METHODS, LayerCoefficients, check_layer_coefficients, merge_flat
+from ..merging import METHODS, LayerCoefficients, check_layer_coefficients, default_params, merge_flat
 from ..models.clip import INFERENCE_PRECISIONS, build_image_encoder, run_blocks_in_bfloat16, set_flat
 from .grams import task_grams
 
@@ -156,7 +156,7 @@ class Evaluator:
         if spec is None:  # let merge_flat raise its error with the list of methods
             return (method,)
         coefs = {t: 1.0 for t in self.cache.tasks} | {t: float(c) for t, c in (coefficients or {}).items()}
-        full = {p.name: float(p.default) for p in spec.params} | {k: float(v) for k, v in params.items()}
+        full = default_params(method, len(self.cache.tasks)) | {k: float(v) for k, v in params.items()}
         scale = spec.default_scaling if scaling is None else float(scaling)
         layers = check_layer_coefficients(layer_coefficients, self.cache.tasks, self.cache.layout)
         per_layer = tuple(sorted((t, layer, c) for t, row in layers.items() for layer, c in row.items() if c != 1.0))

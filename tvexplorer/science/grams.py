@@ -164,7 +164,9 @@ def add_grams(cache: Cache, device=None, n_examples: int = DEFAULT_EXAMPLES) -> 
             images = load_task(cache.manifest.task(task).data).train.take(n_examples, seed=SUBSET_SEED)
             grams, axes = compute_grams(encoder, theta0 + cache.vector(task).float(), images, info.mean, info.std, device)
 
-            def record(manifest: Manifest, task=task, axes=axes, n=len(images)) -> Manifest:
+            n = len(images)
+
+            def record(manifest: Manifest, task=task, axes=axes, n=n) -> Manifest:
                 entry = manifest.grams or GramsRecord(axes, SUBSET_SEED, {})
                 return replace(manifest, grams=replace(entry, examples={**entry.examples, task: n}))
             cache.add_files({gram_file(task): grams}, record)

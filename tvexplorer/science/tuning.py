@@ -63,7 +63,8 @@ def merge_settings(tasks: list[str], layers: list[str], w: Tensor, per_layer: bo
     """coefficients / layer_coefficients keyword arguments of merge_flat for the coefficient matrix w [T, L or 1]."""
     if per_layer:
         return {"coefficients": None,
-                "layer_coefficients": {t: {l: float(w[i, j]) for j, l in enumerate(layers)} for i, t in enumerate(tasks)}}
+                "layer_coefficients": {t: {layer: float(w[i, j]) for j, layer in enumerate(layers)}
+                                       for i, t in enumerate(tasks)}}
     return {"coefficients": {t: float(w[i, 0]) for i, t in enumerate(tasks)}, "layer_coefficients": None}
 
 

@@ -33,7 +33,7 @@ def alignment(ex, v: dict) -> dict:
     tasks = ex.check_task(v["task"])
     summary = presenters.alignment_summary(ex, tasks)
     for col in summary.columns[1:]:  # cosines to 4 decimals, norms and errors to 4 significant digits
-        summary[col] = summary[col].map(lambda x: round(x, 4) if col.startswith("cos") else float(f"{x:.4g}"))
+        summary[col] = summary[col].map(lambda x, col=col: round(x, 4) if col.startswith("cos") else float(f"{x:.4g}"))
     return {"note": presenters.full_batch_text(ex, tasks), "table": summary,
             "epochs_plot": figures.epochs_figure({t: ex.task_alignment(t) for t in tasks}),
             "layers_plot": figures.layers_figure({t: ex.layer_table(t) for t in tasks}),

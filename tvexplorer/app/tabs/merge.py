@@ -41,14 +41,15 @@ def layer_help(ex) -> str:
             f"{low:g} to {high:g}); layers: {', '.join(layer_names(ex))}. Press Enter or Evaluate to apply.")
 
 
-def param_args(p) -> dict:
-    """gr.Slider / gr.Number arguments for a method parameter, inside its allowed interval."""
+def param_args(p, tasks: int) -> dict:
+    """gr.Slider / gr.Number arguments for a method parameter, inside its allowed interval, at its default
+    for a merge of `tasks` task vectors."""
     if p.integer:
-        return {"value": p.default, "minimum": p.low, "maximum": p.high, "precision": 0, "step": 1}
+        return {"value": p.default_for(tasks), "minimum": p.low, "maximum": p.high, "precision": 0, "step": 1}
     step = 1.0 if p.high - p.low >= 10 else 0.01
     low = p.low + step if p.low_open else p.low
     high = p.high - step if p.high_open else p.high
-    return {"value": p.default, "minimum": low, "maximum": high, "step": step}
+    return {"value": p.default_for(tasks), "minimum": low, "maximum": high, "step": step}
 
 
 def split_params(values: dict) -> dict[str, dict]:
@@ -168,7 +169,7 @@ class MergeTab:
                         for p in METHODS[m].params:
                             kind = gr.Number if p.integer else gr.Slider
                             params[f"{m}.{p.name}"] = kind(label=f"{m.upper()} {p.name}", info=p.help,
-                                                           elem_id=f"param-{m}-{p.name}", **param_args(p),
+                                                           elem_id=f"param-{m}-{p.name}", **param_args(p, len(ex.tasks)),
                                                            **({} if p.integer else {"elem_classes": "tvx-control"}))
                 with gr.Row():
                     self.presets = {k: gr.Button(label, size="sm", elem_id=f"preset-{k}") for k, label in PRESETS.items()}
