@@ -9,7 +9,6 @@ import gradio as gr  # noqa: E402  (after apphelpers turned analytics off)
 from tvexplorer.app import tuning, ui
 from tvexplorer.app.api import Api
 from tvexplorer.app.tabs.common import Bundle, adapt
-from tvexplorer.core.cache import Cache
 from tvexplorer.merging import METHODS
 
 
@@ -96,13 +95,6 @@ def test_tuning_and_the_results_table_on_the_shipped_demo_write_only_to_a_work_c
     run = tuning.start(ex, "accuracy", False, 1).wait()
     assert run.state == "finished", run.error
     assert ex.atm_root == ex.work_folder and "task_arithmetic:per_task" in ex.atm_cache.manifest["tuning"]
-    fill = results.start_fill(ex)
-    missing = len(fill.settings["methods"])
-    while not fill.outputs and fill.running:  # a row, then stop between calls (the call under way finishes)
-        fill.finished.wait(0.1)
-    fill.cancel()
-    fill.wait()
-    assert fill.state == "cancelled" and 1 <= len(fill.outputs) < missing
-    computed = fill.outputs[0][0]
-    assert ex.atm_cache.metrics[computed]["best_scaling"] is not None
-    assert computed not in Cache.open(apphelpers.ROOT / "assets" / "demo").metrics
+    # the shipped demo's results table is complete (issue 20): nothing to fill, so nothing is started
+    from tvexplorer.app.work import missing_rows
+    assert missing_rows(ex.atm_cache) == [] and results.start_fill(ex) is None
