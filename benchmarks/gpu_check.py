@@ -29,6 +29,7 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]  # this tree's tvexplorer and the b
 from bench.plan import tiny_vit, vit_b32  # noqa: E402
 from tvexplorer.core.cache import Cache  # noqa: E402
 from tvexplorer.core.layout import Layout  # noqa: E402
+from tvexplorer.core.records import Encoder  # noqa: E402
 from tvexplorer.demo.build import build_demo  # noqa: E402
 from tvexplorer.merging import merge_flat  # noqa: E402
 from tvexplorer.models.clip import build_image_encoder, run_blocks_in_bfloat16  # noqa: E402
@@ -93,10 +94,10 @@ def slider(cache: Cache, device: torch.device, releases: int) -> dict:
             "median": round(statistics.median(seconds[1:] or seconds), 3), "images": images}
 
 
-def tower(device: torch.device, batch: int, encoder_info: dict) -> dict:
+def tower(device: torch.device, batch: int, encoder_info: Encoder | dict) -> dict:
     """Images/s of an image tower's forward pass in float32 and, on a GPU, with bfloat16 blocks (the Evaluator's precisions)."""
     encoder = build_image_encoder(encoder_info).to(device)
-    size = encoder_info["image_size"]
+    size = Encoder.of(encoder_info).image_size
     images = torch.randn(batch, 3, size, size, device=device)
     out = {"batch": batch, "image_size": size}
     precisions = ("float32", "bfloat16") if device.type == "cuda" else ("float32",)
