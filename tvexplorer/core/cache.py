@@ -147,6 +147,11 @@ class Cache:
         """theta0 of the image encoder as one flat float32 vector."""
         return self.layout.flatten(self._mapped("base.safetensors"))
 
+    @property
+    def base_sha256(self) -> str:
+        """The sha256 of theta0's file: what names the base model exactly."""
+        return self.manifest.files["base.safetensors"].sha256
+
     def heads(self) -> tuple[dict[str, torch.Tensor], float]:
         tensors = self._mapped("heads.safetensors")
         return {t: tensors[t].float() for t in self.tasks}, float(tensors["logit_scale"].reshape(-1)[0])
