@@ -94,7 +94,7 @@ def test_tuning_and_the_results_table_on_the_shipped_demo_write_only_to_a_work_c
     assert ex.read_only and ex.atm_root == apphelpers.ROOT / "assets" / "demo"
     run = tuning.start(ex, "accuracy", False, 1).wait()
     assert run.state == "finished", run.error
-    assert ex.atm_root == ex.work_folder and "task_arithmetic:per_task" in ex.atm_cache.manifest["tuning"]
+    assert ex.atm_root == ex.work_folder and "task_arithmetic:per_task" in ex.atm_cache.manifest.tuning
     # the shipped demo's results table is complete (issue 20): nothing to fill, so nothing is started
     from tvexplorer.app.work import missing_rows
     assert missing_rows(ex.atm_cache) == [] and results.start_fill(ex) is None

@@ -126,22 +126,6 @@ class Cache:
     def tasks(self) -> list[str]:
         return self.manifest.task_names
 
-    # The JSON view of a task, the metrics, the training settings and the ATM runs: what app/ and
-    # science/atm.py read until they use the typed fields of `manifest` (issue 20).
-    def task(self, name: str) -> dict:
-        return self.manifest.task(name).to_json()
-
-    @property
-    def metrics(self) -> dict:
-        return self.manifest["metrics"]
-
-    @property
-    def training(self) -> dict | None:
-        return self.manifest["training"]
-
-    def atm_runs(self) -> dict[str, dict]:
-        return self.manifest.get("atm", {})
-
     @staticmethod
     def _vector_file(task: str) -> str:
         return f"vectors/{task}.safetensors"

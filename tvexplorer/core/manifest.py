@@ -47,18 +47,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
-from functools import cached_property
 from pathlib import Path, PurePosixPath
 
 from .errors import CacheError
 from .fields import Fields, bad, by_name, each, number, obj, optional, text, texts, whole
 from .files import atomic_write
-from .layout import Layout
 from .additions import MERGE_SETTINGS, AddedTask, AtmRound, AtmRun, GramsRecord, PreviewRecord, TuningRecord
-from .records import AVERAGED_METRICS, PER_TASK_METRICS, FileEntry, Metrics, ModelRecord, TaskRecord, average_key
-
-# Imported from here by app/ and cli/atm.py until they read the typed records.
-__all__ = ["PER_TASK_METRICS", "average_key"]
+from .layout import Layout
+from .records import FileEntry, Metrics, ModelRecord, TaskRecord
 from .training import TrainConfig
 
 SCHEMA_VERSION = 1
@@ -219,24 +215,6 @@ class Manifest:
         current = self.atm.get(variant, run)
         return replace(self, atm={**self.atm, variant: replace(current, rounds=(*current.rounds, record))})
 
-    # ------------------------------------------------------------ the JSON view
-    # What app/ and science/atm.py read until they use the typed fields (issue 20); then it goes.
-    @cached_property
-    def _json(self) -> dict:
-        return self.to_json()
-
-    def __getitem__(self, key: str):
-        return self._json[key]
-
-    def get(self, key: str, default=None):
-        return self._json.get(key, default)
-
-
-
-def averages(metrics: dict) -> dict[str, float | None]:
-    """The mean over tasks of each of AVERAGED_METRICS in a metrics dict of the JSON view (app/ until
-    it reads `Metrics.averages`)."""
-    return {metric: metrics.get(average_key(metric)) for metric in AVERAGED_METRICS}
 
 
 def _layout(value, where: str) -> Layout:

@@ -63,7 +63,7 @@ def run(ex, v: dict):
     r = ex.start_atm(v["rounds"], v["variant"])
     seen = None
     for _ in r.follow():
-        count = sum(len(x["rounds"]) for x in ex.atm_runs().values())
+        count = sum(len(x.rounds) for x in ex.atm_runs().values())
         if count != seen:
             seen = count
             yield view(ex)
