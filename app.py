@@ -16,8 +16,8 @@ import gradio as gr
 
 from tvexplorer.app import ui
 from tvexplorer.app.api import add_api
-from tvexplorer.app.tabs import about, alignment, atm, merge, results, tuning
-from tvexplorer.app.tabs.common import PRIVATE, wire
+from tvexplorer.app.tabs import about, addtask, alignment, atm, merge, results, tuning
+from tvexplorer.app.tabs.common import PRIVATE, Bundle, wire
 
 
 def build(app) -> gr.Blocks:
@@ -26,7 +26,7 @@ def build(app) -> gr.Blocks:
         if isinstance(app, ui.Unavailable):
             gr.Markdown(app.banner(), elem_classes="tvx-banner")
             return demo
-        gr.Markdown(app.header())
+        header = gr.Markdown(app.header())
         with gr.Tabs():
             with gr.Tab("Merge", id="merge"):
                 merge_tab = merge.MergeTab(app)
@@ -35,6 +35,10 @@ def build(app) -> gr.Blocks:
             align = alignment.build_alignment_tab(app)
             atm_view = atm.build_atm_tab(app, merge_tab.settings.method, align.matrix_kind)
             results.build_results_tab(app)
+            addtask.build_add_task_tab(app, Bundle(
+                header=header, coefficients=merge_tab.settings.coefficients, method=merge_tab.settings.method,
+                align_task=align.task, matrix_kind=align.matrix_kind,
+                **{f"atm_{k}": c for k, c in atm_view.named.items() if k not in ("method", "matrix_kind")}))
             about.build_about_tab(app)
         merge_tab.wire()
         # page load: the saved rounds (and their choices in the other tabs), then the first numbers

@@ -61,16 +61,28 @@ class Explorer:
 
     def __init__(self, path: str | os.PathLike, *, device: str | None = None, read_only: bool | None = None,
                  workdir: str | os.PathLike | None = None, precision: str = "auto"):
-        self.source = Cache.open(path)
-        # The app evaluates in bfloat16 where the hardware is fast at it (about twice as fast, see
-        # Evaluator); the numbers a build records are float32.
-        self.evaluator = Evaluator(self.source, device=device, precision=precision, store=lambda: self.workspace.writable_cache())
-        self._preview = Preview.open(self.source)  # None for a cache built without one
-        self.workspace = Workspace(self.source, read_only, Path(workdir) if workdir else None)
+        source = Cache.open(path)
+        self.workspace = Workspace(source, read_only, Path(workdir) if workdir else None)
         self.read_only, self.work_folder = self.workspace.read_only, self.workspace.work_folder
         self._lock = threading.Lock()
+        self._device, self._precision = device, precision
+        work = self.workspace.cache  # a work copy that an earlier session added tasks to: those tasks too
+        self._open(work if work.tasks != source.tasks else source)
+
+    def _open(self, cache: Cache) -> None:
+        """Explore `cache`: its tasks, an evaluator and the instant preview."""
+        self.source = cache
+        # The app evaluates in bfloat16 where the hardware is fast at it (about twice as fast, see
+        # Evaluator); the numbers a build records are float32.
+        self.evaluator = Evaluator(cache, device=self._device, precision=self._precision,
+                                   store=lambda: self.workspace.writable_cache())
+        self._preview = Preview.open(cache)  # None for a cache built without one
         self._memo: dict[tuple, object] = {}
         self._evaluator_key = register_evaluator(f"explorer-{id(self)}", self.evaluator)
+
+    def reload(self) -> None:
+        """After a task was added (app/addtask.py): explore the cache it was added to, so every tab has it."""
+        self._open(self.workspace.cache)
 
     # ------------------------------------------------------------ what is loaded
     @property

@@ -37,6 +37,7 @@ class App:
 
     def __init__(self, explorer: Explorer):
         self.ex = explorer
+        self.coefficient_slots: list[str] | None = None  # the Merge tab's sliders, by name (tabs/merge.py)
         self.tmp = Path(tempfile.mkdtemp(prefix="tvexplorer-app-"))
         self.api = Api(self)
 

@@ -1,5 +1,5 @@
 """The app's kinds of background run (see runs.py): ATM rounds, tuning and AdaMerging, filling the results
-table. Each is a worker (plain arguments, saving into the cache it is given) and a work generator that
+table, adding a task. Each is a worker (plain arguments, saving into the cache it is given) and a work generator that
 yields one call per GPU-sized piece: an ATM round, a tuning run, one method of the results table.
 
 Workers open the cache themselves and pick the device where they run (on ZeroGPU: the GPU lent to the
@@ -13,6 +13,8 @@ import torch
 
 from ..core.cache import Cache
 from ..core.device import resolve_device
+from ..data.imagesource import SourceLimits
+from ..pipeline.addtask import add_task, fine_tune_task
 from ..pipeline.table import check_methods, fill_table, recorded
 from ..science import adamerging, tuning
 from ..science.atm import run_atm
@@ -100,3 +102,34 @@ def table_work(root: str, methods: list[str], device: str | None):
     for method in methods:
         computed += yield Call(table_method, (root, method, device), steps=1)
     return computed
+
+
+# ---------------------------------------------------------------- adding a task
+
+# Smaller than the command line's: an upload to a web page (on a Space, to a shared machine).
+APP_LIMITS = SourceLimits(max_archive_bytes=50_000_000, max_total_bytes=200_000_000, max_files=2_000,
+                          max_image_bytes=10_000_000, max_image_pixels=16_000_000, max_classes=50)
+
+
+def add_task_tune(root: str, name: str, source: str, templates: list[str] | None, *, control: Control) -> str:
+    """Call 1: check the images and fine-tune the task (kept, unlisted, until call 2 lists it)."""
+    device = _device(None)
+    control.progress(0, 1, f"checking the images and fine-tuning {name} on {device}", force=True)
+    fine_tune_task(Cache.open(root), name, source, templates, device=device, progress=control.progress,
+                   should_stop=control.stopped, limits=APP_LIMITS)
+    return name
+
+
+def add_task_finish(root: str, name: str, source: str, templates: list[str] | None, *, control: Control) -> dict:
+    """Call 2: list the task, then its accuracies, task arithmetic over the new task set and the preview."""
+    device = _device(None)
+    control.progress(0, 1, f"adding {name}: accuracies and preview on {device}", force=True)
+    return add_task(Cache.open(root), name, source, templates, device=device, progress=control.progress,
+                    should_stop=control.stopped, limits=APP_LIMITS)
+
+
+def add_task_work(root: str, name: str, source: str, templates: list[str] | None = None):
+    """Two calls (each one GPU call on ZeroGPU): fine-tuning, then the rest; returns add_task's summary."""
+    yield Call(add_task_tune, (root, name, source, templates))
+    summary = yield Call(add_task_finish, (root, name, source, templates))
+    return summary

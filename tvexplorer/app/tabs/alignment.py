@@ -40,12 +40,16 @@ def alignment(ex, v: dict) -> dict:
             **matrix(ex, v["matrix_kind"]), **theory(ex)}
 
 
+def task_choices(ex) -> list[tuple[str, str]]:
+    return [("all tasks", ALL_TASKS), *((t, t) for t in ex.tasks)]
+
+
 def build_alignment_tab(app) -> Bundle:
     """The tab's components; returns the settings (the ATM tab updates the matrix choices)."""
     ex = app.ex
     with gr.Tab("Gradient alignment", id="alignment") as tab:
         with gr.Row():
-            task = gr.Dropdown([("all tasks", ALL_TASKS), *((t, t) for t in ex.tasks)], value=ALL_TASKS, label="Task",
+            task = gr.Dropdown(task_choices(ex), value=ALL_TASKS, label="Task",
                                elem_id="align-task")
             matrix_kind = gr.Dropdown(ex.matrix_choices(), value="tau", label="Cosine matrix of", elem_id="matrix-kind")
         note = gr.Markdown()

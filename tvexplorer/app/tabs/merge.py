@@ -61,6 +61,32 @@ def split_params(values: dict) -> dict[str, dict]:
     return out
 
 
+# ---------------------------------------------------------------- one slider per task, tasks added included
+
+ADDED_SLOTS = 4  # hidden sliders for tasks added while the app runs (more appear after a restart)
+
+
+def slots(app) -> list[str]:
+    """The coefficient sliders' names, in task order: the tasks the page was built with, then the spare
+    sliders that tasks added since take (tabs/addtask.py)."""
+    return getattr(app, "coefficient_slots", None) or list(app.ex.tasks)
+
+
+def by_task(app, values: dict | None) -> dict | None:
+    """Slider values {slot: value} as coefficients {task: value} (a spare slot no task has taken is left out)."""
+    if not values:
+        return values
+    named = dict(zip(slots(app), app.ex.tasks))
+    return {named[k]: v for k, v in values.items() if k in named}
+
+
+def task_sliders(app) -> dict:
+    """Every slider after the task set changed: one per task (at 1), the spare ones hidden."""
+    tasks = app.ex.tasks
+    return {"coefficients": {slot: gr.update(visible=i < len(tasks), value=1.0, label=tasks[i] if i < len(tasks) else slot)
+                             for i, slot in enumerate(slots(app))}}
+
+
 # ---------------------------------------------------------------- handlers (named values in, named values out)
 
 def evaluate(app, s: dict) -> dict:
@@ -71,7 +97,7 @@ def evaluate(app, s: dict) -> dict:
     if kind.is_atm:
         result = ex.evaluate(s["method"], scaling=s.get("scaling"), layer_coefficients=layers)
     else:
-        result = ex.evaluate(s["method"], coefficients=s.get("coefficients"), scaling=s.get("scaling"),
+        result = ex.evaluate(s["method"], coefficients=by_task(app, s.get("coefficients")), scaling=s.get("scaling"),
                              params=split_params(s.get("params", {})).get(kind.method, {}), vectors=s.get("vectors", "tau"),
                              layer_coefficients=layers)
     table = presenters.result_table(ex, result)
@@ -95,7 +121,7 @@ def preview(app, s: dict) -> dict:
     if (s.get("layers") or "").strip():  # the stored preview is per task: per-layer settings wait for the exact numbers
         return {}
     try:
-        result = app.ex.preview(s["method"], s.get("coefficients"), s.get("scaling"), s.get("vectors", "tau"))
+        result = app.ex.preview(s["method"], by_task(app, s.get("coefficients")), s.get("scaling"), s.get("vectors", "tau"))
     except ValueError:
         return {}
     if result is None:
@@ -114,7 +140,7 @@ def download_model(app, s: dict) -> dict:
     kind = app.ex.parse_method(s["method"])
     params = {} if kind.is_atm else split_params(s.get("params", {})).get(kind.method, {})
     return {"model_file": str(merged_model_zip(app.ex, app.tmp, s["format"], s["method"], s.get("vectors", "tau"),
-                                               s.get("scaling"), s.get("coefficients"), params))}
+                                               s.get("scaling"), by_task(app, s.get("coefficients")), params))}
 
 
 def settings_updates(app, method: str, scaling=None, coefficients=None) -> dict:
@@ -131,8 +157,8 @@ def settings_updates(app, method: str, scaling=None, coefficients=None) -> dict:
     return {"method": gr.update(value=method),
             "scaling": gr.update(value=ex.default_scaling(method) if scaling is None else scaling),
             "groups": {m: gr.update(visible=not atm and kind.method == m) for m in PARAM_METHODS},
-            "coefficients": {t: gr.update(interactive=not atm, **({} if coefficients is None else {"value": coefficients[t]}))
-                             for t in ex.tasks},
+            "coefficients": {slot: gr.update(interactive=not atm, **({} if coefficients is None else {"value": coefficients[t]}))
+                             for slot, t in zip(slots(app), ex.tasks)},
             "hint": hint}
 
 
@@ -173,9 +199,11 @@ class MergeTab:
                                                            **({} if p.integer else {"elem_classes": "tvx-control"}))
                 with gr.Row():
                     self.presets = {k: gr.Button(label, size="sm", elem_id=f"preset-{k}") for k, label in PRESETS.items()}
+                app.coefficient_slots = [*ex.tasks, *(f"added-{i + 1}" for i in range(ADDED_SLOTS))]
                 with gr.Accordion("Per-task coefficients", open=True):
                     coefficients = {t: gr.Slider(**coefficient_range, value=1.0, label=t, elem_id=f"coef-{t}",
-                                                 elem_classes="tvx-control") for t in ex.tasks}
+                                                 elem_classes="tvx-control", visible=t in ex.tasks)
+                                    for t in app.coefficient_slots}
                 self.advanced = gr.Accordion("Advanced: per-layer coefficients and tuning", open=False)
                 with self.advanced:
                     layers = gr.Textbox(label="Per-layer coefficients (JSON)", info=layer_help(ex), lines=2,
