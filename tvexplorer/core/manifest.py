@@ -33,6 +33,9 @@ Schema (version 1), one JSON object, in this order:
     atm              optional; {variant: {"coefficient", "budget_epochs", "train_split", "start", "rounds":
                      [{"round", "file", "accuracy", "average", "normalized_average", "update_norms",
                      "update_cosines"}]}}: the saved ATM rounds (science/atm.py), 1, 2, ... in order
+    added_tasks      optional; {task: {"source", "undo", "set_aside", "stale", "finished"}}: the tasks added
+                     to the finished cache with add-task, in the order they were added, and how to
+                     remove each (core.additions.AddedTask, pipeline/addtask.py)
 
 Readers get it typed (`Manifest` and the records of core/records.py, core/additions.py), read and checked once when the
 cache is opened: a missing, mistyped, unknown or inconsistent field is one CacheError that names it.
@@ -49,7 +52,7 @@ from pathlib import Path, PurePosixPath
 from .errors import CacheError
 from .fields import Fields, bad, by_name, each, number, obj, optional, text, texts, whole
 from .files import atomic_write
-from .additions import MERGE_SETTINGS, AtmRound, AtmRun, GramsRecord, PreviewRecord, TuningRecord
+from .additions import MERGE_SETTINGS, AddedTask, AtmRound, AtmRun, GramsRecord, PreviewRecord, TuningRecord
 from .layout import Layout
 from .records import FileEntry, Metrics, ModelRecord, TaskRecord
 from .training import TrainConfig
@@ -59,6 +62,7 @@ MANIFEST = "manifest.json"
 GRAMS = "grams"  # the record of stored input Gram matrices
 TUNING = "tuning"
 PREVIEW = "preview"
+ADDED_TASKS = "added_tasks"
 VECTOR_KINDS = ("tau", "tau1", "g0")
 VECTOR_DTYPES = ("float32", "float16")
 
@@ -80,6 +84,7 @@ class Manifest:
     grams: GramsRecord | None = None
     tuning: dict[str, TuningRecord] = field(default_factory=dict)
     atm: dict[str, AtmRun] = field(default_factory=dict)
+    added_tasks: dict[str, AddedTask] = field(default_factory=dict)
 
     # ------------------------------------------------------------ reading and writing
     @classmethod
@@ -105,6 +110,7 @@ class Manifest:
             grams=f.get(GRAMS, optional(lambda v, _: GramsRecord.from_json(v)), None),
             tuning=f.get(TUNING, by_name(TuningRecord.from_json), {}),
             atm=f.get("atm", by_name(AtmRun.from_json), {}),
+            added_tasks=f.get(ADDED_TASKS, by_name(AddedTask.from_json), {}),
         )
         f.done()
         manifest._check_consistent()
@@ -115,7 +121,8 @@ class Manifest:
                           "source": self.source}
         later = {PREVIEW: self.preview and self.preview.to_json(), GRAMS: self.grams and self.grams.to_json(),
                  TUNING: {n: r.to_json() for n, r in self.tuning.items()} or None,
-                 "atm": {v: r.to_json() for v, r in self.atm.items()} or None}
+                 "atm": {v: r.to_json() for v, r in self.atm.items()} or None,
+                 ADDED_TASKS: {t: r.to_json() for t, r in self.added_tasks.items()} or None}
         return {"schema_version": SCHEMA_VERSION, "created_by": self.created_by, "model": self.model.to_json(),
                 "layout": self.layout.to_json(), "vector_dtype": self.vector_dtype,
                 **{k: v for k, v in optional_parts.items() if v is not None},
@@ -145,6 +152,11 @@ class Manifest:
                 raise bad(where, f"{rel} is not among the listed files")
         if self.grams is not None:
             _known_tasks("grams.examples", self.grams.examples, names)
+        _known_tasks(ADDED_TASKS, self.added_tasks, names)
+        for task, added in self.added_tasks.items():
+            for where, rel in [("undo", added.undo), *((f"set_aside.{r}", a) for r, a in added.set_aside.items())]:
+                if rel not in self.files:
+                    raise bad(f"{ADDED_TASKS}.{task}.{where}", f"{rel} is not among the listed files")
 
     # ------------------------------------------------------------ contents
     @property
