@@ -245,7 +245,7 @@ def test_tuning_and_adamerging_buttons_work_with_their_defaults_then_apply(page,
     pick = page.locator("#tune-pick input")
     pick.click()
     pick.fill("task_arithmetic:per_task")
-    page.locator("#tune-pick ul.options li", has_text="task_arithmetic:per_task").first.click()
+    page.locator("#tune-pick [role=option]", has_text="task_arithmetic:per_task").first.click()
     page.click("#tune-apply")
     page.wait_for_function(UP_TO_DATE)
     coefficients = recorded["task_arithmetic:per_task"].coefficients

@@ -61,6 +61,13 @@ def test_one_run_per_kind_and_cancel_between_calls():
     assert slow.cancel() is False and runs.cancel("toy") is False
 
 
+def test_a_canceller_that_waits_sees_how_the_run_ended():
+    """What a Cancel button shows is the end of the run, not a "cancelling" that nothing would replace."""
+    slow = runs.start("toy", "slow", parts(5, 20, 0.02), parts=5)
+    assert runs.cancel("toy", wait=10) is True
+    assert not slow.running and slow.state == "cancelled" and not runs.busy("toy")
+
+
 def test_a_failing_worker_is_one_line_and_frees_the_slot():
     def work():
         yield Call(failing)

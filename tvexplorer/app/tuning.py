@@ -71,9 +71,9 @@ def current() -> runs.Run | None:
     return runs.current(KIND)
 
 
-def cancel() -> bool:
-    """Ask the running run to stop at its next step; False when nothing runs."""
-    return runs.cancel(KIND)
+def cancel(wait: float = 0.0) -> bool:
+    """Ask the running run to stop at its next step (waiting up to `wait` s for it); False when nothing runs."""
+    return runs.cancel(KIND, wait)
 
 
 # ---------------------------------------------------------------- what the panel shows

@@ -73,9 +73,9 @@ def run(ex, v: dict):
 
 
 def cancel(ex) -> dict:
-    if runs.cancel(ATM):
-        gr.Info("Cancelling: the run stops after the task it is training; finished rounds stay saved.")
-        return {"status": "■ **Cancelling…** the run stops after the task it is training now; finished rounds stay saved."}
+    """The status once the run has stopped after the task it is training (or, if that takes long, that it is
+    stopping: its own event then shows the end); finished rounds stay saved."""
+    runs.cancel(ATM, wait=runs.CANCEL_WAIT)
     return {"status": status_text(ex)}
 
 

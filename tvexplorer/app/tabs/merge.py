@@ -206,7 +206,8 @@ class MergeTab:
                                     for t in app.coefficient_slots}
                 self.advanced = gr.Accordion("Advanced: per-layer coefficients and tuning", open=False)
                 with self.advanced:
-                    layers = gr.Textbox(label="Per-layer coefficients (JSON)", info=layer_help(ex), lines=2,
+                    # one starting line: gradio submits a multi-line box on Shift+Enter only, and the help says Enter
+                    layers = gr.Textbox(label="Per-layer coefficients (JSON)", info=layer_help(ex), lines=1, max_lines=6,
                                         placeholder=LAYER_PLACEHOLDER, elem_id="layer-coefficients")
                 evaluate_btn = gr.Button("Evaluate", variant="primary", elem_id="evaluate", render=False)
             with gr.Column(scale=3, elem_id=RESULTS_ID):
