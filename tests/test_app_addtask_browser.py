@@ -15,7 +15,7 @@ def test_uploading_a_zip_adds_a_task_with_its_own_slider(page, served, tmp_path)
     assert page.locator("#add-table").inner_text().count("disc") >= 4
     page.locator("#add-name textarea, #add-name input").first.fill("discs")
     page.click("#add-start")
-    page.wait_for_selector("#add-status:has-text('Added')", timeout=240_000)
+    page.wait_for_selector("#add-status:has-text('✓ Added discs')", timeout=240_000)
     assert Cache.open(served[1]).tasks[-1] == "discs"
     page.get_by_role("tab", name="Merge").click()
     slider = page.locator("#coef-added-1")
