@@ -94,10 +94,10 @@ def slider(cache: Cache, device: torch.device, releases: int) -> dict:
             "median": round(statistics.median(seconds[1:] or seconds), 3), "images": images}
 
 
-def tower(device: torch.device, batch: int, encoder_info: Encoder | dict) -> dict:
+def tower(device: torch.device, batch: int, encoder_info: Encoder) -> dict:
     """Images/s of an image tower's forward pass in float32 and, on a GPU, with bfloat16 blocks (the Evaluator's precisions)."""
     encoder = build_image_encoder(encoder_info).to(device)
-    size = Encoder.of(encoder_info).image_size
+    size = encoder_info.image_size
     images = torch.randn(batch, 3, size, size, device=device)
     out = {"batch": batch, "image_size": size}
     precisions = ("float32", "bfloat16") if device.type == "cuda" else ("float32",)

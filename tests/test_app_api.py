@@ -52,7 +52,7 @@ def test_evaluate(client, reference):
     assert r["accuracy"] == want.accuracy and r["average"] == pytest.approx(want.average)
     assert r["normalized_average"] == pytest.approx(want.normalized_average)
     atm = client.predict(method="atm:posthoc:1", api_name="/evaluate")
-    assert atm["accuracy"] == Cache.open(reference.cache.root).atm_runs()["posthoc"]["rounds"][0]["accuracy"]
+    assert atm["accuracy"] == Cache.open(reference.cache.root).manifest.atm_rounds("posthoc")[0].accuracy
 
 
 def test_alignment(client):
@@ -119,7 +119,7 @@ def test_twenty_concurrent_evaluations_from_several_clients(served, reference):
 def test_atm_round_busy_and_status(client, served):
     apphelpers.wait_idle()
     root = served[1]
-    before = len(Cache.open(root).atm_runs()["standard"]["rounds"])
+    before = len(Cache.open(root).manifest.atm_rounds("standard"))
     t0 = time.time()
     long_run = client.submit(rounds=3, variant="standard", api_name="/atm")
     while not client.predict(api_name="/atm_status")["busy"]:
@@ -128,13 +128,13 @@ def test_atm_round_busy_and_status(client, served):
     with pytest.raises(AppError, match="busy"):
         Client(served[0], verbose=False).predict(rounds=1, variant="posthoc", api_name="/atm")
     # let one round finish, then cancel the rest
-    while len(Cache.open(root).atm_runs()["standard"]["rounds"]) == before:
+    while len(Cache.open(root).manifest.atm_rounds("standard")) == before:
         assert time.time() - t0 < 120
         time.sleep(0.1)
     assert client.predict(api_name="/atm_cancel")["cancel_requested"] is True
     r = long_run.result(timeout=120)
     assert r["state"] == "cancelled" and 1 <= r["rounds_finished"] < 3
-    saved = Cache.open(root).atm_runs()["standard"]["rounds"]
+    saved = Cache.open(root).manifest.atm_rounds("standard")
     assert len(saved) == before + r["rounds_finished"] and r["rounds"][-1]["round"] == len(saved)
     # one more round, to completion; it is an evaluate() method at once
     one = client.predict(rounds=1, variant="standard", api_name="/atm")

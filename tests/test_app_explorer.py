@@ -55,7 +55,7 @@ def test_evaluate_returns_plain_data_equal_to_the_evaluator(ex, reference):
     assert strict_json(got) == got
     assert got["accuracy"] == want.accuracy and got["average"] == pytest.approx(want.average)
     assert got["coefficients"] == {tasks[0]: 0.5, **{t: 1.0 for t in tasks[1:]}}
-    assert got["zero_shot"] == ex.metrics["zero_shot"] and got["finetuned"] == ex.metrics["finetuned"]
+    assert got["zero_shot"] == ex.metrics.zero_shot and got["finetuned"] == ex.metrics.finetuned
     # defaults: the method's own scaling and parameters
     ties = ex.evaluate("ties")
     assert ties["scaling"] == 1.0 and ties["params"] == {"k": 20.0, "fusionbench": 0}
@@ -104,12 +104,12 @@ def test_saved_atm_rounds_are_methods(ex):
     keys = [k for _, k in ex.method_choices()]
     assert keys[:6] == ["task_arithmetic", "average", "ties", "dare", "tsv", "iso_c"]
     assert "atm:standard:1" in keys and "atm:posthoc:1" in keys
-    record = ex.atm_runs()["standard"]["rounds"][0]
+    record = ex.atm_cache.manifest.atm_rounds("standard")[0]
     r = ex.evaluate("atm:standard:1")
-    assert r["accuracy"] == record["accuracy"] and r["label"] == "ATM standard, round 1" and r["scaling"] == 1.0
-    assert ex.evaluate("ATM standard, round 1")["accuracy"] == record["accuracy"]  # the label works too
+    assert r["accuracy"] == record.accuracy and r["label"] == "ATM standard, round 1" and r["scaling"] == 1.0
+    assert ex.evaluate("ATM standard, round 1")["accuracy"] == record.accuracy  # the label works too
     # scaling 1 reproduces the saved evaluation exactly
-    assert ex.evaluator.result(ex.atm_cache.atm_delta("standard", 1).float()).accuracy == record["accuracy"]
+    assert ex.evaluator.result(ex.atm_cache.atm_delta("standard", 1).float()).accuracy == record.accuracy
     half = ex.evaluate("atm:standard:1", scaling=0.5)
     assert half["accuracy"] == ex.evaluator.result(0.5 * ex.atm_cache.atm_delta("standard", 1).float()).accuracy
     with pytest.raises(ValueError, match="do not apply"):
@@ -121,12 +121,12 @@ def test_presets(ex):
     assert ex.preset("equal", "ties") == {"method": "ties", "scaling": 1.0, "coefficients": dict.fromkeys(ex.tasks, 1.0)}
     assert ex.preset("inverse_t")["scaling"] == round(1 / T, 4)
     best = ex.preset("best_val", "ties")
-    assert best["method"] == "task_arithmetic" and best["scaling"] == ex.metrics["task_arithmetic"]["best_scaling"]
-    assert ex.preset("best_val", vectors="tau1")["scaling"] == ex.metrics["task_arithmetic_one_epoch"]["best_scaling"]
+    assert best["method"] == "task_arithmetic" and best["scaling"] == ex.metrics.merge("task_arithmetic").best_scaling
+    assert ex.preset("best_val", vectors="tau1")["scaling"] == ex.metrics.merge("task_arithmetic_one_epoch").best_scaling
     zero = ex.preset("zero")
     assert zero["scaling"] is None and set(zero["coefficients"].values()) == {0.0}
     # zero everything is the zero-shot model
-    assert ex.evaluate("task_arithmetic", coefficients=zero["coefficients"])["accuracy"] == ex.metrics["zero_shot"]
+    assert ex.evaluate("task_arithmetic", coefficients=zero["coefficients"])["accuracy"] == ex.metrics.zero_shot
     with pytest.raises(ValueError, match="unknown preset"):
         ex.preset("nope")
 
@@ -151,15 +151,15 @@ def test_alignment_plain_data(ex):
     a = ex.alignment()
     assert strict_json(a)
     assert set(a["tasks"]) == set(ex.tasks) and set(a["layers"]) == set(ex.tasks)
-    assert a["optimizer"] == ex.source.training["optimizer"] and a["full_batch_exact"] is (a["optimizer"] == "gd")
+    assert a["optimizer"] == ex.source.manifest.training.optimizer and a["full_batch_exact"] is (a["optimizer"] == "gd")
     one = a["tasks"][ex.tasks[0]]
     assert -1 <= one["cos_tau_neg_g0"] <= 1 and one["full_batch_rel_err"] >= 0
-    assert [e["epoch"] for e in one["epochs"]] == list(range(1, ex.source.training["epochs"] + 1))
+    assert [e["epoch"] for e in one["epochs"]] == list(range(1, ex.source.manifest.training.epochs + 1))
     assert sum(e["norm_share"] for e in one["epochs"]) == pytest.approx(1.0)
     assert len(a["layers"][ex.tasks[0]]) == len(ex.source.layout.names)
     assert {"tau", "tau1", "g0", "atm:standard:1", "atm:posthoc:1"} <= set(a["cosine_matrices"])
     m = a["cosine_matrices"]["atm:standard:1"]
-    assert m["matrix"] == ex.atm_runs()["standard"]["rounds"][0]["update_cosines"]
+    assert m["matrix"] == [list(row) for row in ex.atm_cache.manifest.atm_rounds("standard")[0].update_cosines]
     single = ex.alignment(ex.tasks[1], matrices=["tau"])
     assert list(single["tasks"]) == [ex.tasks[1]] and list(single["cosine_matrices"]) == ["tau"]
     with pytest.raises(ValueError, match="unknown task"):
@@ -168,7 +168,7 @@ def test_alignment_plain_data(ex):
         ex.cosine_matrix("nope")
     # under AdamW the text shows cosines and points to the SGD record, never |tau1 + lr g0| as a check
     text = presenters.full_batch_text(ex, ex.tasks)
-    assert ex.source.training["optimizer"] == "adamw"
+    assert ex.source.manifest.training.optimizer == "adamw"
     assert f"{one['cos_tau1_neg_g0']:.3f}" in text and "Theory section" in text and "no test of the theorem" in text
     assert f"{one['full_batch_rel_err']:.3g}" not in text
     assert "|tau1 + lr g0| / |lr g0|" not in presenters.alignment_summary(ex, ex.tasks).columns
@@ -179,7 +179,7 @@ def test_theory_record_and_references(ex):
     assert {r["task"] for r in theory["rows"]} == set(ex.source.theory()["task"])
     assert all(r["slope"] > 0 for r in theory["slopes"])
     refs = ex.references()
-    m = ex.metrics
+    m = ex.metrics.to_json()
     assert refs["multi-task (joint fine-tuning)"] == m["multitask_average"]
     assert refs["linear probe of theta0"] == m["linear_probe_average"]
     result = ex.evaluate("task_arithmetic", scaling=0.3)
@@ -255,7 +255,7 @@ def test_read_only_cache_gets_a_copy_on_write_work_folder(quick_demo, tmp_path):
     assert [k for _, k in ex.method_choices()].count("atm:standard:2") == 1
     # a restarted app on the same source finds the saved round
     again = Explorer(src, device="cpu", read_only=True, workdir=tmp_path / "work")
-    assert again.atm_root == work and len(again.atm_runs()["standard"]["rounds"]) == 2
+    assert again.atm_root == work and len(again.atm_cache.manifest.atm_rounds("standard")) == 2
     Cache.open(work).verify()
 
 
@@ -280,17 +280,17 @@ def test_is_writable(tmp_path, quick_demo):
 
 def test_one_run_at_a_time_and_cancel_keeps_finished_rounds(ex):
     apphelpers.wait_idle()
-    start = len(ex.atm_runs()["standard"]["rounds"])
+    start = len(ex.atm_cache.manifest.atm_rounds("standard"))
     job = ex.start_atm(3, "standard")
     with pytest.raises(runs.Busy, match="busy"):
         ex.start_atm(1, "posthoc")
     assert ex.atm_status()["busy"] is True
     # cancel once the first round is saved
-    while job.running and len(ex.atm_runs()["standard"]["rounds"]) == start:
+    while job.running and len(ex.atm_cache.manifest.atm_rounds("standard")) == start:
         job.finished.wait(0.05)
     assert runs.cancel("atm") is True
     job.finished.wait(120)
-    saved = len(Cache.open(ex.atm_root).atm_runs()["standard"]["rounds"])
+    saved = len(Cache.open(ex.atm_root).manifest.atm_rounds("standard"))
     assert job.state == "cancelled" and 1 <= sum(job.outputs) < 3 and saved == start + sum(job.outputs)
     ended = job.seconds
     time.sleep(0.2)
@@ -364,7 +364,7 @@ def test_ui_method_and_presets(handlers, ex):
     ties = merge.settings_updates(handlers, "ties")
     assert {m: g["visible"] for m, g in ties["groups"].items()} == {m: m == "ties" for m in merge.PARAM_METHODS}
     best = merge.apply_preset(handlers, "best_val", settings("ties", 1.0))
-    assert best["method"]["value"] == "task_arithmetic" and best["scaling"]["value"] == ex.metrics["task_arithmetic"]["best_scaling"]
+    assert best["method"]["value"] == "task_arithmetic" and best["scaling"]["value"] == ex.metrics.merge("task_arithmetic").best_scaling
     zero = merge.apply_preset(handlers, "zero", settings("ties", 0.7))
     assert zero["scaling"]["value"] == 0.7 and [u["value"] for u in zero["coefficients"].values()] == [0.0] * len(ex.tasks)
 
@@ -488,7 +488,7 @@ def test_hub_caches_are_verified_once_and_used_offline(quick_demo, tmp_path, mon
     monkeypatch.setattr(stamps_module, "sha256_file", lambda p: hashed.append(p.name) or real(p))
 
     assert resolve_location("hf://datasets/org/c") == snapshot
-    assert {Path(rel).name for rel in Cache.open(snapshot).manifest["files"]} <= set(hashed)  # every file checked
+    assert {Path(rel).name for rel in Cache.open(snapshot).manifest.files} <= set(hashed)  # every file checked
     hashed.clear()
     assert resolve_location("hf://datasets/org/c") == snapshot
     assert hashed == ["manifest.json"]  # the same download is not hashed again

@@ -61,6 +61,13 @@ def test_one_run_per_kind_and_cancel_between_calls():
     assert slow.cancel() is False and runs.cancel("toy") is False
 
 
+def test_a_canceller_that_waits_sees_how_the_run_ended():
+    """What a Cancel button shows is the end of the run, not a "cancelling" that nothing would replace."""
+    slow = runs.start("toy", "slow", parts(5, 20, 0.02), parts=5)
+    assert runs.cancel("toy", wait=10) is True
+    assert not slow.running and slow.state == "cancelled" and not runs.busy("toy")
+
+
 def test_a_failing_worker_is_one_line_and_frees_the_slot():
     def work():
         yield Call(failing)
@@ -137,10 +144,10 @@ def check_calls(calls):
 def test_atm_on_zero_gpu_runs_one_call_per_round_in_the_visitors_event(zero_gpu):
     client, root, spaces = zero_gpu
     spaces.calls.clear()
-    before = len(Cache.open(root).atm_runs()["standard"]["rounds"])
+    before = len(Cache.open(root).manifest.atm_rounds("standard"))
     r = client.predict(rounds=3, variant="standard", api_name="/atm")
     assert r["state"] == "finished" and r["rounds_finished"] == 3
-    assert len(Cache.open(root).atm_runs()["standard"]["rounds"]) == before + 3
+    assert len(Cache.open(root).manifest.atm_rounds("standard")) == before + 3
     assert len(spaces.calls) == 3
     check_calls(spaces.calls)
     assert len({c["event"] for c in spaces.calls}) == 1  # all three from the one event that asked
@@ -154,12 +161,12 @@ def test_tuning_on_zero_gpu_and_a_visitor_out_of_quota(zero_gpu):
     check_calls(spaces.calls)
     spaces.calls.clear()
     spaces.refuse_after = 1  # the second round is refused: the first stays saved, the visitor reads one line
-    before = len(Cache.open(root).atm_runs()["standard"]["rounds"])
+    before = len(Cache.open(root).manifest.atm_rounds("standard"))
     try:
         with pytest.raises(AppError, match=r"ZeroGPU refused the GPU: You have exceeded your GPU quota .*12s left") as e:
             client.predict(rounds=3, variant="standard", api_name="/atm")
     finally:
         spaces.refuse_after = None
     assert "\n" not in str(e.value) and "1 saved round" in str(e.value)
-    assert len(Cache.open(root).atm_runs()["standard"]["rounds"]) == before + 1
+    assert len(Cache.open(root).manifest.atm_rounds("standard")) == before + 1
     assert not runs.busy("atm")

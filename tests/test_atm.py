@@ -5,7 +5,7 @@ import torch
 from tvexplorer.core.cache import Cache
 from tvexplorer.science import atm
 from tvexplorer.science.atm import Settings, budget, line_search, new_settings, run_atm, settings_of
-from tvexplorer.science.training import TrainConfig, batch_stream, finetune, prepare, steps_per_epoch, tune_steps
+from tvexplorer.science.training import batch_stream, finetune, prepare, steps_per_epoch, tune_steps
 
 
 def fixed_updates(cache, scale):
@@ -70,8 +70,8 @@ def test_line_search_picks_the_validation_best_alpha():
 def test_adaptive_run_records_its_choice_and_weights(demo_copy):
     cache = Cache.open(demo_copy)
     [record] = run_atm(cache, 1, variant="adaptive", settings=new_settings("adaptive", alpha_grid=(1.0, 3.0)), device="cpu")
-    run = Cache.open(demo_copy).atm_runs()["adaptive"]
-    assert run["extension"] and run["alpha_rule"] == "line_search" and run["weighting"] == "loss"
+    run = Cache.open(demo_copy).manifest.atm["adaptive"]
+    assert run.details["extension"] and settings_of(run).alpha_rule == "line_search" and settings_of(run).weighting == "loss"
     scores = record["line_search"]
     best = max(scores, key=lambda a: (scores[a], -float(a)))
     assert f"{record['alpha']:.6g}" == best
@@ -82,12 +82,12 @@ def test_adaptive_run_records_its_choice_and_weights(demo_copy):
 
 def test_budget_axis_counts_steps_against_fine_tuning(demo_copy):
     cache = Cache.open(demo_copy)
-    cfg = TrainConfig(**cache.training)
+    cfg = cache.manifest.training
     # the quick demo's standard run: one round of one epoch against fine-tuning's cfg.epochs
     assert budget(cache, "standard") == pytest.approx([1 / cfg.epochs])
     run_atm(cache, 2, variant="adaptive", settings=new_settings("adaptive", budget_epochs=0.5, alpha_grid=(1.0,)),
             device="cpu")
-    sizes = {t: cache.task(t)["sizes"]["train"] for t in cache.tasks}
+    sizes = {t: cache.manifest.task(t).sizes.train for t in cache.tasks}
     per_round = sum(max(1, round(0.5 * steps_per_epoch(n, cfg))) for n in sizes.values())
     total = sum(cfg.epochs * steps_per_epoch(n, cfg) for n in sizes.values())
     assert budget(Cache.open(demo_copy), "adaptive") == pytest.approx([per_round / total, 2 * per_round / total])
@@ -113,8 +113,8 @@ def test_fractional_budget_continues_the_data_order(quick_demo):
     finetune's epoch."""
     from tvexplorer.data.sources import load_task
     cache = Cache.open(quick_demo)
-    cfg = TrainConfig(**cache.training)
-    split = load_task(cache.task("signs")["data"]).train
+    cfg = cache.manifest.training
+    split = load_task(cache.manifest.task("signs").data).train
     per_epoch = steps_per_epoch(len(split), cfg)
     whole = [labels for _, (_, labels) in zip(range(per_epoch + 2), batch_stream(split, cfg, 1, 0))]
     later = [labels for _, (_, labels) in zip(range(3), batch_stream(split, cfg, 1, per_epoch - 1))]
@@ -122,8 +122,8 @@ def test_fractional_budget_continues_the_data_order(quick_demo):
         assert torch.equal(a, b)
     from tvexplorer.models.clip import build_image_encoder, get_flat, set_flat
     heads, scale = cache.heads()
-    encoder = build_image_encoder(cache.manifest["model"]["encoder"])
-    objectives = prepare(encoder, heads, scale, cache.manifest["model"]["encoder"], cfg, "cpu")
+    encoder = build_image_encoder(cache.manifest.model.encoder)
+    objectives = prepare(encoder, heads, scale, cache.manifest.model.encoder, cfg, "cpu")
     start = get_flat(encoder)
     a = finetune(encoder, objectives["signs"], split, cfg, 1, first_epoch=1, epochs=1)[-1]
     set_flat(encoder, start)
@@ -148,13 +148,13 @@ def test_report_places_references_and_rounds_on_the_budget_axis(quick_demo):
     cache = Cache.open(quick_demo)
     report = atm_report(cache)
     refs = {r["key"]: r["budget"] for r in report["references"]}
-    epochs = cache.training["epochs"]
+    epochs = cache.manifest.training.epochs
     assert refs == {"zero_shot": 0.0, "finetuned": 1.0, "multitask": 1.0, "task_arithmetic": 1.0,
                     "task_arithmetic_one_epoch": pytest.approx(1 / epochs)}
     std = report["runs"]["standard"]
     assert [r["budget"] for r in std["rounds"]] == pytest.approx([1 / epochs])
     assert "paper" in std["description"] and not std["extension"]
-    ta = cache.metrics["task_arithmetic"]["accuracy"]
+    ta = cache.manifest.metrics.merge("task_arithmetic").accuracy
     table = gains_table(report, "standard")
     for t in cache.tasks:
         assert table.loc[t, "round 1"] == pytest.approx(100 * (std["rounds"][0]["accuracy"][t] - ta[t]))

@@ -48,12 +48,12 @@ def test_folder_tasks_build_with_chosen_evaluation_subsets(quick_demo, folder_sp
     cache = build_cache(tmp_path / "cache", model(quick_demo), folder_specs, CFG, device="cpu", n_eval=5, n_val=2)
     assert cache.tasks == ["alpha", "beta"] and cache.has_gradient_record
     for t in cache.tasks:
-        assert cache.task(t)["sizes"] == {"train": 22, "val": 2, "test": 12}
+        assert cache.manifest.task(t).sizes.to_json() == {"train": 22, "val": 2, "test": 12}
         test = cache.eval_split(t, "test")
         assert len(test) == 5 and test.images.shape[1:] == (24, 24, 3)
         assert len(cache.eval_split(t, "val")) == 2
     assert not (cache.root / ".build").exists()
-    assert cache.metrics["finetuned"] == {t: Evaluator(cache, device="cpu").accuracy(cache.vector(t), [t])[t] for t in cache.tasks}
+    assert cache.manifest.metrics.finetuned == {t: Evaluator(cache, device="cpu").accuracy(cache.vector(t), [t])[t] for t in cache.tasks}
 
 
 def test_an_interrupted_build_resumes_without_redoing_finished_tasks(quick_demo, folder_specs, tmp_path, monkeypatch):
@@ -124,8 +124,8 @@ def test_imported_checkpoints_give_tau_and_an_honest_alignment_panel(quick_demo,
     for t in cache.tasks:
         assert torch.allclose(cache.vector(t), source.vector(t), atol=1e-6)
         # the same model up to float32 rounding: at most one test image may change its prediction
-        assert abs(cache.metrics["finetuned"][t] - source.metrics["finetuned"][t]) <= 1 / 60
-    assert "one_epoch" not in cache.metrics
+        assert abs(cache.manifest.metrics.finetuned[t] - source.manifest.metrics.finetuned[t]) <= 1 / 60
+    assert "one_epoch" not in cache.manifest.metrics.to_json()
     with pytest.raises(CacheError, match="imported"):
         cache.vector(cache.tasks[0], "tau1")
 

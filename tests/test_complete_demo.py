@@ -23,7 +23,7 @@ STEPS = recipe()["complete"]
 def is_complete(cache: Cache) -> bool:
     rows = {r["key"]: r for r in table_rows(cache)}
     return (all(rows[m]["accuracy"] is not None for m in METHODS) and not missing_grams(cache)
-            and "task_arithmetic:per_task" in cache.manifest.get("tuning", {}))
+            and "task_arithmetic:per_task" in cache.manifest.tuning)
 
 
 def test_the_shipped_recipe_finishes_with_grams_the_whole_table_and_a_tuned_record():
@@ -95,11 +95,11 @@ def test_recording_commands_write_a_read_only_cache_into_its_work_copy(demo_copy
     assert "recording into its work copy" in capsys.readouterr().err
     work = Cache.open(workcopy.work_folder(Cache.open(demo_copy), tmp_path / "work"))
     if command[0] == "table":
-        assert work.metrics["average"]["accuracy"] and "average" not in Cache.open(demo_copy).metrics
+        assert work.manifest.metrics.merge("average").accuracy and "average" not in Cache.open(demo_copy).manifest.metrics.merges
     elif command[0] == "tune":
-        assert "task_arithmetic:per_task" in work.manifest["tuning"]
+        assert "task_arithmetic:per_task" in work.manifest.tuning
     else:
-        assert work.manifest["preview"]["checks"]
+        assert work.manifest.preview.checks
 
 
 def test_the_shipped_demo_is_protected_and_table_leaves_it_untouched(tmp_path, monkeypatch, capsys):

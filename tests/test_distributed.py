@@ -64,14 +64,14 @@ def test_ray_build_gives_the_serial_files(cluster, quick_demo, serial_build, tmp
     assert main(build_args(quick_demo, out, "--ray")) == 0
     hashes = result_hashes(out)
     assert len(hashes) == 4 and hashes == result_hashes(serial_build)
-    assert Cache.open(out).metrics["finetuned"] == Cache.open(serial_build).metrics["finetuned"]
+    assert Cache.open(out).manifest.metrics.finetuned == Cache.open(serial_build).manifest.metrics.finetuned
 
 
 def test_ray_atm_round_gives_the_serial_round(cluster, quick_demo, tmp_path):
     caches = []
     for name, extra in (("serial", []), ("ray", ["--ray"])):
         shutil.copytree(quick_demo, tmp_path / name)
-        done = len(Cache.open(tmp_path / name).atm_runs()["standard"]["rounds"])
+        done = len(Cache.open(tmp_path / name).manifest.atm_rounds("standard"))
         assert main(["atm", str(tmp_path / name), "--rounds", "1", "--device", "cpu", *extra]) == 0
         caches.append(Cache.open(tmp_path / name))
         assert len(caches[-1].manifest.atm_rounds("standard")) == done + 1

@@ -58,7 +58,7 @@ def test_a_given_speed_is_not_timed_and_a_gpu_plan_takes_everything(demo, monkey
 
 def test_the_encoder_is_timed_and_the_thread_setting_given_back(demo):
     before = torch.get_num_threads()
-    timing = evalplan.measure_encoder(demo.manifest["model"]["encoder"], threads=1, seconds=0.2)
+    timing = evalplan.measure_encoder(demo.manifest.model.encoder, threads=1, seconds=0.2)
     assert torch.get_num_threads() == before
     assert timing.images_per_second >= timing.median_images_per_second > 0 and timing.load_seconds > 0
     assert evalplan.TIMING_BATCH <= timing.batch <= evalplan.MAX_BATCH

@@ -88,7 +88,7 @@ def test_hf_export_runs_in_transformers_like_the_evaluator(quick_demo, evaluator
 
 def test_atm_export_holds_the_saved_round(quick_demo, evaluator, tmp_path):
     cache = evaluator.cache
-    assert set(cache.atm_runs()) >= {"standard", "posthoc"}
+    assert set(cache.manifest.atm) >= {"standard", "posthoc"}
     exported = {}
     for variant in ("standard", "posthoc"):
         out = tmp_path / variant

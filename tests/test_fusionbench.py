@@ -209,7 +209,7 @@ def test_import_hub_command_makes_a_cache_of_the_served_fine_tunes(hub, quick_de
         tuned = cache.layout.flatten(read_image_encoder(hub.remote / f"tanganke/clip-vit-base-patch32_{task.lower()}" / "model.safetensors",
                                                         base=base), dtype=torch.float32)
         assert torch.equal(cache.vector(task), tuned - cache.base())
-        assert 0 <= cache.metrics["finetuned"][task] <= 1
+        assert 0 <= cache.manifest.metrics.finetuned[task] <= 1
 
 
 @pytest.mark.parametrize("extra, message", [

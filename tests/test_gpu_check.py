@@ -31,7 +31,7 @@ def test_without_a_gpu_the_check_stops_with_one_line():
 def test_every_step_runs_on_the_cpu(quick_demo, tmp_path, capsys):
     gpu_check = load_gpu_check()
     def rounds(folder):
-        return len(Cache.open(folder).atm_runs().get("standard", {}).get("rounds", []))
+        return len(Cache.open(folder).manifest.atm_rounds("standard"))
     rounds_before = rounds(quick_demo)
     report = gpu_check.main(["--device", "cpu", "--quick", "--cache", str(quick_demo), "--json", str(tmp_path / "r.json")])
     assert json.loads((tmp_path / "r.json").read_text()) == report

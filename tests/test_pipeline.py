@@ -21,13 +21,13 @@ from tvexplorer.science.training import TrainConfig
 def test_stored_metrics_are_what_exact_evaluation_measures(quick_demo):
     cache = Cache.open(quick_demo)
     evaluator = Evaluator(cache, device="cpu")
-    assert evaluator.accuracy(None) == cache.metrics["zero_shot"]
+    assert evaluator.accuracy(None) == cache.manifest.metrics.zero_shot
     for t in cache.tasks:
-        assert evaluator.accuracy(cache.vector(t), [t])[t] == cache.metrics["finetuned"][t]
-    ta = cache.metrics["task_arithmetic"]
-    result = evaluator.evaluate("task_arithmetic", scaling=ta["best_scaling"])
-    assert result.accuracy == ta["accuracy"]
-    assert result.average == pytest.approx(cache.metrics["task_arithmetic_average"])
+        assert evaluator.accuracy(cache.vector(t), [t])[t] == cache.manifest.metrics.finetuned[t]
+    ta = cache.manifest.metrics.merge("task_arithmetic")
+    result = evaluator.evaluate("task_arithmetic", scaling=ta.best_scaling)
+    assert result.accuracy == ta.accuracy
+    assert result.average == pytest.approx(cache.manifest.metrics.average("task_arithmetic"))
 
 
 def test_evaluation_is_memoised_by_equivalent_settings(quick_demo):
@@ -43,8 +43,9 @@ def test_evaluation_is_memoised_by_equivalent_settings(quick_demo):
     assert c != a and len(merges) == 2
     # a fresh evaluator (no memo) gives the same numbers: evaluation is deterministic
     assert Evaluator(cache, device="cpu").evaluate("ties", scaling=1.0) == a
+    finetuned = cache.manifest.metrics.finetuned
     for t in cache.tasks:
-        assert a.normalized[t] == pytest.approx(a.accuracy[t] / cache.metrics["finetuned"][t]) or cache.metrics["finetuned"][t] == 0
+        assert a.normalized[t] == pytest.approx(a.accuracy[t] / finetuned[t]) or finetuned[t] == 0
 
 
 def test_evaluation_streams_task_by_task_and_keeps_what_it_finished(quick_demo):
@@ -70,8 +71,8 @@ def test_evaluation_streams_task_by_task_and_keeps_what_it_finished(quick_demo):
 
 def test_one_atm_round_equals_task_arithmetic_over_one_epoch_vectors(quick_demo):
     cache = Cache.open(quick_demo)
-    run = cache.atm_runs()["standard"]
-    assert run["coefficient"] == pytest.approx(1 / len(cache.tasks)) and run["budget_epochs"] == 1
+    run = cache.manifest.atm["standard"]
+    assert run.coefficient == pytest.approx(1 / len(cache.tasks)) and run.budget_epochs == 1
     expected = merge_flat("task_arithmetic", cache.vectors("tau1"), cache.layout, scaling=1 / len(cache.tasks))
     got = cache.atm_delta("standard", 1)
     assert torch.allclose(got, expected, rtol=1e-5, atol=1e-8)
@@ -84,13 +85,13 @@ def test_atm_continues_from_the_last_saved_round(demo_copy):
     records = run_atm(cache, 1, variant="standard", device="cpu", on_round=seen.append)
     assert [r["round"] for r in records] == [2] and seen == records
     reopened = Cache.open(demo_copy)
-    rounds = reopened.atm_runs()["standard"]["rounds"]
-    assert [r["round"] for r in rounds] == [1, 2]
+    rounds = reopened.manifest.atm_rounds("standard")
+    assert [r.round for r in rounds] == [1, 2]
     delta2 = reopened.atm_delta("standard", 2)
     assert not torch.equal(delta2, reopened.atm_delta("standard", 1))
     # the saved accuracy is the exact accuracy of the saved delta
-    assert Evaluator(reopened, device="cpu").accuracy(delta2) == rounds[1]["accuracy"]
-    cos = torch.tensor(rounds[1]["update_cosines"])
+    assert Evaluator(reopened, device="cpu").accuracy(delta2) == rounds[1].accuracy
+    cos = torch.tensor(rounds[1].update_cosines)
     assert cos.shape == (3, 3) and torch.allclose(cos.diagonal(), torch.ones(3))
 
 
@@ -99,13 +100,13 @@ def test_atm_stops_between_tasks_without_saving_a_partial_round(demo_copy):
     calls = []
     records = run_atm(cache, 2, device="cpu", should_stop=lambda: calls.append(1) or len(calls) > 2)
     assert records == []
-    assert len(Cache.open(demo_copy).atm_runs()["standard"]["rounds"]) == 1
+    assert len(Cache.open(demo_copy).manifest.atm_rounds("standard")) == 1
 
 
 def test_alignment_summary(quick_demo):
     cache = Cache.open(quick_demo)
     a = task_alignment(cache, "signs")
-    assert len(a["epochs"]) == cache.training["epochs"]
+    assert len(a["epochs"]) == cache.manifest.training.epochs
     assert sum(e["norm_share"] for e in a["epochs"]) == pytest.approx(1.0)
     assert a["epochs"][-1]["cos_tau_e_tau"] == pytest.approx(1.0)
     assert -1 <= a["cos_tau_neg_g0"] <= 1 and a["norm_tau"] > 0
@@ -130,7 +131,7 @@ def run_cli(*args):
 def test_cli_json_outputs(quick_demo):
     info = json.loads(run_cli("info", quick_demo, "--json", "--verify").stdout)
     assert set(info["tasks"]) == {"digits", "signs", "textures"}
-    assert info["averages"]["zero_shot"] == pytest.approx(Cache.open(quick_demo).metrics["zero_shot_average"])
+    assert info["averages"]["zero_shot"] == pytest.approx(Cache.open(quick_demo).manifest.metrics.average("zero_shot"))
     r = run_cli("eval", quick_demo, "--method", "task_arithmetic", "--scaling", "0.5", "--coef", "signs=0", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
@@ -173,7 +174,7 @@ def test_cli_bad_input_is_one_line(quick_demo, tmp_path, args, message):
 def test_cli_info_shows_every_reference_and_the_theory_slopes(quick_demo):
     info = json.loads(run_cli("info", quick_demo, "--json").stdout)
     cache = Cache.open(quick_demo)
-    m = cache.metrics
+    m = cache.manifest.metrics.to_json()
     for key in ("linear_probe", "multitask", "ties", "tsv", "iso_c"):
         assert info["averages"][key] == pytest.approx(m[f"{key}_average"])
     assert info["tasks"]["signs"]["linear_probe"] == m["linear_probe"]["signs"]
@@ -186,7 +187,7 @@ def test_cli_info_shows_every_reference_and_the_theory_slopes(quick_demo):
 def test_diagnostics_row_is_what_the_cache_records(quick_demo):
     from tvexplorer.demo.build import diagnostics
     cache = Cache.open(quick_demo)
-    m = cache.metrics
+    m = cache.manifest.metrics.to_json()
     row = diagnostics(cache)
     zs, ft, ta = m["zero_shot_average"], m["finetuned_average"], m["task_arithmetic_average"]
     assert row["ZS"] == round(100 * zs, 1) and row["FT"] == round(100 * ft, 1)

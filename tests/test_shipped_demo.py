@@ -29,20 +29,20 @@ def test_demo_is_small_and_complete(demo):
 
 def test_recorded_metrics_are_reproduced_exactly(demo):
     evaluator = Evaluator(demo, device="cpu")
-    m = demo.metrics
+    m = demo.manifest.metrics.to_json()
     assert evaluator.accuracy(None) == m["zero_shot"]
     for t in demo.tasks:
         assert evaluator.accuracy(demo.vector(t), [t])[t] == m["finetuned"][t]
     ta = m["task_arithmetic"]
     assert evaluator.accuracy(merge_flat("task_arithmetic", demo.vectors(), demo.layout, scaling=ta["best_scaling"])) == ta["accuracy"]
-    last = demo.atm_runs()["standard"]["rounds"][-1]
-    assert evaluator.accuracy(demo.atm_delta("standard", last["round"])) == last["accuracy"]
+    last = demo.manifest.atm_rounds("standard")[-1]
+    assert evaluator.accuracy(demo.atm_delta("standard", last.round)) == last.accuracy
 
 
 def test_bfloat16_evaluation_agrees_with_float32_on_99_5_percent_of_images(demo):
     """The app's fast precision: its predictions, image by image, against float32's, on the shipped demo
     at its best task-arithmetic scaling."""
-    delta = merge_flat("task_arithmetic", demo.vectors(), demo.layout, scaling=demo.metrics["task_arithmetic"]["best_scaling"])
+    delta = merge_flat("task_arithmetic", demo.vectors(), demo.layout, scaling=demo.manifest.metrics.merge("task_arithmetic").best_scaling)
     exact, fast = Evaluator(demo, device="cpu"), Evaluator(demo, device="cpu", precision="bfloat16")
     assert fast.precision == "bfloat16" and exact.precision == "float32"
     blocks = fast.encoder.transformer.resblocks
@@ -58,8 +58,8 @@ def test_bfloat16_evaluation_agrees_with_float32_on_99_5_percent_of_images(demo)
 def test_demo_outcomes_make_it_worth_exploring(demo):
     """The issue's bar for the demo world: zero-shot well above chance but at least 20 points under
     the fine-tuned average, fine-tuned at least 90 %, task arithmetic in between."""
-    m = demo.metrics
-    chance = sum(1 / len(demo.task(t)["classnames"]) for t in demo.tasks) / len(demo.tasks)
+    m = demo.manifest.metrics.to_json()
+    chance = sum(1 / len(demo.manifest.task(t).classnames) for t in demo.tasks) / len(demo.tasks)
     assert m["zero_shot_average"] >= chance + 0.10
     assert m["zero_shot_average"] <= m["finetuned_average"] - 0.20
     assert m["finetuned_average"] >= 0.90
@@ -70,7 +70,7 @@ def test_shipped_evaluation_subsets_are_what_the_world_generates(demo):
     """The committed world code still generates exactly the committed demo's data."""
     from tvexplorer.data.sources import load_task
     for t in demo.tasks:
-        data = load_task(demo.task(t)["data"])
+        data = load_task(demo.manifest.task(t).data)
         for split in ("test", "val"):
             stored = demo.eval_split(t, split)
             fresh = getattr(data, split)
@@ -86,7 +86,7 @@ def test_demo_shows_the_papers_phenomena(demo):
     Missed, and reported in the README rather than asserted: the task-arithmetic gain ratio (0.37,
     target 0.45), the paper-rule ATM's climb (0.25 after 5 rounds, 0.31 after 10), the adaptive run's
     climb after 10 rounds (0.51, target 0.6) and TIES (0.1 under task arithmetic)."""
-    m = demo.metrics
+    m = demo.manifest.metrics.to_json()
     zs, ft, ta = m["zero_shot_average"], m["finetuned_average"], m["task_arithmetic_average"]
     assert ft >= 0.90 and 0.40 <= zs <= 0.65 and zs <= ft - 0.20
     assert m["linear_probe_average"] >= 0.9 * ft
@@ -97,9 +97,9 @@ def test_demo_shows_the_papers_phenomena(demo):
     assert 0.0 < m["task_arithmetic"]["best_scaling"] < 1.5
     assert abs(m["task_arithmetic_one_epoch_average"] - ta) <= 0.02
     assert m["tsv_average"] >= ta and m["iso_c_average"] >= ta
-    rounds = [r["average"] for r in demo.atm_runs()["standard"]["rounds"]]
+    rounds = [r.average for r in demo.manifest.atm_rounds("standard")]
     assert len(rounds) == 10 and rounds[4] > ta and rounds[9] > rounds[4]
-    assert demo.atm_runs()["posthoc"]["rounds"][-1]["average"] > ta
+    assert demo.manifest.atm_rounds("posthoc")[-1].average > ta
     assert set(m["multitask"]) == set(demo.tasks) and ta < m["multitask_average"] <= 1.0
     traj = demo.trajectory()
     whole = traj[traj["layer"] == "all"]

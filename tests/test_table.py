@@ -13,7 +13,7 @@ from tvexplorer.pipeline.table import table_rows
 
 
 def test_table_command_records_and_prints_every_method(demo_copy, capsys):
-    before = Cache.open(demo_copy).metrics
+    before = Cache.open(demo_copy).manifest.metrics.to_json()
     assert main(["table", str(demo_copy), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     # the build recorded task arithmetic, TIES, TSV-M and Iso-C: only the others were computed
@@ -30,7 +30,7 @@ def test_table_command_records_and_prints_every_method(demo_copy, capsys):
     assert rows["finetuned"]["normalized_average"] == pytest.approx(1.0)
     # recorded through the manifest: a new process reads the same rows and computes nothing
     recorded = Cache.open(demo_copy)
-    assert recorded.metrics["regmean"]["accuracy"] == rows["regmean"]["accuracy"]
+    assert recorded.manifest.metrics.merge("regmean").accuracy == rows["regmean"]["accuracy"]
     assert table_rows(recorded) == out["rows"]
     assert main(["table", str(demo_copy), "--methods", "regmean,average"]) == 0
     text = capsys.readouterr().out

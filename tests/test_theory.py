@@ -99,7 +99,7 @@ def test_quick_world_records_theory_probe_and_multitask(quick_demo):
     assert table["lr"].max() / table["lr"].min() >= 100
     slopes = error_slopes(table[table["epoch"] == 1])
     assert slopes["slope"].between(0.8, 1.2).all(), slopes
-    m = cache.metrics
+    m = cache.manifest.metrics.to_json()
     assert set(m["linear_probe"]) == set(m["multitask"]) == set(cache.tasks)
     assert all(0 <= v <= 1 for v in [*m["linear_probe"].values(), *m["multitask"].values()])
     for method in ("ties", "tsv", "iso_c", "task_arithmetic"):

@@ -6,14 +6,15 @@ import torch
 import torch.nn.functional as F
 
 from tvexplorer.core.layout import Layout
+from tvexplorer.core.records import Encoder
 from tvexplorer.core.split import Split
 from tvexplorer.data.splits import to_input
 from tvexplorer.models.clip import build_image_encoder, get_flat, set_flat
 from tvexplorer.science.alignment import cosine, norm, trajectory_table, vector_alignment
 from tvexplorer.science.training import Objective, TrainConfig, finetune, full_batch_gradient
 
-ENCODER = {"embed_dim": 8, "vision_cfg": {"image_size": 8, "patch_size": 4, "width": 16, "layers": 1, "head_width": 8},
-           "quick_gelu": False, "image_size": 8, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+ENCODER = Encoder(embed_dim=8, vision_cfg={"image_size": 8, "patch_size": 4, "width": 16, "layers": 1, "head_width": 8},
+                  quick_gelu=False, image_size=8, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 
 
 def tiny_problem(n=40, classes=3, seed=0):
@@ -23,7 +24,7 @@ def tiny_problem(n=40, classes=3, seed=0):
     g = torch.Generator().manual_seed(seed)
     split = Split(torch.randint(0, 256, (n, 8, 8, 3), dtype=torch.uint8, generator=g),
                   torch.randint(0, classes, (n,), generator=g))
-    return encoder, Objective(head, 10.0, ENCODER["mean"], ENCODER["std"]), split
+    return encoder, Objective(head, 10.0, ENCODER.mean, ENCODER.std), split
 
 
 def test_full_batch_gradient_is_gradient_of_mean_loss():

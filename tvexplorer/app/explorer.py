@@ -22,8 +22,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..core.additions import ATM_PREFIX, AtmRun, MethodKey
 from ..core.cache import Cache
-from ..core.manifest import PER_TASK_METRICS, averages
+from ..core.records import PER_TASK_METRICS, Metrics
+from ..core.training import TrainConfig
 from ..merging import METHODS
 from ..science.alignment import cosine_matrix, full_batch_identity_holds, layer_alignment, task_alignment
 from ..science.atm import VARIANTS
@@ -39,8 +41,7 @@ from .work import atm_work, register_evaluator
 from .workspace import Workspace
 
 PREVIEW_METHODS = ("task_arithmetic", "average")  # linear in the task vectors, so the preview applies
-ATM_KEY = "atm:"  # method keys of saved ATM rounds: "atm:<variant>:<round>"
-ATM = "atm"       # the kind of run (runs.py)
+ATM = "atm"  # the kind of run (runs.py)
 
 FULL_BATCH_NOTE = (
     "After one epoch of full-batch plain gradient descent ('gd') from theta0, tau1 = -lr * g0 holds by "
@@ -77,34 +78,42 @@ class Explorer:
         return self.source.tasks
 
     @property
-    def metrics(self) -> dict:
-        return self.source.metrics
+    def metrics(self) -> Metrics:
+        return self.source.manifest.metrics
+
+    @property
+    def training(self) -> TrainConfig:
+        """The fine-tuning settings; a cache of imported vectors has none, and what needs them says so."""
+        if self.source.manifest.training is None:
+            self.require_gradient_record()
+            raise ValueError("this cache records no fine-tuning settings; rebuild it with `python -m tvexplorer build`")
+        return self.source.manifest.training
 
     def info(self) -> dict:
         m, man = self.metrics, self.source.manifest
-        enc = man["model"]["encoder"]
+        vision = man.model.encoder.vision_cfg
         sizes: dict[str, int] = {}
-        for rel, entry in self.atm_cache.manifest["files"].items():
+        for rel, entry in self.atm_cache.manifest.files.items():
             group = rel.split("/")[0] if "/" in rel else rel
-            sizes[group] = sizes.get(group, 0) + int(entry["size"])
+            sizes[group] = sizes.get(group, 0) + entry.size
         return clean({
             "cache": str(Path(self.source.root).resolve()),
-            "model": man["model"]["name"], "pretrained": man["model"].get("pretrained"),
-            "vision": {k: enc["vision_cfg"].get(k) for k in ("image_size", "patch_size", "width", "layers")},
+            "model": man.model.name, "pretrained": man.model.pretrained,
+            "vision": {k: vision.get(k) for k in ("image_size", "patch_size", "width", "layers")},
             "parameters": self.source.layout.numel, "parameter_tensors": len(self.source.layout.names),
-            "vector_dtype": man.get("vector_dtype"),
-            "training": self.source.training,
-            "source": self.source.manifest.get("source", {"kind": "fine-tuned"}),
+            "vector_dtype": man.vector_dtype,
+            "training": None if man.training is None else man.training.to_json(),
+            "source": man.provenance,
             "gradient_record": self.source.has_gradient_record,
-            "tasks": {t: {"classes": len(self.source.task(t)["classnames"]), "sizes": self.source.task(t).get("sizes"),
-                          **{k: m.get(k, {}).get(t) for k in PER_TASK_METRICS}}
-                      for t in self.tasks},
-            "averages": averages(m),
-            "task_arithmetic_best_scaling": m["task_arithmetic"]["best_scaling"],
+            "tasks": {t.name: {"classes": len(t.classnames), "sizes": t.sizes.to_json(),
+                               **{k: (getattr(m, k) or {}).get(t.name) for k in PER_TASK_METRICS}}
+                      for t in man.tasks},
+            "averages": m.averages(),
+            "task_arithmetic_best_scaling": m.best_scaling("task_arithmetic"),
             "file_bytes": sizes, "total_bytes": sum(sizes.values()),
             "device": str(self.evaluator.device), "precision": self.evaluator.precision,
             "read_only": self.read_only, "atm_saved_to": str(self.atm_root),
-            "atm": {v: len(r["rounds"]) for v, r in self.atm_runs().items()},
+            "atm": {v: len(r.rounds) for v, r in self.atm_runs().items()},
             "ranges": {"coefficient": COEFFICIENT_RANGE, "scaling": SCALING_RANGE, "atm_rounds": [1, MAX_ATM_ROUNDS]},
         })
 
@@ -113,46 +122,38 @@ class Explorer:
         """(label, key) for every method of the registry and every saved ATM round."""
         out = [(f"{m.label} ({m.paper})", m.name) for m in METHODS.values()]
         for variant, run in self.atm_runs().items():
-            for r in run["rounds"]:
-                out.append((f"ATM {variant}, round {r['round']}", f"{ATM_KEY}{variant}:{r['round']}"))
+            for r in run.rounds:
+                out.append((f"ATM {variant}, round {r.round}", str(MethodKey(atm_variant=variant, atm_round=r.round))))
         return out
 
     def method_label(self, key: str) -> str:
         kind = self.parse_method(key)
-        return METHODS[kind[1]].label if kind[0] == "merge" else f"ATM {kind[1]}, round {kind[2]}"
+        return f"ATM {kind.atm_variant}, round {kind.atm_round}" if kind.is_atm else METHODS[kind.method].label
 
-    def parse_method(self, method) -> tuple:
-        """('merge', name) or ('atm', variant, round); accepts keys and the labels the app shows."""
+    def parse_method(self, method) -> MethodKey:
+        """A merge method of the registry or a saved ATM round; accepts keys and the labels the app shows."""
         if not isinstance(method, str) or not method.strip():
             raise ValueError(f"method must be a name such as 'task_arithmetic', got {method!r}")
         key = method.strip()
+        if key not in METHODS:
+            key = next((k for label, k in self.method_choices()
+                        if key == label or key.lower() == label.split(" (")[0].lower()), key)
         if key in METHODS:
-            return ("merge", key)
-        for label, k in self.method_choices():
-            if key == label or key.lower() == label.split(" (")[0].lower():
-                key = k
-                break
-        if key in METHODS:
-            return ("merge", key)
-        if key.startswith(ATM_KEY):
-            variant, _, number = key[len(ATM_KEY):].partition(":")
-            runs = self.atm_runs()
-            if variant in runs:
-                try:
-                    k = int(number)
-                except ValueError:
-                    k = -1
-                n = len(runs[variant]["rounds"])
-                if 1 <= k <= n:
-                    return ("atm", variant, k)
-                raise ValueError(f"ATM {variant} has rounds 1 to {n} saved; there is no round {number!r}")
-        atm = [k for _, k in self.method_choices() if k.startswith(ATM_KEY)]
+            return MethodKey(method=key)
+        try:
+            kind = MethodKey.parse(key)
+        except ValueError:
+            kind = None
+        if kind is not None and kind.is_atm and kind.atm_variant in self.atm_runs():
+            self.atm_cache.manifest.atm_round(kind.atm_variant, kind.atm_round)  # a round that is saved, or its one line
+            return kind
+        atm = [k for _, k in self.method_choices() if MethodKey.parse(k).is_atm]
         raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}"
                          + (f", or a saved ATM round such as {atm[-1]}" if atm else ""))
 
     def default_scaling(self, method: str) -> float:
         kind = self.parse_method(method)
-        return METHODS[kind[1]].default_scaling if kind[0] == "merge" else 1.0
+        return 1.0 if kind.is_atm else METHODS[kind.method].default_scaling
 
     def check_coefficients(self, coefficients) -> dict[str, float]:
         return inputs.coefficients(self.tasks, coefficients)
@@ -180,27 +181,27 @@ class Explorer:
         kind = self.parse_method(method)
         s = self.check_scaling(scaling, method)
         coefs, layers = self.check_coefficients(coefficients), checked_layers(self, layer_coefficients)
-        if kind[0] == "atm":
+        if kind.is_atm:
             if any(c != 1.0 for c in coefs.values()) or inputs.mapping("params", params) or layers:
                 raise ValueError("an ATM round is one fixed merged model: per-task coefficients and method "
                                  "parameters do not apply (only scaling, which multiplies its merged delta)")
-            result = self._atm_result(kind[1], kind[2], s)
-            settings = {"method": f"{ATM_KEY}{kind[1]}:{kind[2]}", "vectors": None, "coefficients": {}, "params": {}}
+            result = self._atm_result(kind.atm_variant, kind.atm_round, s)
+            settings = {"method": str(kind), "vectors": None, "coefficients": {}, "params": {}}
         else:
             vectors = self.check_vectors(vectors)
             coefs = {t: coefs.get(t, 1.0) for t in self.tasks}
-            checked = self.check_params(kind[1], params)
-            result = self.evaluator.evaluate(kind[1], coefficients=coefs, scaling=s, vectors=vectors,
+            checked = self.check_params(kind.method, params)
+            result = self.evaluator.evaluate(kind.method, coefficients=coefs, scaling=s, vectors=vectors,
                                              layer_coefficients=layers, **checked)
-            settings = {"method": kind[1], "vectors": vectors, "coefficients": coefs, "params": checked,
+            settings = {"method": kind.method, "vectors": vectors, "coefficients": coefs, "params": checked,
                         "layer_coefficients": layers}
         return clean({**settings, "label": self.method_label(method), "scaling": s, **result.to_json(),
                       **self._per_task_references(), "seconds": round(time.perf_counter() - t0, 4)})
 
     def _per_task_references(self) -> dict:
         m = self.metrics
-        return {"zero_shot": m["zero_shot"], "finetuned": m["finetuned"],
-                "multitask": m.get("multitask"), "linear_probe": m.get("linear_probe")}
+        return {"zero_shot": m.zero_shot, "finetuned": m.finetuned, "multitask": m.multitask,
+                "linear_probe": m.linear_probe}
 
     def preview(self, method: str = "task_arithmetic", coefficients=None, scaling=None, vectors: str = "tau") -> dict | None:
         """The instant, first-order prediction of evaluate() for task arithmetic and averaging (see
@@ -211,16 +212,16 @@ class Explorer:
         s = self.check_scaling(scaling, method)
         coefs = {t: 1.0 for t in self.tasks} | self.check_coefficients(coefficients)
         step = s / len(self.tasks) if method == "average" else s
-        result = summarize(self._preview.accuracy(coefs, step, vectors), self.metrics["finetuned"])
+        result = summarize(self._preview.accuracy(coefs, step, vectors), self.metrics.require_finetuned())
         return clean({"method": method, "vectors": vectors, "coefficients": coefs, "params": {}, "preview": True,
                       "label": f"{self.method_label(method)} (first-order preview)", "scaling": s, **result.to_json(),
                       **self._per_task_references(), "error_note": self._preview.error_note(),
                       "seconds": round(time.perf_counter() - t0, 4)})
 
     def _atm_result(self, variant: str, k: int, scaling: float) -> EvalResult:
-        record = self.atm_runs()[variant]["rounds"][k - 1]
+        record = self.atm_cache.manifest.atm_round(variant, k)
         if scaling == 1.0:  # exactly what run_atm evaluated and saved
-            return summarize(dict(record["accuracy"]), self.metrics["finetuned"])
+            return summarize(dict(record.accuracy), self.metrics.require_finetuned())
         return self._memoised(("atm", str(self.atm_root), variant, k, scaling),
                               lambda: self.evaluator.result(self.atm_cache.atm_delta(variant, k).float() * scaling))
 
@@ -263,8 +264,9 @@ class Explorer:
     def matrix_choices(self) -> list[tuple[str, str]]:
         out = [(label, key) for key, label in MATRIX_KINDS.items() if key in self.source.vector_kinds]
         for variant, run in self.atm_runs().items():
-            for r in run["rounds"]:
-                out.append((f"ATM {variant}, round {r['round']}: updates of every task", f"{ATM_KEY}{variant}:{r['round']}"))
+            for r in run.rounds:
+                out.append((f"ATM {variant}, round {r.round}: updates of every task",
+                            str(MethodKey(atm_variant=variant, atm_round=r.round))))
         return out
 
     def cosine_matrix(self, kind: str = "tau") -> pd.DataFrame:
@@ -273,19 +275,19 @@ class Explorer:
             if kind not in self.source.vector_kinds:
                 self.require_gradient_record()
             return self._memoised(("cos", kind), lambda: cosine_matrix(self.source.vectors(kind)))
-        if isinstance(kind, str) and kind.startswith(ATM_KEY):
-            _, variant, k = self.parse_method(kind)
-            m = self.atm_runs()[variant]["rounds"][k - 1]["update_cosines"]
-            return pd.DataFrame(m, index=self.tasks, columns=self.tasks)
+        key = self.parse_method(kind) if isinstance(kind, str) and kind.startswith(ATM_PREFIX) else None
+        if key is not None:
+            m = self.atm_cache.manifest.atm_round(key.atm_variant, key.atm_round).update_cosines
+            return pd.DataFrame([list(row) for row in m], index=self.tasks, columns=self.tasks)
         raise ValueError(f"unknown matrix {kind!r}; choose one of: {', '.join(k for _, k in self.matrix_choices())}")
 
     @property
     def full_batch_exact(self) -> bool:
-        return full_batch_identity_holds(self.source.training["optimizer"])
+        return full_batch_identity_holds(self.training.optimizer)
 
     def references(self) -> dict[str, float | None]:
         """Average accuracies that the Merge and ATM charts draw as reference lines (None: not recorded)."""
-        a = averages(self.metrics)
+        a = self.metrics.averages()
         return {"zero-shot": a["zero_shot"], "linear probe of theta0": a["linear_probe"],
                 "task arithmetic": a["task_arithmetic"], "task arithmetic (tau1)": a["task_arithmetic_one_epoch"],
                 "multi-task (joint fine-tuning)": a["multitask"], "fine-tuned": a["finetuned"]}
@@ -306,8 +308,7 @@ class Explorer:
         self.require_gradient_record()
         kinds = matrices or [k for _, k in self.matrix_choices()]
         return clean({
-            "optimizer": self.source.training["optimizer"], "lr": self.source.training["lr"],
-            "epochs": self.source.training.get("epochs"),
+            "optimizer": self.training.optimizer, "lr": self.training.lr, "epochs": self.training.epochs,
             "full_batch_exact": self.full_batch_exact,
             "full_batch_note": FULL_BATCH_NOTE,
             "tasks": {t: self.task_alignment(t) for t in tasks},
@@ -326,8 +327,8 @@ class Explorer:
         """The cache holding ATM rounds, re-opened when its manifest changed on disk."""
         return self.workspace.cache
 
-    def atm_runs(self) -> dict:
-        return self.atm_cache.atm_runs()
+    def atm_runs(self) -> dict[str, AtmRun]:
+        return self.atm_cache.manifest.atm
 
     def writable_atm_root(self) -> Path:
         """The folder the app may write into, making the copy-on-write work copy on first need."""
@@ -361,7 +362,7 @@ class Explorer:
         run = runs.current(ATM)
         status = {"state": "idle"} if run is None else {**run.status(), "rounds_finished": sum(run.outputs)}
         status["busy"] = runs.busy(ATM)
-        status["rounds_saved"] = {v: len(r["rounds"]) for v, r in self.atm_runs().items()}
+        status["rounds_saved"] = {v: len(r.rounds) for v, r in self.atm_runs().items()}
         status["saved_to"] = str(self.atm_root)
         return clean(status)
 

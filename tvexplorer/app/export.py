@@ -21,12 +21,12 @@ def checked_settings(ex: Explorer, method, vectors, scaling, coefficients, param
     """merge_for_export's keyword arguments for the panel's settings, checked as evaluate() checks them."""
     kind = ex.parse_method(method)
     s = ex.check_scaling(scaling, method)
-    if kind[0] == "atm":
+    if kind.is_atm:
         # the panel keeps the sliders of the last merge method; an ATM round is one fixed model, so they do not apply
-        return {"atm": f"{kind[1]}:{kind[2]}", "scaling": s, "atm_cache": ex.atm_cache}
-    return {"method": kind[1], "vectors": ex.check_vectors(vectors), "scaling": s,
+        return {"atm": f"{kind.atm_variant}:{kind.atm_round}", "scaling": s, "atm_cache": ex.atm_cache}
+    return {"method": kind.method, "vectors": ex.check_vectors(vectors), "scaling": s,
             "coefficients": {t: 1.0 for t in ex.tasks} | ex.check_coefficients(coefficients),
-            "params": ex.check_params(kind[1], params)}
+            "params": ex.check_params(kind.method, params)}
 
 
 def merged_model_zip(ex: Explorer, folder: Path, fmt: str, method, vectors, scaling, coefficients=None,

@@ -48,13 +48,13 @@ def alignment_summary(ex: Explorer, tasks: list[str]) -> pd.DataFrame:
 
 
 def full_batch_text(ex: Explorer, tasks: list[str]) -> str:
-    t = ex.source.training
+    t = ex.training
     if ex.full_batch_exact:
         errs = ", ".join(f"{x} {ex.task_alignment(x)['full_batch_rel_err']:.3g}" for x in tasks)
         return (f"{FULL_BATCH_NOTE} This cache was fine-tuned with 'gd', so the measured |tau1 + lr g0| / |lr g0| "
                 f"shows only floating-point rounding and the storage precision of the vectors: {errs}.")
     cosines = ", ".join(f"{x} {ex.task_alignment(x)['cos_tau1_neg_g0']:.3f}" for x in tasks)
-    return (f"This cache was fine-tuned with {t['optimizer']} (lr {t['lr']:g}, batch size {t.get('batch_size')}), "
+    return (f"This cache was fine-tuned with {t.optimizer} (lr {t.lr:g}, batch size {t.batch_size}), "
             "whose steps are not -lr * g, so |tau1 + lr g0| is no test of the theorem here. What carries over is "
             f"the direction: cos(tau1, -g0) = {cosines}. {FULL_BATCH_NOTE}")
 

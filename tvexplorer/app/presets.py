@@ -13,7 +13,8 @@ def preset(ex, name: str, method: str = "task_arithmetic", vectors: str = "tau")
         return {"method": method, "scaling": round(1.0 / len(tasks), 4), "coefficients": dict.fromkeys(tasks, 1.0)}
     if name == "best_val":
         which = "task_arithmetic_one_epoch" if vectors == "tau1" else "task_arithmetic"
-        best = ex.metrics.get(which, ex.metrics["task_arithmetic"])["best_scaling"]
+        m = ex.metrics
+        best = m.best_scaling(which) if m.best_scaling(which) is not None else m.merge("task_arithmetic").best_scaling
         return {"method": "task_arithmetic", "scaling": float(best), "coefficients": dict.fromkeys(tasks, 1.0)}
     if name == "zero":
         return {"method": method, "scaling": None, "coefficients": dict.fromkeys(tasks, 0.0)}

@@ -285,7 +285,15 @@ def start(kind: str, label: str, work: Generator, settings: dict | None = None, 
     return run
 
 
-def cancel(kind: str) -> bool:
-    """Ask the running run of this kind to stop; False when nothing runs."""
+CANCEL_WAIT = 10.0  # seconds a canceller waits for the run to end
+
+
+def cancel(kind: str, wait: float = 0.0) -> bool:
+    """Ask the running run of this kind to stop; False when nothing runs. `wait`: at most this many seconds
+    until it has ended, so that a page shows how it ended: a run that ends just before its canceller
+    answers would otherwise leave the canceller's "cancelling" as the last word on screen."""
     run = _CURRENT.get(kind)
-    return run is not None and run.cancel()
+    if run is None or not run.cancel():
+        return False
+    run.finished.wait(wait)
+    return True

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 from ..core.checks import in_range, number
-from ..core.manifest import TUNING
 from ..merging import check_layer_coefficients
 from ..science import tuning
 from . import runs
@@ -72,9 +71,9 @@ def current() -> runs.Run | None:
     return runs.current(KIND)
 
 
-def cancel() -> bool:
-    """Ask the running run to stop at its next step; False when nothing runs."""
-    return runs.cancel(KIND)
+def cancel(wait: float = 0.0) -> bool:
+    """Ask the running run to stop at its next step (waiting up to `wait` s for it); False when nothing runs."""
+    return runs.cancel(KIND, wait)
 
 
 # ---------------------------------------------------------------- what the panel shows
@@ -82,10 +81,10 @@ def cancel() -> bool:
 def summary(explorer) -> dict:
     """Grid-searched task arithmetic and every recorded tuning result, validation and test averages."""
     cache = explorer.atm_cache
+    records = {name: record.to_json() for name, record in cache.manifest.tuning.items()}
     rows = [{"name": "grid task arithmetic", **_row(tuning.grid_baseline(cache))}]
-    for name, record in cache.manifest.get(TUNING, {}).items():
-        rows.append({"name": name, **_row(record)})
-    return {"rows": rows, "records": cache.manifest.get(TUNING, {})}
+    rows += [{"name": name, **_row(record)} for name, record in records.items()]
+    return {"rows": rows, "records": records}
 
 
 def fit_to_ranges(record: dict, tasks: list[str], coefficient_high: float = 2.0) -> dict:

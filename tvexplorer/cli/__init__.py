@@ -11,14 +11,14 @@ import sys
 
 from ..core.errors import CacheError
 from ..core.files import WriteError
-from . import atm, bench, export, making, reading, results, space, tuning
+from . import addtask, atm, bench, export, making, reading, results, space, tuning
 from .common import CommandParser, UserError, finite_scaling
 from .bench import load_bench_suite  # noqa: F401  (the tests and the benchmark README reach the suite through here)
 
 EXIT_WRITE_FAILED = 1
 EXIT_BAD_INPUT = 2
 # Each module adds its commands; the order here is the order of `--help`.
-COMMAND_MODULES = (making, reading, results, tuning, bench, atm, export, space)
+COMMAND_MODULES = (making, addtask, reading, results, tuning, bench, atm, export, space)
 
 
 def parser() -> CommandParser:

@@ -1,11 +1,11 @@
 """The records that writers after the build add to a cache's manifest: ATM runs and their rounds, tuned
-coefficients, the instant preview and RegMean's Gram matrices; and the keys that name a merge or a
+coefficients, the instant preview, RegMean's Gram matrices and the tasks added with add-task; and the keys that name a merge or a
 saved ATM round. Read and written like the build's records (core/records.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from .fields import Fields, bad, by_name, each, number, numbers, obj, optional, text, texts, whole
+from .fields import Fields, bad, by_name, each, flag, number, numbers, obj, optional, text, texts, whole
 
 
 @dataclass(frozen=True)
@@ -180,6 +180,31 @@ class GramsRecord:
 
     def to_json(self) -> dict:
         return {"input_axis": self.input_axis, "seed": self.seed, "examples": self.examples}
+
+
+@dataclass(frozen=True)
+class AddedTask:
+    """A task added to a finished cache (pipeline/addtask.py) and how to take it off again: the
+    manifest as it was before (`undo`, a listed file), the files the addition replaced or dropped,
+    kept beside it ({path: kept copy}), what it made stale (in words), and whether its accuracies
+    and preview are done. `source`: what the images were (data.imagesource's summary)."""
+    source: dict
+    undo: str
+    set_aside: dict[str, str]
+    stale: tuple[str, ...]
+    finished: bool
+
+    @classmethod
+    def from_json(cls, value, where: str) -> AddedTask:
+        f = Fields(value, where)
+        out = cls(f.get("source", obj), f.get("undo", text), f.get("set_aside", by_name(text)), f.get("stale", texts),
+                  f.get("finished", flag))
+        f.done()
+        return out
+
+    def to_json(self) -> dict:
+        return {"source": self.source, "undo": self.undo, "set_aside": self.set_aside, "stale": list(self.stale),
+                "finished": self.finished}
 
 
 ATM_PREFIX = "atm:"

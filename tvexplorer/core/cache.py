@@ -12,6 +12,9 @@
     trajectory.csv                per task, epoch and layer: update norms and cosines
     preview/<task>.safetensors    linearised features for the instant preview (tvexplorer/science/preview.py)
     atm/<variant>/round_NNNN.safetensors   merged delta after each ATM round
+    data/<task>.safetensors       the images of a task added with add-task (pipeline/addtask.py)
+    added/<task>/                 what removing an added task restores: the manifest before it, and
+                                  the files it replaced or set aside
 
 Tensor files are memory-mapped copy-on-write, so opening a large cache reads only headers; each
 file's sha256 is checked the first time it is read, unless this user's record of verified files
@@ -123,22 +126,6 @@ class Cache:
     def tasks(self) -> list[str]:
         return self.manifest.task_names
 
-    # The JSON view of a task, the metrics, the training settings and the ATM runs: what app/ and
-    # science/atm.py read until they use the typed fields of `manifest` (issue 20).
-    def task(self, name: str) -> dict:
-        return self.manifest.task(name).to_json()
-
-    @property
-    def metrics(self) -> dict:
-        return self.manifest["metrics"]
-
-    @property
-    def training(self) -> dict | None:
-        return self.manifest["training"]
-
-    def atm_runs(self) -> dict[str, dict]:
-        return self.manifest.get("atm", {})
-
     @staticmethod
     def _vector_file(task: str) -> str:
         return f"vectors/{task}.safetensors"
@@ -146,6 +133,11 @@ class Cache:
     def base(self) -> torch.Tensor:
         """theta0 of the image encoder as one flat float32 vector."""
         return self.layout.flatten(self._mapped("base.safetensors"))
+
+    @property
+    def base_sha256(self) -> str:
+        """The sha256 of theta0's file: what names the base model exactly."""
+        return self.manifest.files["base.safetensors"].sha256
 
     def heads(self) -> tuple[dict[str, torch.Tensor], float]:
         tensors = self._mapped("heads.safetensors")

@@ -33,6 +33,9 @@ Schema (version 1), one JSON object, in this order:
     atm              optional; {variant: {"coefficient", "budget_epochs", "train_split", "start", "rounds":
                      [{"round", "file", "accuracy", "average", "normalized_average", "update_norms",
                      "update_cosines"}]}}: the saved ATM rounds (science/atm.py), 1, 2, ... in order
+    added_tasks      optional; {task: {"source", "undo", "set_aside", "stale", "finished"}}: the tasks added
+                     to the finished cache with add-task, in the order they were added, and how to
+                     remove each (core.additions.AddedTask, pipeline/addtask.py)
 
 Readers get it typed (`Manifest` and the records of core/records.py, core/additions.py), read and checked once when the
 cache is opened: a missing, mistyped, unknown or inconsistent field is one CacheError that names it.
@@ -44,18 +47,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
-from functools import cached_property
 from pathlib import Path, PurePosixPath
 
 from .errors import CacheError
 from .fields import Fields, bad, by_name, each, number, obj, optional, text, texts, whole
 from .files import atomic_write
+from .additions import MERGE_SETTINGS, AddedTask, AtmRound, AtmRun, GramsRecord, PreviewRecord, TuningRecord
 from .layout import Layout
-from .additions import MERGE_SETTINGS, AtmRound, AtmRun, GramsRecord, PreviewRecord, TuningRecord
-from .records import AVERAGED_METRICS, PER_TASK_METRICS, FileEntry, Metrics, ModelRecord, TaskRecord, average_key
-
-# Imported from here by app/ and cli/atm.py until they read the typed records.
-__all__ = ["PER_TASK_METRICS", "average_key"]
+from .records import FileEntry, Metrics, ModelRecord, TaskRecord
 from .training import TrainConfig
 
 SCHEMA_VERSION = 1
@@ -63,6 +62,7 @@ MANIFEST = "manifest.json"
 GRAMS = "grams"  # the record of stored input Gram matrices
 TUNING = "tuning"
 PREVIEW = "preview"
+ADDED_TASKS = "added_tasks"
 VECTOR_KINDS = ("tau", "tau1", "g0")
 VECTOR_DTYPES = ("float32", "float16")
 
@@ -84,6 +84,7 @@ class Manifest:
     grams: GramsRecord | None = None
     tuning: dict[str, TuningRecord] = field(default_factory=dict)
     atm: dict[str, AtmRun] = field(default_factory=dict)
+    added_tasks: dict[str, AddedTask] = field(default_factory=dict)
 
     # ------------------------------------------------------------ reading and writing
     @classmethod
@@ -109,6 +110,7 @@ class Manifest:
             grams=f.get(GRAMS, optional(lambda v, _: GramsRecord.from_json(v)), None),
             tuning=f.get(TUNING, by_name(TuningRecord.from_json), {}),
             atm=f.get("atm", by_name(AtmRun.from_json), {}),
+            added_tasks=f.get(ADDED_TASKS, by_name(AddedTask.from_json), {}),
         )
         f.done()
         manifest._check_consistent()
@@ -119,7 +121,8 @@ class Manifest:
                           "source": self.source}
         later = {PREVIEW: self.preview and self.preview.to_json(), GRAMS: self.grams and self.grams.to_json(),
                  TUNING: {n: r.to_json() for n, r in self.tuning.items()} or None,
-                 "atm": {v: r.to_json() for v, r in self.atm.items()} or None}
+                 "atm": {v: r.to_json() for v, r in self.atm.items()} or None,
+                 ADDED_TASKS: {t: r.to_json() for t, r in self.added_tasks.items()} or None}
         return {"schema_version": SCHEMA_VERSION, "created_by": self.created_by, "model": self.model.to_json(),
                 "layout": self.layout.to_json(), "vector_dtype": self.vector_dtype,
                 **{k: v for k, v in optional_parts.items() if v is not None},
@@ -149,6 +152,11 @@ class Manifest:
                 raise bad(where, f"{rel} is not among the listed files")
         if self.grams is not None:
             _known_tasks("grams.examples", self.grams.examples, names)
+        _known_tasks(ADDED_TASKS, self.added_tasks, names)
+        for task, added in self.added_tasks.items():
+            for where, rel in [("undo", added.undo), *((f"set_aside.{r}", a) for r, a in added.set_aside.items())]:
+                if rel not in self.files:
+                    raise bad(f"{ADDED_TASKS}.{task}.{where}", f"{rel} is not among the listed files")
 
     # ------------------------------------------------------------ contents
     @property
@@ -207,24 +215,6 @@ class Manifest:
         current = self.atm.get(variant, run)
         return replace(self, atm={**self.atm, variant: replace(current, rounds=(*current.rounds, record))})
 
-    # ------------------------------------------------------------ the JSON view
-    # What app/ and science/atm.py read until they use the typed fields (issue 20); then it goes.
-    @cached_property
-    def _json(self) -> dict:
-        return self.to_json()
-
-    def __getitem__(self, key: str):
-        return self._json[key]
-
-    def get(self, key: str, default=None):
-        return self._json.get(key, default)
-
-
-
-def averages(metrics: dict) -> dict[str, float | None]:
-    """The mean over tasks of each of AVERAGED_METRICS in a metrics dict of the JSON view (app/ until
-    it reads `Metrics.averages`)."""
-    return {metric: metrics.get(average_key(metric)) for metric in AVERAGED_METRICS}
 
 
 def _layout(value, where: str) -> Layout:

@@ -45,12 +45,6 @@ class Encoder:
         f.done()
         return out
 
-    @classmethod
-    def of(cls, value: Encoder | dict) -> Encoder:
-        """The typed encoder; a dict is the manifest's JSON view, which science/atm.py still passes
-        (until the lead converts it: issue 20)."""
-        return value if isinstance(value, Encoder) else cls.from_json(value)
-
     def to_json(self) -> dict:
         return {"embed_dim": self.embed_dim, "vision_cfg": self.vision_cfg, "quick_gelu": self.quick_gelu,
                 "image_size": self.image_size, "mean": list(self.mean), "std": list(self.std)}

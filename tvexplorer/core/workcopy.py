@@ -73,7 +73,8 @@ def default_base() -> Path:
 def work_folder(source: Cache, base: Path | None = None) -> Path:
     """The work folder for `source` under `base` (not created)."""
     root = Path(source.root).resolve()
-    key = hashlib.sha256((str(root) + "\n" + json.dumps(source.manifest["files"], sort_keys=True)).encode()).hexdigest()[:12]
+    files = json.dumps({rel: e.to_json() for rel, e in source.manifest.files.items()}, sort_keys=True)
+    key = hashlib.sha256((str(root) + "\n" + files).encode()).hexdigest()[:12]
     return Path(base or default_base()) / f"{root.name or 'cache'}-{key}"
 
 

@@ -1,11 +1,14 @@
 """Where a task's images come from: the data source named in its stored data spec (the demo world,
-a real benchmark through torchvision, a Hugging Face dataset, an image folder) loads it as TaskData."""
+a real benchmark through torchvision, a Hugging Face dataset, an image folder, or images kept in the
+cache itself for a task added with `add-task`) loads it as TaskData."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import torch
 
+from ..core.cache import Cache
 from ..core.split import Split
 from .splits import TaskData, split_validation
 
@@ -35,19 +38,44 @@ def _folder(spec: dict) -> TaskData:
     return load_folder(spec)
 
 
+def _stored(spec: dict) -> TaskData:
+    """A task added to a cache (pipeline/addtask.py): its training pool and test split, at the model's
+    resolution, in the cache's file spec["file"]; spec["root"] is the cache folder (see `task_spec`)."""
+    from safetensors.torch import load_file
+    if "root" not in spec:
+        raise ValueError(f"task {spec['name']} keeps its images in its cache; load it with task_spec(cache, name)")
+    t = load_file(str(Path(spec["root"]) / spec["file"]))
+    train, val = split_validation(Split(t["train_images"], t["train_labels"]))
+    return TaskData(spec["name"], tuple(spec["classnames"]), tuple(spec["templates"]), train, val,
+                    Split(t["test_images"], t["test_labels"]))
+
+
 def _hub(spec: dict) -> TaskData:
     from .hubdata import load_hub  # the datasets library loads only when hub data is asked for
     return load_hub(spec)
 
 
 # Data sources by the name stored in a task's data spec (benchmarks.py and hubdata.py for the real ones).
-SOURCES: dict[str, Callable[[dict], TaskData]] = {"demo": _demo, "benchmark": _benchmark, "folder": _folder, "hf": _hub}
+STORED = "stored"  # images kept in the cache itself (add-task)
+SOURCES: dict[str, Callable[[dict], TaskData]] = {"demo": _demo, "benchmark": _benchmark, "folder": _folder, "hf": _hub,
+                                                  STORED: _stored}
 # The spec key that holds the task's name, per source: what load_task(spec).name will be, known without loading.
-NAME_KEYS = {"demo": "task", "benchmark": "dataset", "folder": "name", "hf": "dataset"}
+NAME_KEYS = {"demo": "task", "benchmark": "dataset", "folder": "name", "hf": "dataset", STORED: "name"}
 
 
 def task_name(spec: dict) -> str:
     return spec[NAME_KEYS[spec["source"]]]
+
+
+def task_spec(cache: Cache, task: str) -> dict:
+    """The data spec of one of the cache's tasks, ready for load_task."""
+    return located(cache.manifest.task(task).data, cache.root)
+
+
+def located(spec: dict, root: Path) -> dict:
+    """A spec whose images the cache at `root` keeps is told where the cache is now (it may have been
+    copied or moved since); any other spec as it is."""
+    return {**spec, "root": str(root)} if spec.get("source") == STORED else spec
 
 
 def load_task(spec: dict) -> TaskData:

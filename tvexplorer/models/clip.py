@@ -90,9 +90,8 @@ def _quiet_logging():
         logging.disable(logging.NOTSET)
 
 
-def build_image_encoder(encoder: Encoder | dict) -> torch.nn.Module:
+def build_image_encoder(encoder: Encoder) -> torch.nn.Module:
     """The image tower alone, rebuilt from the manifest's description (weights come from the cache)."""
-    encoder = Encoder.of(encoder)
     visual = _build_vision_tower(encoder.embed_dim, copy.deepcopy(encoder.vision_cfg), quick_gelu=encoder.quick_gelu)
     return visual.eval()
 

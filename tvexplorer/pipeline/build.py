@@ -34,8 +34,8 @@ from ..core.device import resolve_device
 from ..core.files import atomic_write, sha256_file, write_table, write_tensors, writer_lock
 from ..core.layout import Layout
 from ..core.manifest import Manifest, write_manifest
-from ..core.records import (TUNED_METHODS, FileEntry, Metrics, ModelRecord, SplitSizes, TaskRecord, TunedMerge,
-                            average_key, mean)
+from ..core.records import (TUNED_METHODS, Encoder, FileEntry, Metrics, ModelRecord, SplitSizes, TaskRecord,
+                            TunedMerge, average_key, mean)
 from ..data.sources import load_task
 from ..data.splits import TaskData
 from ..merging import TaskDeltas
@@ -77,12 +77,8 @@ class _Start:
         }
         self.out, self.n_eval, self.n_val = out, n_eval, n_val
 
-    def write_eval(self, task: TaskData) -> dict:
-        """The fixed evaluation subsets (seeded, at most n_eval test and n_val validation images)."""
-        test, val = task.test.take(self.n_eval), task.val.take(self.n_val)
-        rel = f"eval/{task.name}.safetensors"
-        return {rel: write_tensors(self.out, rel, {"test_images": test.images, "test_labels": test.labels,
-                                                   "val_images": val.images, "val_labels": val.labels})}
+    def write_eval(self, task: TaskData) -> dict[str, FileEntry]:
+        return write_eval(self.out, task, self.n_eval, self.n_val)
 
     def manifest(self, spec: ModelSpec, task_specs: list[dict], training: TrainConfig | None, vector_dtype: str,
                  vector_kinds: tuple[str, ...], files: dict[str, FileEntry], source: dict) -> Manifest:
@@ -99,6 +95,14 @@ class _Start:
             training=training,
             files={**self.files, **files},
         )
+
+
+def write_eval(out: Path, task: TaskData, n_eval: int | None, n_val: int | None) -> dict[str, FileEntry]:
+    """The fixed evaluation subsets (seeded, at most n_eval test and n_val validation images)."""
+    test, val = task.test.take(n_eval), task.val.take(n_val)
+    rel = f"eval/{task.name}.safetensors"
+    return {rel: write_tensors(out, rel, {"test_images": test.images, "test_labels": test.labels,
+                                          "val_images": val.images, "val_labels": val.labels})}
 
 
 def _finish(out: Path, manifest: Manifest, device, measured: dict | None = None) -> Cache:
@@ -205,7 +209,7 @@ def build_cache(out: Path, spec: ModelSpec, task_specs: list[dict], cfg: TrainCo
     files = {rel: e for done in state.done.values() for rel, e in done.items()}
     files["trajectory.csv"] = write_table(out, "trajectory.csv", trajectory)
     set_flat(start.encoder, start.theta0)
-    probe = {d.name: _probe(start, d, device) for d in start.data}
+    probe = {d.name: linear_probe(start.encoder, start.encoder_info, d, start.n_eval, device) for d in start.data}
     manifest = start.manifest(spec, task_specs, cfg, vector_dtype, VECTOR_KINDS, files, {"kind": "fine-tuned"})
     return _finish(out, manifest, device, {"linear_probe": probe})
 
@@ -237,12 +241,11 @@ def _build_on_ray(address: str, start: _Start, task_specs: list[dict], todo: lis
                 save(start.data[i], *result)
 
 
-def _probe(start: _Start, task: TaskData, device) -> float:
-    """Linear-probe accuracy of theta0's features on the task's evaluation subset (tvexplorer/science/probe.py)."""
-    mean, std = start.encoder_info.mean, start.encoder_info.std
-    test = task.test.take(start.n_eval)
-    return probe_accuracy(*features(start.encoder, task.train, mean, std, device),
-                          *features(start.encoder, test, mean, std, device))
+def linear_probe(encoder, info: Encoder, task: TaskData, n_eval: int | None, device) -> float:
+    """Linear-probe accuracy of the encoder's features (at theta0) on the task's evaluation subset
+    (tvexplorer/science/probe.py)."""
+    return probe_accuracy(*features(encoder, task.train, info.mean, info.std, device),
+                          *features(encoder, task.test.take(n_eval), info.mean, info.std, device))
 
 
 def _theory_table(start: _Start, theory: dict, device) -> pd.DataFrame:
@@ -316,21 +319,40 @@ def best_on_validation(method: str, val: Evaluator, test: Evaluator, vectors: st
     return TunedMerge(best, accuracy, mean(accuracy), {str(s): mean(a) for s, a in sweep.items()})
 
 
+# Per-task accuracies from the stored vectors (vector kind, metric), and task arithmetic of each kind.
+PER_TASK_VECTORS = (("tau", "finetuned"), ("tau1", "one_epoch"))
+TASK_ARITHMETIC = {"tau": "task_arithmetic", "tau1": "task_arithmetic_one_epoch"}
+
+
+def task_metrics(cache: Cache, test: Evaluator, tasks: list[str]) -> dict[str, dict[str, float]]:
+    """Zero-shot, fine-tuned and (with a gradient record) 1-epoch accuracy of each of `tasks`, each
+    alone: these do not depend on the other tasks of the cache."""
+    metrics = {"zero_shot": test.accuracy(None, tasks)}
+    for kind, key in PER_TASK_VECTORS:
+        if kind in cache.vector_kinds:
+            metrics[key] = {t: test.accuracy(cache.vector(t, kind), [t])[t] for t in tasks}
+    return metrics
+
+
+def task_arithmetic_metrics(cache: Cache, val: Evaluator, test: Evaluator) -> dict[str, TunedMerge]:
+    """Task arithmetic of every stored vector kind at its best validation scaling: these depend on the task set."""
+    return {key: best_on_validation("task_arithmetic", val, test, kind)
+            for kind, key in TASK_ARITHMETIC.items() if kind in cache.vector_kinds}
+
+
 def reference_metrics(cache: Cache, device) -> Metrics:
     """Zero-shot and fine-tuned (and, with a gradient record, 1-epoch) accuracies per task; task
     arithmetic and the TUNED_METHODS with their scaling chosen on the validation subsets; the
     multi-task baseline when the cache holds one."""
     test = Evaluator(cache, device=device)
     val = Evaluator(cache, device=device, split="val")
-    metrics = Metrics(zero_shot=test.accuracy(None))
-    pairs = [("tau", "finetuned", "task_arithmetic"), ("tau1", "one_epoch", "task_arithmetic_one_epoch")]
-    pairs = [p for p in pairs if p[0] in cache.vector_kinds]
-    for kind, key, _ in pairs:
-        metrics = metrics.with_per_task(key, {t: test.accuracy(cache.vector(t, kind), [t])[t] for t in cache.tasks})
+    metrics = Metrics()
+    for key, per_task in task_metrics(cache, test, cache.tasks).items():
+        metrics = metrics.with_per_task(key, per_task)
     if MULTITASK in cache.manifest.files:
         metrics = metrics.with_per_task("multitask", test.accuracy(cache.tensors(MULTITASK)["delta"].float()))
-    for kind, _, key in pairs:
-        metrics = metrics.with_merge(key, best_on_validation("task_arithmetic", val, test, kind))
+    for key, merge in task_arithmetic_metrics(cache, val, test).items():
+        metrics = metrics.with_merge(key, merge)
     for method in TUNED_METHODS:
         metrics = metrics.with_merge(method, best_on_validation(method, val, test))
     return metrics

@@ -21,7 +21,7 @@ import torch
 
 from ..core.layout import Layout
 from ..core.records import Encoder
-from ..data.sources import load_task
+from ..data.sources import load_task, task_spec
 from ..models.clip import build_image_encoder, set_flat
 from ..science.atm import Settings, tune_from
 from ..science.training import TrainConfig, prepare
@@ -147,7 +147,7 @@ def atm_round(cache, cfg: TrainConfig, settings: Settings, start: torch.Tensor, 
     base = ray.put(Base(cache.manifest.model.encoder, cache.base(), heads, logit_scale))
     start_ref = ray.put(start)
     remote = _remote(_atm_task, gpu)
-    jobs = {remote.remote(base, start_ref, cache.manifest.task(t).data, i, k, cfg, settings, gpu): t
+    jobs = {remote.remote(base, start_ref, task_spec(cache, t), i, k, cfg, settings, gpu): t
             for i, t in enumerate(cache.tasks)}
     updates = {}
     for task, update in as_finished(jobs):

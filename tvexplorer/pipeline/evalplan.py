@@ -90,11 +90,11 @@ class Timing:
     load_seconds: float
 
 
-def measure_encoder(encoder_info: Encoder | dict, threads: int, seconds: float = TIMING_SECONDS, batch: int = TIMING_BATCH) -> Timing:
+def measure_encoder(encoder_info: Encoder, threads: int, seconds: float = TIMING_SECONDS, batch: int = TIMING_BATCH) -> Timing:
     """The image encoder that a manifest's `model.encoder` describes, timed on this machine's CPU with
     `threads` threads, and the load of one set of merged weights into it. Random weights and inputs: the
     cost does not depend on them."""
-    size = Encoder.of(encoder_info).image_size
+    size = encoder_info.image_size
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -114,7 +114,7 @@ def measure_encoder(encoder_info: Encoder | dict, threads: int, seconds: float =
     return Timing(batch / min(calls), batch / statistics.median(calls), batch, load_seconds)
 
 
-def measure_load(encoder_info: Encoder | dict, threads: int) -> float:
+def measure_load(encoder_info: Encoder, threads: int) -> float:
     """Seconds to load one set of merged weights (theta0 + delta) into the encoder, as every evaluation does."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)

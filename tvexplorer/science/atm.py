@@ -30,7 +30,7 @@ from ..core.additions import AtmRun
 from ..core.cache import Cache
 from ..core.checks import finite
 from ..core.device import resolve_device
-from ..data.sources import load_task
+from ..data.sources import load_task, task_spec
 from ..merging import merge_flat
 from ..models.clip import build_image_encoder, set_flat
 from .alignment import cosine_matrix, norm
@@ -196,7 +196,7 @@ def run_atm(cache: Cache, rounds: int, variant: str = "standard", settings: Sett
         evaluator = evaluator or Evaluator(cache, device=device)
         heads, logit_scale = cache.heads()
         objectives = prepare(encoder, heads, logit_scale, cache.manifest.model.encoder, cfg, device)
-        data = {t: load_task(cache.manifest.task(t).data) for t in tasks}
+        data = {t: load_task(task_spec(cache, t)) for t in tasks}
         splits = {t: getattr(data[t], settings.train_split) for t in tasks}
         done = len(cache.manifest.atm[variant].rounds) if variant in cache.manifest.atm else 0
         if done:

@@ -30,7 +30,7 @@ from ..core.errors import CacheError
 from ..core.manifest import Manifest
 from ..core.additions import GramsRecord
 from ..core.split import Split
-from ..data.sources import load_task
+from ..data.sources import load_task, task_spec
 from ..data.splits import to_input
 from ..merging.regmean import LinearInput
 from ..models.clip import build_image_encoder, set_flat
@@ -161,7 +161,7 @@ def add_grams(cache: Cache, device=None, n_examples: int = DEFAULT_EXAMPLES) -> 
         encoder = build_image_encoder(info).to(device)
         theta0 = cache.base()
         for task in tqdm(todo, desc="Gram matrices for RegMean", unit="task", file=sys.stderr, leave=False):
-            images = load_task(cache.manifest.task(task).data).train.take(n_examples, seed=SUBSET_SEED)
+            images = load_task(task_spec(cache, task)).train.take(n_examples, seed=SUBSET_SEED)
             grams, axes = compute_grams(encoder, theta0 + cache.vector(task).float(), images, info.mean, info.std, device)
 
             n = len(images)

@@ -133,25 +133,39 @@ def _stored_kinds(cache: Cache, kinds: Sequence[str]) -> list[str]:
     return [k for k in kinds if k in cache.vector_kinds]
 
 
+class _Linearisation:
+    """theta0's image encoder, ready to linearise any of the cache's evaluation images along any of its vectors."""
+
+    def __init__(self, cache: Cache, device, batch_size: int):
+        self.cache, self.device, self.batch_size = cache, resolve_device(device), batch_size
+        self.info = cache.manifest.model.encoder
+        self.encoder = build_image_encoder(self.info).to(self.device)
+        # Separate tensors, not views of one flat vector: forward-mode AD gives a view's whole base a
+        # tangent, which for ~150 views of a ViT-B/32 is ~150 full-size copies (it ran out of 24 GB).
+        self.params = {name: t.clone() for name, t in cache.layout.unflatten(cache.base().to(self.device)).items()}
+
+    def __call__(self, task: str, split: str, kinds: Sequence[str], vectors: Sequence[str]) -> dict[str, Tensor]:
+        """f0_<split> and jvp_<kind>_<split> [len(vectors), N, D] on `task`'s images; both kinds'
+        vectors go through one linearisation, so their JVPs share the primal passes."""
+        cache = self.cache
+        tangents = [cache.layout.unflatten(cache.vector(t, kind)) for kind in kinds for t in vectors]
+        prepare = lambda images: to_input(images.to(self.device), self.info.mean, self.info.std)
+        f0, jvps = linearise(self.encoder, self.params, tangents, cache.eval_split(task, split).images, prepare,
+                             self.batch_size)
+        out = {f"f0_{split}": f0}
+        for kind, part in zip(kinds, jvps.split(len(vectors))):
+            out[f"jvp_{kind}_{split}"] = part.to(cache.vector_dtype)
+        return out
+
+
 def compute_preview(cache: Cache, device: str | torch.device | None = None, batch_size: int = BATCH_SIZE,
                     kinds: Sequence[str] = ("tau", "tau1"), splits: Sequence[str] = ("test",),
                     progress: Progress | None = None) -> None:
     """Linearise the image encoder around theta0 on every evaluation image, store one file per
     evaluation task, check the preview against exact evaluation, and record it all in
     the manifest's preview record. Running it again replaces the previous preview with identical files."""
-    device = resolve_device(device)
     kinds = _stored_kinds(cache, kinds)
-    info = cache.manifest.model.encoder
-    encoder = build_image_encoder(info).to(device)
-    # Separate tensors, not views of one flat vector: forward-mode AD gives a view's whole base a
-    # tangent, which for ~150 views of a ViT-B/32 is ~150 full-size copies (it ran out of 24 GB).
-    params = {name: t.clone() for name, t in cache.layout.unflatten(cache.base().to(device)).items()}
-
-    def prepare(images: Tensor) -> Tensor:
-        return to_input(images.to(device), info.mean, info.std)
-
-    # Both kinds' vectors go through one linearisation, so their JVPs share the primal passes.
-    tangents = [cache.layout.unflatten(cache.vector(t, kind)) for kind in kinds for t in cache.tasks]
+    linearised = _Linearisation(cache, device, batch_size)
     total, done = len(cache.tasks) * len(splits), 0
     files = {}
     for task in cache.tasks:
@@ -159,19 +173,51 @@ def compute_preview(cache: Cache, device: str | torch.device | None = None, batc
         for split in splits:
             if progress:
                 progress(done, total, f"preview: {task}, {split}")
-            f0, jvps = linearise(encoder, params, tangents, cache.eval_split(task, split).images, prepare, batch_size)
-            tensors[f"f0_{split}"] = f0
-            for kind, part in zip(kinds, jvps.split(len(cache.tasks))):
-                tensors[f"jvp_{kind}_{split}"] = part.to(cache.vector_dtype)
+            tensors.update(linearised(task, split, kinds, cache.tasks))
             done += 1
         files[task] = f"preview/{task}.safetensors"
         # An unfinished rebuild must not pass for a preview: the record returns only once all files match it.
         cache.add_files({files[task]: tensors}, lambda manifest: replace(manifest, preview=None))
+    _record_preview(cache, files, kinds, splits, linearised, progress)
+
+
+def extend_preview(cache: Cache, record: PreviewRecord, device: str | torch.device | None = None,
+                   batch_size: int = BATCH_SIZE, progress: Progress | None = None) -> None:
+    """The preview `record` of the cache's earlier task set, extended to the tasks added since
+    (pipeline/addtask.py): each earlier task's file gains the new vectors' JVPs, each new task gets a
+    file, and the checks run again. What a full rebuild would store, at the cost of the new vectors
+    and images only."""
+    kinds, splits, old = record.kinds, record.splits, list(record.vectors)
+    new = [t for t in cache.tasks if t not in old]
+    if old + new != cache.tasks:
+        raise ValueError(f"the preview covers {old}, which is not the start of this cache's tasks {cache.tasks}")
+    linearised = _Linearisation(cache, device, batch_size)
+    files, total = {}, len(cache.tasks) * len(splits)
+    for done, task in enumerate(cache.tasks):
+        files[task] = f"preview/{task}.safetensors"
+        if progress:
+            progress(done * len(splits), total, f"preview: {task}")
+        if task in new:
+            tensors = {k: v for split in splits for k, v in linearised(task, split, kinds, cache.tasks).items()}
+        else:
+            tensors = {k: v.clone() for k, v in cache.tensors(record.files[task]).items()}
+            for split in splits:
+                added = linearised(task, split, kinds, new)
+                for kind in kinds:
+                    name = f"jvp_{kind}_{split}"
+                    tensors[name] = torch.cat([tensors[name], added[name]])
+        cache.add_files({files[task]: tensors}, lambda manifest: replace(manifest, preview=None))
+    _record_preview(cache, files, kinds, splits, linearised, progress)
+
+
+def _record_preview(cache: Cache, files: dict[str, str], kinds: Sequence[str], splits: Sequence[str],
+                    linearised: _Linearisation, progress: Progress | None) -> None:
+    total = len(cache.tasks) * len(splits)
     if progress:
-        progress(done, total, "preview: checking against exact evaluation")
+        progress(total, total, "preview: checking against exact evaluation")
     record = PreviewRecord(files, tuple(kinds), tuple(splits), tuple(cache.tasks))
-    record = replace(record, checks=_checks(cache, Preview.from_cache(cache, record), device, batch_size))
-    cache.add_files({}, lambda manifest: replace(manifest, preview=record))
+    checks = _checks(cache, Preview.from_cache(cache, record), linearised.device, linearised.batch_size)
+    cache.add_files({}, lambda manifest: replace(manifest, preview=replace(record, checks=checks)))
 
 
 def _check_settings(cache: Cache, kinds: Sequence[str]) -> list[dict]:

@@ -42,14 +42,13 @@ def training_dtype(cfg: TrainConfig) -> torch.dtype:
     return torch.float64 if cfg.optimizer in FLOAT64_OPTIMIZERS else torch.float32
 
 
-def prepare(encoder, heads: dict[str, torch.Tensor], logit_scale: float, encoder_info: Encoder | dict, cfg: TrainConfig,
+def prepare(encoder, heads: dict[str, torch.Tensor], logit_scale: float, encoder_info: Encoder, cfg: TrainConfig,
             device) -> dict[str, Objective]:
     """Move `encoder` to the device and dtype that training uses; one objective per task, its head
     in the same dtype."""
     dtype = training_dtype(cfg)
     encoder.to(device, dtype)
-    info = Encoder.of(encoder_info)
-    return {t: Objective(h.to(device, dtype), logit_scale, info.mean, info.std) for t, h in heads.items()}
+    return {t: Objective(h.to(device, dtype), logit_scale, encoder_info.mean, encoder_info.std) for t, h in heads.items()}
 
 
 def steps_per_epoch(n: int, cfg: TrainConfig) -> int:

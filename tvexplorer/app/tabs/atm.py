@@ -63,7 +63,7 @@ def run(ex, v: dict):
     r = ex.start_atm(v["rounds"], v["variant"])
     seen = None
     for _ in r.follow():
-        count = sum(len(x["rounds"]) for x in ex.atm_runs().values())
+        count = sum(len(x.rounds) for x in ex.atm_runs().values())
         if count != seen:
             seen = count
             yield view(ex)
@@ -73,9 +73,9 @@ def run(ex, v: dict):
 
 
 def cancel(ex) -> dict:
-    if runs.cancel(ATM):
-        gr.Info("Cancelling: the run stops after the task it is training; finished rounds stay saved.")
-        return {"status": "■ **Cancelling…** the run stops after the task it is training now; finished rounds stay saved."}
+    """The status once the run has stopped after the task it is training (or, if that takes long, that it is
+    stopping: its own event then shows the end); finished rounds stay saved."""
+    runs.cancel(ATM, wait=runs.CANCEL_WAIT)
     return {"status": status_text(ex)}
 
 

@@ -71,21 +71,25 @@ def adapt(handler, inputs: Bundle | None, outputs: Bundle, on_error=None, stream
     """The gradio function for `handler(named inputs) -> named outputs` (with stream=True: an iterator of
     them, each shown as it comes): it takes the dict of values gradio passes for a set of inputs, and a bad
     input becomes a warning plus `on_error(line)` (default: the warning alone)."""
+    def show(named: dict) -> dict:
+        # gradio reads an empty dict as one output value, not as "change nothing": skip each output instead
+        return outputs.write(named) or {c: gr.skip() for c in outputs.components()}
+
     def failed(e):
         line = warn(e)
-        return outputs.write(on_error(line) if on_error else {})
+        return show(on_error(line) if on_error else {})
 
     if stream:
         def run(values=None):
             try:
                 for named in handler(inputs.read(values) if inputs else {}):
-                    yield outputs.write(named)
+                    yield show(named)
             except USER_ERRORS as e:
                 yield failed(e)
     else:
         def run(values=None):
             try:
-                return outputs.write(handler(inputs.read(values) if inputs else {}))
+                return show(handler(inputs.read(values) if inputs else {}))
             except USER_ERRORS as e:
                 return failed(e)
     run.__name__ = handler.__name__

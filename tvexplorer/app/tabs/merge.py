@@ -68,11 +68,11 @@ def evaluate(app, s: dict) -> dict:
     ex = app.ex
     kind = ex.parse_method(s["method"])
     layers = s.get("layers") or None
-    if kind[0] == "atm":
+    if kind.is_atm:
         result = ex.evaluate(s["method"], scaling=s.get("scaling"), layer_coefficients=layers)
     else:
         result = ex.evaluate(s["method"], coefficients=s.get("coefficients"), scaling=s.get("scaling"),
-                             params=split_params(s.get("params", {})).get(kind[1], {}), vectors=s.get("vectors", "tau"),
+                             params=split_params(s.get("params", {})).get(kind.method, {}), vectors=s.get("vectors", "tau"),
                              layer_coefficients=layers)
     table = presenters.result_table(ex, result)
     digest = hashlib.sha1(json.dumps(result, sort_keys=True, default=str).encode()).hexdigest()[:10]
@@ -112,7 +112,7 @@ def download_model(app, s: dict) -> dict:
     if (s.get("layers") or "").strip():
         raise ValueError("per-layer coefficients are not exported: clear the per-layer box to download this merge")
     kind = app.ex.parse_method(s["method"])
-    params = split_params(s.get("params", {})).get(kind[1], {})
+    params = {} if kind.is_atm else split_params(s.get("params", {})).get(kind.method, {})
     return {"model_file": str(merged_model_zip(app.ex, app.tmp, s["format"], s["method"], s.get("vectors", "tau"),
                                                s.get("scaling"), s.get("coefficients"), params))}
 
@@ -121,16 +121,16 @@ def settings_updates(app, method: str, scaling=None, coefficients=None) -> dict:
     """The controls after a method change, a preset or an applied tuning result."""
     ex = app.ex
     kind = ex.parse_method(method)
-    atm = kind[0] == "atm"
+    atm = kind.is_atm
     if atm:
         hint = (f"**{ex.method_label(method)}** is one fixed merged model saved by ATM: the per-task coefficients "
                 "and the choice of task vectors do not apply; the scaling multiplies its merged delta (1 = as saved).")
     else:
-        hint = presenters.method_hint(METHODS[kind[1]], kind[1] in PREVIEW_METHODS)
+        hint = presenters.method_hint(METHODS[kind.method], kind.method in PREVIEW_METHODS)
     # The vectors choice stays as it is (an ATM round ignores it, as the hint says).
     return {"method": gr.update(value=method),
             "scaling": gr.update(value=ex.default_scaling(method) if scaling is None else scaling),
-            "groups": {m: gr.update(visible=not atm and kind[1] == m) for m in PARAM_METHODS},
+            "groups": {m: gr.update(visible=not atm and kind.method == m) for m in PARAM_METHODS},
             "coefficients": {t: gr.update(interactive=not atm, **({} if coefficients is None else {"value": coefficients[t]}))
                              for t in ex.tasks},
             "hint": hint}
@@ -138,7 +138,7 @@ def settings_updates(app, method: str, scaling=None, coefficients=None) -> dict:
 
 def apply_preset(app, name: str, s: dict) -> dict:
     ex = app.ex
-    method = s["method"] if ex.parse_method(s["method"])[0] == "merge" else "task_arithmetic"
+    method = "task_arithmetic" if ex.parse_method(s["method"]).is_atm else s["method"]
     p = ex.preset(name, method, s.get("vectors", "tau"))
     return settings_updates(app, p["method"], s.get("scaling") if p["scaling"] is None else p["scaling"], p["coefficients"])
 
@@ -178,7 +178,8 @@ class MergeTab:
                                                  elem_classes="tvx-control") for t in ex.tasks}
                 self.advanced = gr.Accordion("Advanced: per-layer coefficients and tuning", open=False)
                 with self.advanced:
-                    layers = gr.Textbox(label="Per-layer coefficients (JSON)", info=layer_help(ex), lines=2,
+                    # one starting line: gradio submits a multi-line box on Shift+Enter only, and the help says Enter
+                    layers = gr.Textbox(label="Per-layer coefficients (JSON)", info=layer_help(ex), lines=1, max_lines=6,
                                         placeholder=LAYER_PLACEHOLDER, elem_id="layer-coefficients")
                 evaluate_btn = gr.Button("Evaluate", variant="primary", elem_id="evaluate", render=False)
             with gr.Column(scale=3, elem_id=RESULTS_ID):

@@ -9,7 +9,7 @@ import math
 import gradio as gr
 import pandas as pd
 
-from .. import tuning
+from .. import runs, tuning
 from ..work import DEFAULT_STEPS
 from . import merge
 from .common import PRIVATE, Bundle, wire
@@ -54,8 +54,9 @@ def run(ex, objective: str, v: dict):
 
 
 def cancel(ex) -> dict:
-    if tuning.cancel():
-        return {"status": "■ **Cancelling…** the run stops at its next step; nothing is recorded."}
+    """The status once the run has stopped (or, if it takes long, that it is stopping: its own event then
+    shows the end)."""
+    tuning.cancel(wait=runs.CANCEL_WAIT)
     return {"status": status_text(ex)}
 
 
