@@ -33,16 +33,40 @@ def test_stored_metrics_are_what_exact_evaluation_measures(quick_demo):
 def test_evaluation_is_memoised_by_equivalent_settings(quick_demo):
     cache = Cache.open(quick_demo)
     evaluator = Evaluator(cache, device="cpu")
+    merges = []
+    real = evaluator.merged
+    evaluator.merged = lambda *a, **k: merges.append(a) or real(*a, **k)
     a = evaluator.evaluate("ties", scaling=1.0)
     b = evaluator.evaluate("ties", scaling=1.0, k=20, coefficients={t: 1.0 for t in cache.tasks})
-    assert a is b
+    assert a == b and len(merges) == 1  # the same merge: answered from the memo
     c = evaluator.evaluate("ties", scaling=1.0, coefficients={cache.tasks[0]: 0.0})
-    assert c is not a
+    assert c != a and len(merges) == 2
     # a fresh evaluator (no memo) gives the same numbers: evaluation is deterministic
     assert Evaluator(cache, device="cpu").evaluate("ties", scaling=1.0) == a
     finetuned = cache.manifest.metrics.finetuned
     for t in cache.tasks:
         assert a.normalized[t] == pytest.approx(a.accuracy[t] / finetuned[t]) or finetuned[t] == 0
+
+
+def test_evaluation_streams_task_by_task_and_keeps_what_it_finished(quick_demo):
+    cache = Cache.open(quick_demo)
+    evaluator = Evaluator(cache, device="cpu")
+    whole = Evaluator(cache, device="cpu").evaluate("task_arithmetic", scaling=0.7)
+    stream = evaluator.evaluate_tasks("task_arithmetic", scaling=0.7)
+    first = next(stream)
+    assert first == (cache.tasks[0], whole.accuracy[cache.tasks[0]])
+    other = evaluator.evaluate("average", scaling=1.0)  # another evaluation in between: its own weights
+    assert other == Evaluator(cache, device="cpu").evaluate("average", scaling=1.0)
+    assert dict([first, *stream]) == whole.accuracy  # the interrupted one reloads its own weights
+    stopped = evaluator.evaluate_tasks("task_arithmetic", scaling=0.3)
+    next(stopped)
+    stopped.close()  # left after one task
+    loads = []
+    real = evaluator.task_accuracy
+    evaluator.task_accuracy = lambda delta, task, token=None: loads.append(task) or real(delta, task, token)
+    assert evaluator.evaluate("task_arithmetic", scaling=0.3).accuracy == \
+        Evaluator(cache, device="cpu").evaluate("task_arithmetic", scaling=0.3).accuracy
+    assert loads == cache.tasks[1:]  # the finished task came from the memo
 
 
 def test_one_atm_round_equals_task_arithmetic_over_one_epoch_vectors(quick_demo):

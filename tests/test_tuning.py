@@ -13,7 +13,7 @@ from tvexplorer.merging.elementwise import ties
 from tvexplorer.merging.spectral import tsv
 from tvexplorer.science import adamerging as ada
 from tvexplorer.science.evaluation import Evaluator
-from tvexplorer.science.tuning import Cancelled, Surrogate, tune
+from tvexplorer.science.tuning import Budget, Cancelled, Paused, Surrogate, tune
 
 SHAPES = {"class_embedding": (4,), "conv1.weight": (4, 3), "proj": (4, 2),
           "transformer.resblocks.0.attn.in_proj_weight": (6, 4), "transformer.resblocks.0.ln_1.bias": (4,),
@@ -127,6 +127,31 @@ def test_tuning_can_be_stopped_and_records_nothing(demo_copy):
     assert "tuning" not in json.loads((demo_copy / "manifest.json").read_text())
 
 
+def in_pieces(run, folder, steps_per_piece):
+    """run(budget) again and again with the same state folder until it finishes: (result, pieces)."""
+    pieces = 0
+    while True:
+        pieces += 1
+        try:
+            return run(Budget(folder, steps=steps_per_piece)), pieces
+        except Paused:
+            assert (folder / "state.pt").is_file()
+
+
+@pytest.mark.parametrize("per_layer", [False, True])
+def test_tuning_in_pieces_gives_what_one_piece_gives(quick_demo, tmp_path, per_layer):
+    cache = Cache.open(quick_demo)
+    whole = tune(cache, per_layer=per_layer, steps=12, lr=0.05, device="cpu", record=False)
+    seen = []
+    pieces, count = in_pieces(lambda budget: tune(cache, per_layer=per_layer, steps=12, lr=0.05, device="cpu", record=False,
+                                                  budget=budget, progress=lambda d, t, text: seen.append(d)),
+                              tmp_path / "state", steps_per_piece=5)
+    assert count >= 5 and not (tmp_path / "state" / "state.pt").exists()
+    for key in ("coefficients", "layer_coefficients", "val_accuracy", "accuracy", "surrogate", "exact_evaluations"):
+        assert pieces[key] == whole[key], key
+    assert seen == sorted(seen) and len(seen) == len(set(seen))  # progress goes on across pieces, never back
+
+
 # ---------------------------------------------------------------- AdaMerging
 
 class TinyEncoder(torch.nn.Module):
@@ -210,6 +235,27 @@ def test_adamerging_lowers_the_entropy_and_records_its_coefficients(demo_copy, l
     assert Evaluator(cache, "cpu").accuracy(delta) == result["accuracy"]
     values = [v for row in (recorded["layer_coefficients"] or {"": recorded["coefficients"]}).values() for v in row.values()]
     assert any(abs(v - 0.3) > 1e-4 for v in values)  # the coefficients moved from their start
+
+
+@pytest.mark.parametrize("layer_wise", [False, True])
+def test_adamerging_in_pieces_gives_what_one_piece_gives(quick_demo, tmp_path, layer_wise):
+    cache = Cache.open(quick_demo)
+    whole = ada.adamerging(cache, layer_wise=layer_wise, steps=7, lr=0.02, device="cpu", record=False)
+    pieces, count = in_pieces(lambda budget: ada.adamerging(cache, layer_wise=layer_wise, steps=7, lr=0.02, device="cpu",
+                                                            record=False, budget=budget), tmp_path / "state", 3)
+    assert count == 3  # 1 + 7 + 1 steps, 3 a piece
+    for key in ("coefficients", "layer_coefficients", "entropy_history", "test_entropy_start", "test_entropy_end", "accuracy"):
+        assert pieces[key] == whole[key], key
+
+
+def test_a_piece_pauses_on_its_seconds_after_at_least_one_step(tmp_path):
+    budget = Budget(tmp_path, seconds=0.0)
+    budget.spend({"x": 1})  # the first step always runs
+    with pytest.raises(Paused):
+        budget.spend({"x": 2})
+    assert Budget(tmp_path).state() == {"x": 2}
+    Budget(tmp_path).finish()
+    assert Budget(tmp_path).state() == {}
 
 
 def test_adamerging_can_be_stopped(demo_copy):

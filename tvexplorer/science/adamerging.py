@@ -33,7 +33,7 @@ from ..data.splits import to_input
 from ..merging import merge_flat
 from ..models.clip import build_image_encoder
 from .evaluation import Evaluator
-from .tuning import Cancelled, Progress, merge_settings, save
+from .tuning import Budget, Cancelled, Progress, merge_settings, save
 
 Tensor = torch.Tensor
 DEFAULTS = {"init": 0.3, "lr": 1e-3, "batch_size": 16, "steps": 1000}
@@ -87,6 +87,13 @@ class _Sampler:
         self.generator = torch.Generator().manual_seed(seed)
         self.order, self.position = torch.randperm(len(images), generator=self.generator), 0
 
+    def get_state(self) -> dict:
+        return {"generator": self.generator.get_state(), "order": self.order, "position": self.position}
+
+    def set_state(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.order, self.position = state["order"], state["position"]
+
     def next(self) -> Tensor:
         if self.position + self.batch_size > len(self.order):
             self.order, self.position = torch.randperm(len(self.images), generator=self.generator), 0
@@ -98,11 +105,15 @@ class _Sampler:
 def adamerging(cache: Cache, *, layer_wise: bool = True, steps: int = DEFAULTS["steps"], lr: float = DEFAULTS["lr"],
                init: float = DEFAULTS["init"], batch_size: int = DEFAULTS["batch_size"], seed: int = 0,
                device: str | torch.device | None = None, progress: Progress | None = None,
-               should_stop: Callable[[], bool] = lambda: False, record: bool = True) -> dict:
-    """Learn AdaMerging coefficients on the cache's unlabelled test images; evaluate exactly; record them."""
+               should_stop: Callable[[], bool] = lambda: False, record: bool = True, budget: Budget | None = None) -> dict:
+    """Learn AdaMerging coefficients on the cache's unlabelled test images; evaluate exactly; record them.
+    `budget`: this call's share of a run that goes in pieces (tuning.Budget; Paused when it is used up)."""
     if steps < 1 or batch_size < 1 or not lr > 0:
         raise ValueError(f"AdaMerging needs steps >= 1, batch_size >= 1 and lr > 0 (got {steps}, {batch_size}, {lr})")
     t0 = time.perf_counter()
+    budget = budget or Budget()
+    state = budget.state()  # where an earlier piece of this run paused
+    earlier = state.get("seconds", 0.0)
     device = resolve_device(device)
     info = cache.manifest.model.encoder
     encoder = build_image_encoder(info).to(device).requires_grad_(False)
@@ -115,7 +126,15 @@ def adamerging(cache: Cache, *, layer_wise: bool = True, steps: int = DEFAULTS["
     heads, logit_scale = cache.heads()
     samplers = [_Sampler(cache.eval_split(t, "test").images, batch_size, seed + i) for i, t in enumerate(tasks)]
     lambdas = torch.full((len(tasks), len(layers)), float(init), device=device, requires_grad=True)
+    optimizer = torch.optim.Adam([lambdas], lr=lr)
+    if "lambdas" in state:
+        with torch.no_grad():
+            lambdas.copy_(state["lambdas"])
+        optimizer.load_state_dict(state["optimizer"])
+        for sampler, saved in zip(samplers, state["samplers"]):
+            sampler.set_state(saved)
     task_heads = [heads[t].to(device) for t in tasks]
+    history = state.setdefault("history", [])
 
     def prepare(images: Tensor) -> Tensor:
         return to_input(images.to(device), info.mean, info.std)
@@ -123,24 +142,31 @@ def adamerging(cache: Cache, *, layer_wise: bool = True, steps: int = DEFAULTS["
     def whole() -> float:
         return _whole_entropy(encoder, merged_parameters(theta0, stacked, lambdas.detach(), layer_index),
                               [s.images for s in samplers], prepare, task_heads, logit_scale)
-    entropy_start = whole()
-    optimizer = torch.optim.Adam([lambdas], lr=lr)
-    history = []
-    for step in range(steps):
+
+    def tick(done: int, text: str) -> None:
+        """Before each step: stop when asked, pause (with the state saved) where this piece's share is used up."""
         if should_stop():
             raise Cancelled("AdaMerging cancelled; nothing was recorded")
+        state.update(seconds=earlier + time.perf_counter() - t0, lambdas=lambdas.detach().cpu(),
+                     optimizer=optimizer.state_dict(), samplers=[s.get_state() for s in samplers])
+        budget.spend(state)
+        if progress:
+            progress(done, steps + 1, text)
+
+    if "entropy_start" not in state:
+        tick(0, "AdaMerging: entropy at the start")
+        state["entropy_start"] = whole()
+    for step in range(len(history), steps):
+        tick(step, f"AdaMerging step {step + 1}/{steps}" + (f": entropy {history[-1]:.4f}" if history else ""))
         batches = [(prepare(s.next()), h) for s, h in zip(samplers, task_heads)]
         loss = objective(encoder, merged_parameters(theta0, stacked, lambdas, layer_index), batches, logit_scale)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         history.append(loss.item())
-        if progress:
-            progress(step + 1, steps + 1, f"AdaMerging step {step + 1}/{steps}: entropy {history[-1]:.4f}")
+    tick(steps, "AdaMerging: exact evaluation")
     entropy_end = whole()
     learned = lambdas.detach().cpu()
-    if progress:
-        progress(steps, steps + 1, "AdaMerging: exact evaluation")
     settings = merge_settings(tasks, all_layers, learned, layer_wise)
     delta = merge_flat("task_arithmetic", cache.vectors("tau"), cache.layout, scaling=1.0, **settings)
     test, val = Evaluator(cache, device).accuracy(delta), Evaluator(cache, device, split="val").accuracy(delta)
@@ -149,12 +175,13 @@ def adamerging(cache: Cache, *, layer_wise: bool = True, steps: int = DEFAULTS["
               "objective": "entropy on unlabelled test images", "layer_wise": layer_wise,
               "settings": {"steps": steps, "lr": lr, "init": init, "batch_size": batch_size, "seed": seed},
               "entropy_history": {"every": every, "values": history[::every]},
-              "test_entropy_start": entropy_start, "test_entropy_end": entropy_end,
+              "test_entropy_start": state["entropy_start"], "test_entropy_end": entropy_end,
               "accuracy": test, "average": sum(test.values()) / len(test),
               "val_accuracy": val, "val_average": sum(val.values()) / len(val),
-              "seconds": round(time.perf_counter() - t0, 2), "device": str(device)}
+              "seconds": round(earlier + time.perf_counter() - t0, 2), "device": str(device)}
     if record:
         save(cache, record_name(layer_wise), result)
+    budget.finish()
     if progress:
         progress(steps + 1, steps + 1, "finished")
     return result

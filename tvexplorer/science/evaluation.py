@@ -1,8 +1,9 @@
 """Exact evaluation of merged image encoders on every task's fixed evaluation subset.
 
 One image encoder is built once and receives theta0 + delta before each evaluation; each task is
-scored with its own frozen zero-shot head. Results are memoised by (vectors, method, parameters,
-coefficients, scaling): the explorer's sliders revisit the same settings often. A method that
+scored with its own frozen zero-shot head. Accuracies are memoised per task by (vectors, method,
+parameters, coefficients, scaling): the explorer's sliders revisit the same settings often, and an
+evaluation streamed task by task and left part way keeps the tasks it finished. A method that
 needs per-task data (`MergeMethod.needs`, e.g. RegMean's Gram matrices) gets it here, from the cache,
 computed and saved the first time (TASK_INPUTS), so every caller merges every method the same way.
 """
@@ -12,7 +13,7 @@ import math
 import threading
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping
 
 import torch
 
@@ -99,32 +100,43 @@ class Evaluator:
                 self.sets[task] = self.sets[task].take(n)
         self._lock = threading.Lock()  # one encoder, one evaluation at a time
         self._memo_lock = threading.Lock()  # so a memo hit never waits behind a running evaluation
-        self._memo: OrderedDict[tuple, EvalResult] = OrderedDict()
-        self._memo_size = memo_size
+        self._memo: OrderedDict[tuple, float] = OrderedDict()  # (settings, task) -> accuracy
+        self._memo_size = memo_size * len(cache.tasks)
+        self._loaded: object = None  # the token of the weights in the encoder
 
-    def _load(self, delta: torch.Tensor | None) -> None:
-        set_flat(self.encoder, self.theta0 if delta is None else self.theta0 + delta.to(self.device, torch.float32))
+    def _load(self, delta: torch.Tensor | None, token: object) -> None:
+        """theta0 + delta into the encoder, unless the weights of `token` are there already (one merge
+        evaluated task by task loads its weights once, unless another evaluation came in between)."""
+        if self._loaded is not token:
+            set_flat(self.encoder, self.theta0 if delta is None else self.theta0 + delta.to(self.device, torch.float32))
+            self._loaded = token
 
     @torch.inference_mode()
-    def predictions(self, delta: Delta | None = None, tasks: list[str] | None = None) -> dict[str, torch.Tensor]:
-        """Predicted class of each evaluation image of each task, for theta0 + delta (flat); a per-task
-        merge (a mapping task -> flat delta, as a task-conditioned method returns) gives each task its own model."""
+    def task_predictions(self, delta: Delta | None, task: str, token: object | None = None) -> torch.Tensor:
+        """Predicted class of each evaluation image of `task` for theta0 + delta (flat); a per-task merge
+        (a mapping task -> flat delta, as a task-conditioned method returns) gives the task its own model.
+        The encoder is held for one task at a time, so evaluations of different settings interleave
+        task by task instead of waiting for each other's every task."""
         per_task = isinstance(delta, Mapping)
         with self._lock:
-            if not per_task:
-                self._load(delta)
-            out = {}
-            for task in tasks or self.cache.tasks:
-                if per_task:
-                    self._load(delta[task])
-                out[task] = torch.cat([
-                    (self.encoder(to_input(images.to(self.device), self.mean, self.std)) @ self.heads[task]).argmax(dim=1).cpu()
-                    for images, _ in self.sets[task].batches(self.batch_size)])
-            return out
+            self._load(delta[task] if per_task else delta, object() if per_task or token is None else token)
+            return torch.cat([
+                (self.encoder(to_input(images.to(self.device), self.mean, self.std)) @ self.heads[task]).argmax(dim=1).cpu()
+                for images, _ in self.sets[task].batches(self.batch_size)])
+
+    def predictions(self, delta: Delta | None = None, tasks: list[str] | None = None) -> dict[str, torch.Tensor]:
+        """Predicted classes of every task's evaluation images for theta0 + delta."""
+        token = object()
+        return {task: self.task_predictions(delta, task, token) for task in tasks or self.cache.tasks}
+
+    def task_accuracy(self, delta: Delta | None, task: str, token: object | None = None) -> float:
+        p = self.task_predictions(delta, task, token)
+        return int((p == self.sets[task].labels).sum()) / len(p)
 
     def accuracy(self, delta: Delta | None = None, tasks: list[str] | None = None) -> dict[str, float]:
         """Accuracy of theta0 + delta (flat) on each task's evaluation subset."""
-        return {t: int((p == self.sets[t].labels).sum()) / len(p) for t, p in self.predictions(delta, tasks).items()}
+        token = object()
+        return {t: self.task_accuracy(delta, t, token) for t in tasks or self.cache.tasks}
 
     def result(self, delta: Delta | None) -> EvalResult:
         return summarize(self.accuracy(delta), self.cache.manifest.metrics.require_finetuned())
@@ -133,18 +145,32 @@ class Evaluator:
                  vectors: str = "tau", layer_coefficients: LayerCoefficients | None = None, **params) -> EvalResult:
         """Merge the cache's task vectors of kind `vectors` with `method` (per-task and per-layer
         coefficients as in merge_flat) and evaluate; memoised."""
+        accuracy = dict(self.evaluate_tasks(method, coefficients=coefficients, scaling=scaling, vectors=vectors,
+                                            layer_coefficients=layer_coefficients, **params))
+        return summarize(accuracy, self.cache.manifest.metrics.require_finetuned())
+
+    def evaluate_tasks(self, method: str, *, coefficients: dict[str, float] | None = None, scaling: float | None = None,
+                       vectors: str = "tau", layer_coefficients: LayerCoefficients | None = None,
+                       **params) -> Iterator[tuple[str, float]]:
+        """evaluate(), task by task: (task, accuracy) as each task finishes, memoised per task, so a caller
+        can show each number as it comes and stop between tasks (what is done stays memoised)."""
         key = self._key(method, coefficients, scaling, vectors, params, layer_coefficients)
-        with self._memo_lock:
-            if key in self._memo:
-                self._memo.move_to_end(key)
-                return self._memo[key]
-        result = self.result(self.merged(method, coefficients=coefficients, scaling=scaling, vectors=vectors,
-                                         layer_coefficients=layer_coefficients, **params))
-        with self._memo_lock:
-            self._memo[key] = result
-            while len(self._memo) > self._memo_size:
-                self._memo.popitem(last=False)
-        return result
+        delta = None
+        for task in self.cache.tasks:
+            with self._memo_lock:
+                accuracy = self._memo.get((key, task))
+                if accuracy is not None:
+                    self._memo.move_to_end((key, task))
+            if accuracy is None:
+                if delta is None:
+                    delta = self.merged(method, coefficients=coefficients, scaling=scaling, vectors=vectors,
+                                        layer_coefficients=layer_coefficients, **params)
+                accuracy = self.task_accuracy(delta, task, key)
+                with self._memo_lock:
+                    self._memo[(key, task)] = accuracy
+                    while len(self._memo) > self._memo_size:
+                        self._memo.popitem(last=False)
+            yield task, accuracy
 
     def merged(self, method: str, **settings) -> Delta:
         """merged_delta of this evaluator's cache, its per-task data computed on its device into its store."""

@@ -18,10 +18,17 @@ starting from the grid's best scaling s0 with all w = 1, so the start is exactly
    helps. Methods without a surrogate get this search alone.
 
 The result is evaluated on the test subsets and recorded in the manifest (`core.manifest.Manifest.with_tuning`).
+
+A run can go in pieces (`Budget`): on ZeroGPU each GPU call may last a minute at most, so a call runs
+a share of the steps and raises `Paused` with the run's state saved in a folder; the next call, given
+the same folder, replays the run from that state (exact evaluations remembered, the linearisation and
+the optimiser's state loaded) and goes on. AdaMerging (adamerging.py) goes in pieces the same way.
 """
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -46,6 +53,43 @@ LINE_SEARCH = (0.25, 0.5, 0.75, 1.0, 1.25)
 
 class Cancelled(Exception):
     """A tuning or AdaMerging run was asked to stop; nothing was recorded."""
+
+
+class Paused(Exception):
+    """One call's share of a run (its Budget) is used up; the run's state is saved for the next call."""
+
+
+class Budget:
+    """One call's share of a run that goes in pieces: at most `steps` steps and about `seconds` seconds
+    (None: no limit; at least one step either way), and the `folder` where the run's state stays between
+    calls (None: the run goes in one piece)."""
+
+    def __init__(self, folder: str | os.PathLike | None = None, steps: int | None = None, seconds: float | None = None):
+        self.path = Path(folder) / "state.pt" if folder is not None else None
+        self.steps, self.seconds = steps, seconds
+        self.started, self.spent = time.monotonic(), 0
+
+    def state(self) -> dict:
+        """What the previous calls saved (empty for the first)."""
+        if self.path is None or not self.path.is_file():
+            return {}
+        return torch.load(self.path, weights_only=False)
+
+    def spend(self, state: dict) -> None:
+        """Before a step: raise Paused, with `state` saved, when this call's share is used up."""
+        used_up = self.spent and ((self.steps is not None and self.spent >= self.steps)
+                                  or (self.seconds is not None and time.monotonic() - self.started >= self.seconds))
+        if used_up and self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            torch.save(state, tmp)
+            os.replace(tmp, self.path)
+            raise Paused(f"paused after {self.spent} steps")
+        self.spent += 1
+
+    def finish(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
 
 
 def record_name(method: str, per_layer: bool) -> str:
@@ -78,7 +122,11 @@ def restricted(vector: dict[str, Tensor], slices_of_layer: set[str]) -> dict[str
 class Surrogate:
     """Validation cross-entropy of the linearised merge, as a differentiable function of w."""
 
-    def __init__(self, cache: Cache, per_layer: bool, device: torch.device, kind: str = "tau"):
+    def __init__(self, cache: Cache, per_layer: bool, device: torch.device, kind: str = "tau",
+                 saved: dict | None = None, tick: Callable[[str], None] = lambda text: None):
+        """Linearised task by task (`tick` before each task's Jacobian-vector products); `saved`: the
+        f0 and per-task products of an earlier piece of the run, filled in as tasks are done."""
+        saved = {} if saved is None else saved
         info = cache.manifest.model.encoder
         encoder = build_image_encoder(info).to(device)
         params = {n: t.clone() for n, t in cache.layout.unflatten(cache.base().to(device)).items()}
@@ -87,12 +135,17 @@ class Surrogate:
         for name in cache.layout.names:
             names_of.setdefault(layer_of(name), set()).add(name)
         layers = list(cache.layout.layers()) if per_layer else [None]
-        tangents = [v if layer is None else restricted(v, names_of[layer]) for v in vectors for layer in layers]
         splits = [cache.eval_split(t, "val") for t in cache.tasks]
         images = torch.cat([s.images for s in splits])
-        self.f0, self.jvps = linearise(encoder, params, tangents, images,
-                                       lambda x: to_input(x.to(device), info.mean, info.std))
-        self.jvps = self.jvps.reshape(len(tangents), -1)
+        per_task = saved.setdefault("jvps", {})
+        for task, v in zip(cache.tasks, vectors):
+            if task not in per_task:
+                tick(f"surrogate: linearising the validation images along {task}")
+                tangents = [v if layer is None else restricted(v, names_of[layer]) for layer in layers]
+                saved["f0"], per_task[task] = linearise(encoder, params, tangents, images,
+                                                        lambda x: to_input(x.to(device), info.mean, info.std))
+        self.f0 = saved["f0"]
+        self.jvps = torch.cat([per_task[t] for t in cache.tasks]).reshape(len(cache.tasks) * len(layers), -1)
         heads, self.logit_scale = cache.heads()
         self.heads = [heads[t] for t in cache.tasks]
         self.labels = [s.labels.long() for s in splits]
@@ -119,34 +172,39 @@ class Surrogate:
 
 def tune(cache: Cache, method: str = "task_arithmetic", *, per_layer: bool = False, steps: int = 200, lr: float = 0.02,
          refine_step: float = 0.1, device: str | torch.device | None = None, progress: Progress | None = None,
-         should_stop: Callable[[], bool] = lambda: False, record: bool = True) -> dict:
-    """Tune per-task (or per-layer) coefficients of `method` on validation; evaluate on test; record it."""
+         should_stop: Callable[[], bool] = lambda: False, record: bool = True, budget: Budget | None = None) -> dict:
+    """Tune per-task (or per-layer) coefficients of `method` on validation; evaluate on test; record it.
+    `budget`: this call's share of a run that goes in pieces (Paused when it is used up)."""
     if method not in METHODS:
         raise ValueError(f"unknown merge method {method!r}; choose one of: {', '.join(METHODS)}")
     if steps < 0 or not 0 < refine_step < 1:
         raise ValueError(f"steps must be >= 0 (got {steps}) and refine_step in (0, 1) (got {refine_step})")
     t0 = time.perf_counter()
+    budget = budget or Budget()
+    state = budget.state()  # what earlier pieces of this run did: replayed from here, not redone
+    earlier = state.get("seconds", 0.0)
     device = resolve_device(device)
     tasks, layers = cache.tasks, list(cache.layout.layers())
     scaling = start_scaling(cache, method)
     w = torch.ones(len(tasks), len(layers) if per_layer else 1)
     vectors = cache.vectors("tau")
     linear = method in LINEAR_FACTORS
-    # at most: the start, the line search, both directions of every coordinate, the test evaluation
-    evaluations = 1 + len(LINE_SEARCH) * linear + 2 * (len(tasks) + (len(layers) if per_layer else 0)) + 1
+    # at most: the start, the linearisation (per task), the line search, both directions of every
+    # coordinate, the test evaluation
+    evaluations = 1 + (len(tasks) + len(LINE_SEARCH)) * linear + 2 * (len(tasks) + (len(layers) if per_layer else 0)) + 1
     total = (steps if linear else 0) + evaluations
-    done = 0
 
     def tick(text: str) -> None:
-        nonlocal done
         if should_stop():
             raise Cancelled("tuning cancelled; nothing was recorded")
-        done += 1
+        state["seconds"] = earlier + time.perf_counter() - t0
+        budget.spend(state)
+        state["done"] = state.get("done", 0) + 1
         if progress:
-            progress(done, total, text)
+            progress(state["done"], total, text)
 
     val = Evaluator(cache, device, split="val")
-    seen: dict[tuple, dict[str, float]] = {}  # exact validation accuracy per task, by coefficients
+    seen: dict[tuple, dict[str, float]] = state.setdefault("seen", {})  # exact validation accuracy per task, by coefficients
 
     def exact(candidate: Tensor, what: str) -> float:
         key = tuple(float(x) for x in candidate.flatten())
@@ -159,21 +217,24 @@ def tune(cache: Cache, method: str = "task_arithmetic", *, per_layer: bool = Fal
     start_val = exact(w, "start (grid scaling)")
     surrogate_record = None
     if linear:
-        if progress:
-            progress(done, total, "surrogate: linearising the validation images")
-        surrogate = Surrogate(cache, per_layer, device)  # its JVPs come back to the CPU, where the steps run
+        surrogate = Surrogate(cache, per_layer, device, saved=state.setdefault("surrogate", {}), tick=tick)
         factor = scaling * LINEAR_FACTORS[method](len(tasks))
-        target = w.clone().requires_grad_(True)
+        adam = state.get("adam") or {"step": 0, "target": w.clone(), "optimizer": None,
+                                     "first": float(surrogate.loss(factor * w.flatten())), "loss": None}
+        target = adam["target"].requires_grad_(True)
         optimizer = torch.optim.Adam([target], lr=lr)
-        first = float(surrogate.loss(factor * w.flatten()))
-        for step in range(steps):
+        if adam["optimizer"] is not None:
+            optimizer.load_state_dict(adam["optimizer"])
+        for step in range(adam["step"], steps):
+            tick(f"surrogate step {step + 1}/{steps}" + (f": validation cross-entropy {adam['loss']:.4f}" if adam["loss"] else ""))
             optimizer.zero_grad()
             loss = surrogate.loss(factor * target.flatten())
             loss.backward()
             optimizer.step()
-            tick(f"surrogate step {step + 1}/{steps}: validation cross-entropy {loss.item():.4f}")
+            adam = state["adam"] = {"step": step + 1, "target": target, "optimizer": optimizer.state_dict(),
+                                    "first": adam["first"], "loss": loss.item()}
         found = target.detach()
-        surrogate_record = {"steps": steps, "lr": lr, "cross_entropy_start": first,
+        surrogate_record = {"steps": steps, "lr": lr, "cross_entropy_start": adam["first"],
                             "cross_entropy_end": float(surrogate.loss(factor * found.flatten())),
                             "predicted_val_average_start": surrogate.accuracy(factor * w.flatten()),
                             "predicted_val_average_end": surrogate.accuracy(factor * found.flatten())}
@@ -210,9 +271,11 @@ def tune(cache: Cache, method: str = "task_arithmetic", *, per_layer: bool = Fal
               "val_accuracy": val_accuracy, "val_average": _mean(val_accuracy), "start_val_average": start_val,
               "accuracy": test, "average": _mean(test), "exact_evaluations": len(seen) + 1,
               "refinement": {"step": refine_step, "accepted": accepted}, "surrogate": surrogate_record,
-              "seconds": round(time.perf_counter() - t0, 2), "device": str(device)}
+              "seconds": round(earlier + time.perf_counter() - t0, 2),
+              "device": str(device)}
     if record:
         save(cache, record_name(method, per_layer), result)
+    budget.finish()
     return result
 
 
