@@ -11,6 +11,7 @@ runs (tvexplorer/app/runs.py); see README.md for the endpoints and deployment on
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import gradio as gr
 
@@ -64,7 +65,8 @@ def main(argv=None) -> None:
     p.add_argument("--workdir", default=None, help="where work folders go (default: $TVEXPLORER_WORKDIR or the temp dir)")
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link")
     args = p.parse_args(argv)
-    app = ui.load(args.cache, device=args.device, read_only=args.read_only, workdir=args.workdir, precision=args.precision)
+    app = ui.load(args.cache, device=args.device, read_only=args.read_only, workdir=args.workdir, precision=args.precision,
+                  plan_folder=Path(__file__).resolve().parent)  # a Space's evaluation_plan.json lies beside app.py
     launch(app, server_name=args.host, server_port=args.port, share=args.share, show_error=False)
 
 

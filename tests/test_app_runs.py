@@ -153,6 +153,23 @@ def test_atm_on_zero_gpu_runs_one_call_per_round_in_the_visitors_event(zero_gpu)
     assert len({c["event"] for c in spaces.calls}) == 1  # all three from the one event that asked
 
 
+def test_long_tuning_on_zero_gpu_goes_in_pieces_that_give_what_one_piece_gives(zero_gpu, monkeypatch):
+    """Each GPU call holds about PIECE_SECONDS of steps (here 0: one step each), going on from the state the
+    last one saved; the visitor's event makes every call, and the result is the one-call result."""
+    client, root, spaces = zero_gpu
+    spaces.calls.clear()
+    whole = client.predict(objective="entropy", per_layer=False, steps=4, api_name="/tune")["result"]
+    assert len(spaces.calls) == 1
+    monkeypatch.setattr(runs, "PIECE_SECONDS", 0.0)
+    spaces.calls.clear()
+    pieces = client.predict(objective="entropy", per_layer=False, steps=4, api_name="/tune")["result"]
+    assert len(spaces.calls) >= 4  # at least one step per call
+    check_calls(spaces.calls)
+    assert len({c["event"] for c in spaces.calls}) == 1
+    assert pieces["coefficients"] == whole["coefficients"] and pieces["accuracy"] == whole["accuracy"]
+    assert not runs.busy("tuning")
+
+
 def test_tuning_on_zero_gpu_and_a_visitor_out_of_quota(zero_gpu):
     client, root, spaces = zero_gpu
     spaces.calls.clear()

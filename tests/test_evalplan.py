@@ -87,3 +87,18 @@ def test_the_evaluator_scores_each_task_on_the_planned_seeded_subset(demo):
         positions = seeded_subset(250, n, 0)  # Split.take(n): seed 0
         assert torch.equal(predicted[task], everything[task][positions])
         assert torch.equal(planned.sets[task].labels, full.sets[task].labels[positions])
+
+
+def test_the_app_evaluates_on_the_plan_pushed_beside_it_and_says_so(demo, fixed_timing, tmp_path):
+    from tvexplorer.app import ui
+    plan = evalplan.plan_evaluation(demo, "cpu-basic")
+    assert not plan.full
+    (tmp_path / evalplan.PLAN_FILE).write_text(evalplan.plan_text(plan))
+    app = ui.load(DEMO, device="cpu", workdir=tmp_path / "work", plan_folder=tmp_path)
+    assert {t: len(app.ex.evaluator.sets[t]) for t in demo.tasks} == plan.images
+    assert plan.describe() in app.header()
+    other = dataclasses.replace(plan, stored={**plan.stored, "digits": 500})  # made for another cache: not applied
+    (tmp_path / evalplan.PLAN_FILE).write_text(evalplan.plan_text(other))
+    app = ui.load(DEMO, device="cpu", workdir=tmp_path / "work", plan_folder=tmp_path)
+    assert {t: len(app.ex.evaluator.sets[t]) for t in demo.tasks} == plan.stored
+    assert f"exact evaluation on all {sum(plan.stored.values())} stored test images" in app.header()

@@ -27,6 +27,7 @@ from ..core.cache import Cache
 from ..core.records import PER_TASK_METRICS, Metrics
 from ..core.training import TrainConfig
 from ..merging import METHODS
+from ..pipeline.evalplan import EvaluationPlan, read_plan
 from ..science.alignment import cosine_matrix, full_batch_identity_holds, layer_alignment, task_alignment
 from ..science.atm import VARIANTS
 from ..science.atm_report import atm_report
@@ -60,8 +61,10 @@ class Explorer:
     """One cache, its evaluator and its ATM work folder, shared by every user of an app."""
 
     def __init__(self, path: str | os.PathLike, *, device: str | None = None, read_only: bool | None = None,
-                 workdir: str | os.PathLike | None = None, precision: str = "auto"):
+                 workdir: str | os.PathLike | None = None, precision: str = "auto", plan: EvaluationPlan | None = None):
+        """`plan`: a Space's evaluation plan (pipeline/evalplan.py): the test images one exact evaluation uses."""
         source = Cache.open(path)
+        self.plan = plan
         self.workspace = Workspace(source, read_only, Path(workdir) if workdir else None)
         self.read_only, self.work_folder = self.workspace.read_only, self.workspace.work_folder
         self._lock = threading.Lock()
@@ -74,11 +77,18 @@ class Explorer:
         self.source = cache
         # The app evaluates in bfloat16 where the hardware is fast at it (about twice as fast, see
         # Evaluator); the numbers a build records are float32.
+        self.subset_sizes = self.plan.sizes_for(cache) if self.plan is not None else None  # None: every stored image
         self.evaluator = Evaluator(cache, device=self._device, precision=self._precision,
-                                   store=lambda: self.workspace.writable_cache())
+                                   store=lambda: self.workspace.writable_cache(), subset_sizes=self.subset_sizes)
         self._preview = Preview.open(cache)  # None for a cache built without one
         self._memo: dict[tuple, object] = {}
         self._evaluator_key = register_evaluator(f"explorer-{id(self)}", self.evaluator)
+
+    def evaluation_scope(self) -> str:
+        """What one exact evaluation runs over, for the header: the plan's line where it applies."""
+        if self.subset_sizes is not None:
+            return self.plan.describe()
+        return f"exact evaluation on all {sum(len(self.source.eval_split(t, 'test')) for t in self.tasks)} stored test images"
 
     def reload(self) -> None:
         """After a task was added (app/addtask.py): explore the cache it was added to, so every tab has it."""
@@ -379,9 +389,11 @@ class Explorer:
         return clean(status)
 
 
-def open_explorer(path=None, **kwargs) -> Explorer:
+def open_explorer(path=None, plan_folder=None, **kwargs) -> Explorer:
     """Explorer on `path` (default: $TVEXPLORER_CACHE or the bundled demo), read-only and on the device
-    that environment.policy says where the caller leaves them open."""
+    that environment.policy says where the caller leaves them open; with the evaluation plan pushed to
+    `plan_folder` (a Space's app.py folder) where there is one."""
     path = location(path)
+    kwargs["plan"] = read_plan(Path(plan_folder)) if plan_folder is not None else None
     kwargs.update(policy(path, kwargs.get("read_only"), kwargs.get("device")))
     return Explorer(path, **kwargs)

@@ -32,6 +32,7 @@ from pathlib import Path
 from ..core.errors import described, first_line
 
 MAX_GPU_SECONDS = 60      # per call: ZeroGPU's default, and within every visitor tier's quota
+PIECE_SECONDS = MAX_GPU_SECONDS / 2  # the steps of one piece of a long run; the rest of the call is set-up and the end
 GPU_MARGIN, GPU_OVERHEAD = 1.5, 5.0  # the measured time per step x margin + seconds for start-up
 
 try:  # Hugging Face Spaces; a no-op outside ZeroGPU

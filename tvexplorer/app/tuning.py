@@ -63,7 +63,7 @@ def start(explorer, objective: str = "accuracy", per_layer: bool = False, steps:
     root = explorer.writable_atm_root()
     explorer.atm_cache  # noqa: B018  (notes the manifest as it is now, so the recorded result is seen as a change)
     return runs.start(KIND, f"{OBJECTIVES[objective]}, {'per layer' if per_layer else 'per task'}, {steps} steps",
-                      tune_work(str(root), objective, per_layer, steps),
+                      tune_work(str(root), objective, per_layer, steps, runs.PIECE_SECONDS if runs.ZERO_GPU else None),
                       {"objective": objective, "per_layer": per_layer, "steps": steps}, what=BUSY)
 
 

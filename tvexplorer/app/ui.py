@@ -45,7 +45,7 @@ class App:
         i = self.ex.info()
         return (f"# Task vector explorer\nModel `{i['model']}` · {i['parameters']:,} image-encoder parameters · "
                 f"{len(self.ex.tasks)} tasks ({', '.join(self.ex.tasks)}) · evaluation on {i['device']} in "
-                f"{i['precision']} · cache `{i['cache']}`")
+                f"{i['precision']}, {self.ex.evaluation_scope()} · cache `{i['cache']}`")
 
 
 class Unavailable:

@@ -1,12 +1,15 @@
 """The app's kinds of background run (see runs.py): ATM rounds, tuning and AdaMerging, filling the results
 table, adding a task. Each is a worker (plain arguments, saving into the cache it is given) and a work generator that
-yields one call per GPU-sized piece: an ATM round, a tuning run, one method of the results table.
+yields one call per GPU-sized piece: an ATM round, a tuning run (on ZeroGPU, a piece of one: see tune_work),
+one method of the results table.
 
 Workers open the cache themselves and pick the device where they run (on ZeroGPU: the GPU lent to the
 call), and save as they finish, so whatever ends a run, finished pieces stay saved.
 """
 from __future__ import annotations
 
+import shutil
+import tempfile
 import weakref
 
 import torch
@@ -65,21 +68,37 @@ OBJECTIVES = {"accuracy": "Tune on validation (surrogate + exact search)",
 DEFAULT_STEPS = {"accuracy": 200, "entropy": adamerging.DEFAULTS["steps"]}
 
 
-def tune_run(root: str, objective: str, per_layer: bool, steps: int, *, control: Control) -> dict:
-    """Tuning (objective 'accuracy') or AdaMerging ('entropy') on the cache at `root`, recorded there."""
+def tune_run(root: str, objective: str, per_layer: bool, steps: int, state: str | None = None,
+             seconds: float | None = None, *, control: Control) -> dict | None:
+    """Tuning (objective 'accuracy') or AdaMerging ('entropy') on the cache at `root`, recorded there; with
+    a `state` folder, one piece of about `seconds` that goes on from the last piece: None when it paused."""
     device = _device(None)
     cache = Cache.open(root)
     control.progress(0, 1, f"preparing on {device}", force=True)
-    if objective == "entropy":
-        return adamerging.adamerging(cache, layer_wise=per_layer, steps=steps, device=device,
-                                     progress=control.progress, should_stop=control.stopped)
-    return tuning.tune(cache, per_layer=per_layer, steps=steps, device=device, progress=control.progress,
-                       should_stop=control.stopped)
+    budget = tuning.Budget(state, seconds=seconds)
+    try:
+        if objective == "entropy":
+            return adamerging.adamerging(cache, layer_wise=per_layer, steps=steps, device=device, budget=budget,
+                                         progress=control.progress, should_stop=control.stopped)
+        return tuning.tune(cache, per_layer=per_layer, steps=steps, device=device, progress=control.progress,
+                           should_stop=control.stopped, budget=budget)
+    except tuning.Paused:
+        return None
 
 
-def tune_work(root: str, objective: str, per_layer: bool, steps: int):
-    result = yield Call(tune_run, (root, objective, per_layer, steps), steps=steps)
-    return result
+def tune_work(root: str, objective: str, per_layer: bool, steps: int, piece_seconds: float | None = None):
+    """The run in one call, or (with `piece_seconds`: on ZeroGPU, where a call must stay short) in pieces of
+    about that long, each going on from the state the last one saved; returns the result."""
+    if piece_seconds is None:
+        return (yield Call(tune_run, (root, objective, per_layer, steps), steps=steps))
+    state = tempfile.mkdtemp(prefix="tvexplorer-tuning-state-")
+    try:
+        while True:
+            result = yield Call(tune_run, (root, objective, per_layer, steps, state, piece_seconds))
+            if result is not None:
+                return result
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- the results table
