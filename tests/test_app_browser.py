@@ -205,21 +205,15 @@ def status_of(page, elem_id):
     return page.inner_text(f"#{elem_id}").strip()
 
 
-def wait_text(page, elem_id, *texts, timeout=600_000):
-    """Wait until the element's text holds one of `texts`; returns it."""
-    js = "([id, texts]) => texts.some(t => (document.getElementById(id)?.innerText ?? '').includes(t))"
-    page.wait_for_function(js, arg=[elem_id, list(texts)], timeout=timeout)
-    return status_of(page, elem_id)
-
-
-def wait_all(page, elem_id, must, any_of, timeout=600_000):
-    """Wait until the element's text holds every one of `must` and one of `any_of`; returns it."""
+def wait_text(page, elem_id, *texts, must=(), timeout=600_000):
+    """Wait until the element's text holds one of `texts` and every one of `must`; returns it."""
     js = ("([id, must, any]) => { const t = document.getElementById(id)?.innerText ?? '';"
           " return must.every(x => t.includes(x)) && any.some(x => t.includes(x)); }")
     try:
-        page.wait_for_function(js, arg=[elem_id, list(must), list(any_of)], timeout=timeout)
+        page.wait_for_function(js, arg=[elem_id, list(must), list(texts)], timeout=timeout)
     except PlaywrightTimeout:
-        raise AssertionError(f"#{elem_id} never held all of {must} and one of {any_of}: {status_of(page, elem_id)!r}") from None
+        raise AssertionError(f"#{elem_id} never held all of {list(must)} and one of {list(texts)}: "
+                             f"{status_of(page, elem_id)!r}") from None
     return status_of(page, elem_id)
 
 
@@ -228,16 +222,16 @@ def test_tuning_and_adamerging_buttons_work_with_their_defaults_then_apply(page,
     page.get_by_text("Advanced: per-layer coefficients and tuning").click()
     for button, name in (("#tune-run", "Tune on validation"), ("#adamerging-run", "AdaMerging")):
         page.click(button)  # with the steps the page shows: starts (it used to fail with "steps is 0")
-        text = wait_all(page, "tune-status", [name], ["Running", "Finished", "Failed"], timeout=120_000)
+        text = wait_text(page, "tune-status", "Running", "Finished", "Failed", must=[name], timeout=120_000)
         assert "Failed" not in text, text
         page.click("#tune-cancel")  # stops it at its next step, or finds it finished
-        text = wait_all(page, "tune-status", [], ["Cancelled", "Finished", "Failed"], timeout=120_000)
+        text = wait_text(page, "tune-status", "Cancelled", "Finished", "Failed", timeout=120_000)
         assert "Failed" not in text, text
     for button, steps, name in (("#tune-run", "#tune-steps", "Tune on validation"),
                                 ("#adamerging-run", "#adamerging-steps", "AdaMerging")):
         page.fill(f"{steps} input", "2")
         page.click(button)
-        text = wait_all(page, "tune-status", [name, "2 steps"], ["Finished", "Failed", "Cancelled"])
+        text = wait_text(page, "tune-status", "Finished", "Failed", "Cancelled", must=[name, "2 steps"])
         assert "Finished" in text, text
     recorded = Cache.open(served[1]).manifest.tuning
     assert "task_arithmetic:per_task" in recorded and len(recorded) >= 2

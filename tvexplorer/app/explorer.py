@@ -88,7 +88,7 @@ class Explorer:
         """What one exact evaluation runs over, for the header: the plan's line where it applies."""
         if self.subset_sizes is not None:
             return self.plan.describe()
-        return f"exact evaluation on all {sum(len(self.source.eval_split(t, 'test')) for t in self.tasks)} stored test images"
+        return f"exact evaluation on all {sum(len(s) for s in self.evaluator.sets.values())} stored test images"
 
     def reload(self) -> None:
         """After a task was added (app/addtask.py): explore the cache it was added to, so every tab has it."""
@@ -297,8 +297,8 @@ class Explorer:
             if kind not in self.source.vector_kinds:
                 self.require_gradient_record()
             return self._memoised(("cos", kind), lambda: cosine_matrix(self.source.vectors(kind)))
-        key = self.parse_method(kind) if isinstance(kind, str) and kind.startswith(ATM_PREFIX) else None
-        if key is not None:
+        if isinstance(kind, str) and kind.startswith(ATM_PREFIX):
+            key = self.parse_method(kind)
             m = self.atm_cache.manifest.atm_round(key.atm_variant, key.atm_round).update_cosines
             return pd.DataFrame([list(row) for row in m], index=self.tasks, columns=self.tasks)
         raise ValueError(f"unknown matrix {kind!r}; choose one of: {', '.join(k for _, k in self.matrix_choices())}")

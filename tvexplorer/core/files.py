@@ -174,6 +174,11 @@ def write_table(root: Path, rel: str, table: pd.DataFrame) -> FileEntry:
     return _entry(root / rel)
 
 
+def write_bytes(root: Path, rel: str, data: bytes) -> FileEntry:
+    atomic_write(root / rel, lambda tmp: tmp.write_bytes(data))
+    return FileEntry(len(data), hashlib.sha256(data).hexdigest())
+
+
 def _read_header(path: Path, rel: str) -> tuple[dict, int]:
     with open(path, "rb") as f:
         raw = f.read(8)

@@ -39,7 +39,7 @@ from ..core import workcopy
 from ..core.additions import AddedTask
 from ..core.cache import Cache
 from ..core.device import resolve_device
-from ..core.files import atomic_write, sha256_file, write_tensors
+from ..core.files import atomic_write, sha256_file, write_bytes, write_tensors
 from ..core.manifest import MANIFEST, Manifest, write_manifest
 from ..core.records import FileEntry, Metrics, SplitSizes, TaskRecord
 from ..data.benchmarks import FOLDER_TEMPLATES
@@ -52,7 +52,7 @@ from ..science.preview import extend_preview
 from ..science.training import prepare, steps_per_epoch
 from .build import MULTITASK, linear_probe, task_arithmetic_metrics, task_metrics, write_eval
 from .tasks import train_task
-from .taskundo import UNDO, WORK, link_file, remove_empty, remove_task, reread, write_bytes
+from .taskundo import UNDO, WORK, link_file, remove_empty, remove_task, reread
 
 __all__ = ["inspect_source", "add_task", "fine_tune_task", "remove_task", "BadSource", "Cancelled"]
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from ..core.cache import Cache
 from ..core.files import atomic_write, sha256_file
 from ..core.manifest import MANIFEST, Manifest
-from ..core.records import FileEntry
 from ..data.imagesource import BadSource
 
 UNDO = "added"               # added/<task>/: the manifest before <task> and the files it replaced or dropped
@@ -36,11 +35,6 @@ def link_file(src: Path, dst: Path) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
-
-
-def write_bytes(root: Path, rel: str, data: bytes) -> FileEntry:
-    atomic_write(root / rel, lambda tmp: tmp.write_bytes(data))
-    return FileEntry(len(data), hashlib.sha256(data).hexdigest())
 
 
 def remove_empty(root: Path, folders: list[Path]) -> None:
