@@ -1,6 +1,7 @@
 """A short check of the GPU path, each step timed: the device, a quick demo cache built on it, ATM rounds,
-the slider's exact evaluation, the ViT-B/32 image tower and merges at ViT-B/32 size (the CPU beside the
-GPU where that is cheap, in the same run).
+the slider's exact evaluation, the app's CPU evaluator moved to the device (ZeroGPU's exact evaluation),
+the ViT-B/32 image tower and merges at ViT-B/32 size (the CPU beside the GPU where that is cheap, in the
+same run).
 
     python benchmarks/gpu_check.py [--device cuda] [--quick] [--cache DIR] [--json FILE]
 
@@ -94,6 +95,19 @@ def slider(cache: Cache, device: torch.device, releases: int) -> dict:
             "median": round(statistics.median(seconds[1:] or seconds), 3), "images": images}
 
 
+def moved(cache: Cache, device: torch.device) -> dict:
+    """The ZeroGPU path of an exact evaluation (app/work.py exact_accuracy): the app's evaluator, built on the
+    CPU, moved to `device` for one call; its numbers beside the CPU's (bfloat16 on a GPU may move a few images)."""
+    on_cpu = Evaluator(cache, device="cpu", precision="auto")
+    there, move_seconds = timed(device, lambda: on_cpu.on(device))
+    settings = dict(scaling=0.4)
+    accuracy, seconds = timed(device, lambda: dict(there.evaluate_tasks("task_arithmetic", **settings)))
+    reference = dict(on_cpu.evaluate_tasks("task_arithmetic", **settings))
+    return {"device": str(there.device), "precision": there.precision, "move_seconds": round(move_seconds, 3),
+            "evaluate_seconds": round(seconds, 3),
+            "largest_difference_to_cpu": round(max(abs(accuracy[t] - reference[t]) for t in reference), 4)}
+
+
 def tower(device: torch.device, batch: int, encoder_info: Encoder) -> dict:
     """Images/s of an image tower's forward pass in float32 and, on a GPU, with bfloat16 blocks (the Evaluator's precisions)."""
     encoder = build_image_encoder(encoder_info).to(device)
@@ -152,6 +166,7 @@ def main(argv=None) -> dict:
         step("slider", lambda: slider(cache, device, releases))
         if device.type == "cuda":
             step("slider_cpu", lambda: slider(cache, cpu, 3))
+        step("moved_evaluator", lambda: moved(cache, device))
         encoder, batch = (tiny_vit(), 8) if args.quick else (vit_b32(), 250)
         step("tower", lambda: tower(device, batch, encoder))
         layout = Layout.of(dict(build_image_encoder(encoder).named_parameters()))

@@ -1,10 +1,15 @@
-"""Shared helpers for the app tests: launch the app on a local port, wait for ATM jobs."""
+"""Shared helpers for the app tests: launch the app on a local port (in this process, or as `python app.py`
+in its own), wait for ATM jobs."""
 from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import socket
+import subprocess
+import sys
 import time
+import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -40,6 +45,32 @@ def running_app(handlers):
         yield f"http://127.0.0.1:{port}/"
     finally:
         demo.close()
+
+
+@contextmanager
+def app_process(cache, folder: Path, *args: str, env: dict | None = None):
+    """`python app.py --cache CACHE --port P ARGS` in its own process, run from `folder` (where a Space keeps
+    its evaluation plan beside app.py) with its log in folder/app.log; yields (url, process) once it answers."""
+    shutil.copy(ROOT / "app.py", folder / "app.py")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    with open(folder / "app.log", "w") as log:
+        server = subprocess.Popen([sys.executable, str(folder / "app.py"), "--cache", str(cache), "--port", str(port), *args],
+                                  stdout=log, stderr=subprocess.STDOUT,
+                                  env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})})
+        try:
+            deadline = time.time() + 180
+            while True:
+                try:
+                    urllib.request.urlopen(url + "config", timeout=5)
+                    break
+                except OSError:
+                    assert server.poll() is None and time.time() < deadline, (folder / "app.log").read_text()[-3000:]
+                    time.sleep(0.5)
+            yield url, server
+        finally:
+            server.terminate()
+            server.wait(30)
 
 
 def wait_idle(kind: str = "atm", timeout: float = 120.0) -> None:

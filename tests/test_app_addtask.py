@@ -72,7 +72,7 @@ def test_adding_from_the_panel_puts_the_task_in_every_tab_and_leaves_the_cache_a
     assert sliders["added-1"]["label"] == "discs" and sliders["added-1"]["visible"] and not sliders["added-2"]["visible"]
     assert ("discs", "discs") in last["align_task"]["choices"]
     assert merge.by_task(app, {"digits": 1.0, "added-1": 0.5, "added-2": 0.7}) == {"digits": 1.0, "discs": 0.5}
-    result = merge.evaluate(app, {"method": "task_arithmetic", "scaling": 0.3, "coefficients": {"added-1": 0.0}})
+    *_, result = merge.evaluate(app, {"method": "task_arithmetic", "scaling": 0.3, "coefficients": {"added-1": 0.0}})
     assert result["raw"]["coefficients"]["discs"] == 0.0 and "discs" in result["raw"]["accuracy"]
     assert explorer.preview()["accuracy"].keys() == set(explorer.tasks)
     assert {p: p.read_bytes() for p in before} == before and Cache.open(demo_copy).tasks == ["digits", "signs", "textures"]

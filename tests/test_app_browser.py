@@ -12,10 +12,6 @@ TVEXPLORER_SCREENSHOT_DIR to keep screenshots of the app (docs/screenshot.png is
 import os
 import shutil
 import statistics
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -73,26 +69,8 @@ def served(quick_demo, tmp_path_factory):
     """(url, cache folder): `python app.py` on 127.0.0.1 over a private writable copy of the quick demo."""
     root = tmp_path_factory.mktemp("served") / "cache"
     shutil.copytree(quick_demo, root)
-    port = apphelpers.free_port()
-    log = open(root.parent / "app.log", "w")
-    server = subprocess.Popen([sys.executable, str(apphelpers.ROOT / "app.py"), "--cache", str(root), "--port", str(port),
-                               "--device", "cpu", "--precision", "float32"], stdout=log, stderr=subprocess.STDOUT,
-                              env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                urllib.request.urlopen(url + "config", timeout=5)
-                break
-            except OSError:
-                assert server.poll() is None and time.time() < deadline, (root.parent / "app.log").read_text()[-3000:]
-                time.sleep(0.5)
+    with apphelpers.app_process(root, root.parent, "--device", "cpu", "--precision", "float32") as (url, _):
         yield url, root
-    finally:
-        server.terminate()
-        server.wait(30)
-        log.close()
 
 
 @pytest.fixture(scope="module")

@@ -319,16 +319,28 @@ def settings(method="task_arithmetic", scaling=0.3, **kw):
     return {"method": method, "vectors": "tau", "scaling": scaling, "params": {}, "coefficients": {}, "layers": "", **kw}
 
 
+def last(updates):
+    *_, final = updates
+    return final
+
+
 def test_ui_evaluate_handler(handlers, ex):
-    out = merge.evaluate(handlers, settings())
+    updates = list(merge.evaluate(handlers, settings(scaling=0.35)))
+    # the status line after each task but the last, with that task's exact number; then everything
+    assert len(updates) == len(ex.tasks)
+    exact = ex.evaluate("task_arithmetic", scaling=0.35)["accuracy"]
+    for k, update in enumerate(updates[:-1], start=1):
+        assert set(update) == {"status"} and update["status"].startswith(f"◑ **Exact {k}/{len(ex.tasks)}**")
+        assert f"{ex.tasks[k - 1]} {100 * exact[ex.tasks[k - 1]]:.1f} %" in update["status"]
+    out = last(merge.evaluate(handlers, settings()))
     assert out["status"].startswith("✓ **Up to date**")
     assert out["raw"]["accuracy"] == ex.evaluate("task_arithmetic", scaling=0.3)["accuracy"]
     assert list(pd.read_csv(out["csv"])["task"]) == [*ex.tasks, "average"] and list(out["table"]["task"])[-1] == "average"
     # parameters of the chosen method are taken from their controls, named method.parameter
-    out = merge.evaluate(handlers, settings("ties", 1.0, params={"ties.k": 50, "dare.p": 0.1}))
+    out = last(merge.evaluate(handlers, settings("ties", 1.0, params={"ties.k": 50, "dare.p": 0.1})))
     assert out["raw"]["params"] == {"k": 50.0, "fusionbench": 0}
     with pytest.raises(ValueError, match="between -1 and 2"):  # wire() turns it into a warning and not_updated
-        merge.evaluate(handlers, settings(coefficients={ex.tasks[0]: 5.0}))
+        next(merge.evaluate(handlers, settings(coefficients={ex.tasks[0]: 5.0})))
     assert merge.not_updated("x")["status"].startswith("⚠ **Not updated:** x")
     # one control per method parameter (ties k, dare p, ...), in the groups the method chooser shows
     assert merge.PARAM_METHODS == [m.name for m in METHODS.values() if m.params]
@@ -430,7 +442,7 @@ def test_corrupt_tensor_file_is_reported_not_crashed(quick_demo, tmp_path):
     path.write_bytes(bytes(data))
     h = ui.App(ex)
     with pytest.raises(CacheError, match="sha256"):
-        merge.evaluate(h, settings())
+        next(merge.evaluate(h, settings()))
     with pytest.raises(gr.Error, match="sha256"):
         h.api.api_evaluate()
     assert math.isfinite(h.api.api_evaluate("atm:standard:1")["average"])  # the rest keeps working

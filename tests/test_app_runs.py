@@ -187,3 +187,43 @@ def test_tuning_on_zero_gpu_and_a_visitor_out_of_quota(zero_gpu):
     assert "\n" not in str(e.value) and "1 saved round" in str(e.value)
     assert len(Cache.open(root).manifest.atm_rounds("standard")) == before + 1
     assert not runs.busy("atm")
+
+
+def test_a_cache_planned_for_the_gpu_evaluates_in_one_short_call_from_the_visitors_event(quick_demo, tmp_path):
+    """A plan that chose the GPU (too slow on the Space's CPU): every exact evaluation is one GPU call made by
+    the visitor's event, asking for a duration from the measured time per image; what it returns is what
+    the CPU computes, memoised; a visitor out of quota reads one line. The header says where it runs."""
+    from tvexplorer.app.explorer import Explorer
+    from tvexplorer.pipeline import evalplan
+    plan = evalplan.plan_evaluation(Cache.open(quick_demo), "zero-a10g", device="cuda", images_per_second=1.0)
+    assert plan.device == "cuda"
+    (tmp_path / evalplan.PLAN_FILE).write_text(evalplan.plan_text(plan))
+    spaces = StandInSpaces()
+    runs.use_spaces(spaces, zero_gpu=True)
+    try:
+        app = ui.load(quick_demo, device="cpu", workdir=tmp_path / "work", plan_folder=tmp_path)
+        assert "exact evaluation on the GPU (zero-a10g), one short GPU call each" in app.header()
+        local = Explorer(quick_demo, device="cpu", workdir=tmp_path / "local")
+        with apphelpers.running_app(app) as url:
+            client = Client(url, verbose=False)
+            first = client.predict(method="ties", scaling=0.8, api_name="/evaluate")
+            assert first["accuracy"] == local.evaluate("ties", scaling=0.8)["accuracy"]
+            assert len(spaces.calls) == 1
+            check_calls(spaces.calls)
+            assert client.predict(method="ties", scaling=0.8, api_name="/evaluate")["accuracy"] == first["accuracy"]
+            assert len(spaces.calls) == 1  # the same merge again: from the memo, no GPU call
+            second = client.predict(method="task_arithmetic", scaling=0.4, api_name="/evaluate")
+            assert second["accuracy"] == local.evaluate("task_arithmetic", scaling=0.4)["accuracy"]
+            assert len(spaces.calls) == 2 and spaces.calls[1]["seconds"] < runs.MAX_GPU_SECONDS  # measured by now
+            check_calls(spaces.calls)
+            round_one = client.predict(method="atm:standard:1", scaling=0.5, api_name="/evaluate")  # a saved round, rescaled
+            assert round_one["accuracy"] == local.evaluate("atm:standard:1", scaling=0.5)["accuracy"]
+            assert len(spaces.calls) == 3
+            check_calls(spaces.calls)
+            spaces.refuse_after = 3
+            with pytest.raises(AppError, match=r"ZeroGPU refused the GPU: You have exceeded your GPU quota .*12s left\)"
+                                               r"\. The numbers on screen stay as they were; log in") as e:
+                client.predict(method="task_arithmetic", scaling=0.5, api_name="/evaluate")
+            assert "\n" not in str(e.value)
+    finally:
+        runs.use_spaces(None, zero_gpu=False)

@@ -48,12 +48,22 @@ def test_a_given_speed_is_not_timed_and_a_gpu_plan_takes_everything(demo, monkey
     plan = evalplan.plan_evaluation(demo, "cpu-basic", target_seconds=2.0, images_per_second=90.0)
     assert plan.basis == "given" and plan.images_per_second == 90.0 and plan.load_seconds >= 0
     assert plan.images == {t: max(evalplan.MIN_IMAGES, int((2.0 - plan.load_seconds) * 90 / 9)) for t in demo.tasks}
-    gpu = evalplan.plan_evaluation(demo, "zero-a10g", device="cuda")
-    assert gpu.full and gpu.images_per_second is None and "on the GPU" in gpu.describe()
     with pytest.raises(ValueError, match="no vCPU count known"):
         evalplan.plan_evaluation(demo, "t4-small")
     with pytest.raises(ValueError, match="must be positive"):
         evalplan.plan_evaluation(demo, "cpu-basic", images_per_second=-1)
+
+
+def test_on_zerogpu_the_device_is_chosen_by_cost(demo):
+    """The GPU only where one exact evaluation of every stored image would be slow on the Space's CPU: the
+    demo (2250 images of a small encoder) stays on the CPU; a cache as slow as a ViT-B/32 goes to the GPU."""
+    fast = evalplan.plan_evaluation(demo, "zero-a10g", device="cuda", images_per_second=5000.0)
+    assert fast.device == "cpu" and fast.full and fast.seconds <= evalplan.DEFAULT_SECONDS
+    assert fast.describe().startswith("exact evaluation on the CPU (zero-a10g, 2 vCPU), on all 2250 stored test images")
+    slow = evalplan.plan_evaluation(demo, "zero-a10g", device="cuda", images_per_second=16.0)  # 2250 / 16 = 141 s
+    assert slow.device == "cuda" and slow.full and slow.images_per_second is None
+    assert slow.describe().startswith("exact evaluation on the GPU (zero-a10g), one short GPU call each, on all 2250 "
+                                      "stored test images (the CPU would take 141 s")
 
 
 def test_the_encoder_is_timed_and_the_thread_setting_given_back(demo):
@@ -101,4 +111,25 @@ def test_the_app_evaluates_on_the_plan_pushed_beside_it_and_says_so(demo, fixed_
     (tmp_path / evalplan.PLAN_FILE).write_text(evalplan.plan_text(other))
     app = ui.load(DEMO, device="cpu", workdir=tmp_path / "work", plan_folder=tmp_path)
     assert {t: len(app.ex.evaluator.sets[t]) for t in demo.tasks} == plan.stored
-    assert f"exact evaluation on all {sum(plan.stored.values())} stored test images" in app.header()
+    assert f"exact evaluation on cpu in float32, on all {sum(plan.stored.values())} stored test images" in app.header()
+
+
+def test_on_zerogpu_without_a_plan_for_the_cache_the_app_chooses_the_device_at_start_up(demo, fixed_timing,
+                                                                                           monkeypatch, tmp_path):
+    """A Space that serves a cache through TVEXPLORER_CACHE has no plan made for it: on ZeroGPU the app times the
+    encoder when it starts and chooses the device by the same rule; the header says which."""
+    import types
+    from tvexplorer.app import runs, ui
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    runs.use_spaces(types.SimpleNamespace(GPU=lambda duration: (lambda fn: fn)), zero_gpu=True)
+    try:
+        slow = ui.load(DEMO, workdir=tmp_path / "work", plan_folder=tmp_path)  # 200 images/s: 12 s for 2250 images
+        assert slow.ex.plan.device == "cuda" and slow.ex.exact_in_gpu_calls
+        assert str(slow.ex.evaluator.device) == "cpu"  # the app's own evaluator: the GPU is lent only inside calls
+        assert "exact evaluation on the GPU (zero-a10g), one short GPU call each" in slow.header()
+        monkeypatch.setattr(evalplan, "measure_encoder", lambda *a, **k: evalplan.Timing(5000.0, 5000.0, 64, 0.1))
+        fast = ui.load(DEMO, workdir=tmp_path / "work", plan_folder=tmp_path)
+        assert fast.ex.plan.device == "cpu" and not fast.ex.exact_in_gpu_calls
+        assert "exact evaluation on the CPU (zero-a10g, 2 vCPU), on all 2250 stored test images" in fast.header()
+    finally:
+        runs.use_spaces(None, zero_gpu=False)

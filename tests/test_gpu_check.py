@@ -40,8 +40,9 @@ def test_every_step_runs_on_the_cpu(quick_demo, tmp_path, capsys):
     # the copy got the round; the source cache did not
     assert rounds(quick_demo) == rounds_before
     assert report["slider"]["median"] > 0 and report["slider"]["images"] > 0
+    assert report["moved_evaluator"]["device"] == "cpu" and report["moved_evaluator"]["largest_difference_to_cpu"] == 0
     assert report["tower"]["float32_images_per_second"] > 0 and "bfloat16_images_per_second" not in report["tower"]
     assert all(report["merges"][f"{m}_seconds"] > 0 for m in gpu_check.MERGES)
     assert "slider_cpu" not in report and "merges_cpu" not in report  # the CPU baselines are for a GPU run
     out = capsys.readouterr().out
-    assert out.startswith("machine: ") and all(f"\n{step}: " in out for step in ("atm", "slider", "tower", "merges"))
+    assert out.startswith("machine: ") and all(f"\n{step}: " in out for step in ("atm", "slider", "moved_evaluator", "tower", "merges"))

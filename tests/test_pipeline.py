@@ -69,6 +69,25 @@ def test_evaluation_streams_task_by_task_and_keeps_what_it_finished(quick_demo):
     assert loads == cache.tasks[1:]  # the finished task came from the memo
 
 
+def test_an_evaluation_done_elsewhere_is_memoised_here(quick_demo):
+    """What a ZeroGPU call computes (`elsewhere`, by the evaluator moved to its device) is asked for once, at the
+    first task not memoised, and answers later evaluations of the same merge from this evaluator's memo."""
+    cache = Cache.open(quick_demo)
+    evaluator = Evaluator(cache, device="cpu")
+    assert evaluator.on("cpu") is evaluator  # on its own device already: itself
+    local = Evaluator(cache, device="cpu").evaluate("ties", scaling=0.9).accuracy
+    asked = []
+
+    def elsewhere():
+        asked.append(1)
+        return dict(Evaluator(cache, device="cpu").evaluate_tasks("ties", scaling=0.9))
+    next(evaluator.evaluate_tasks("ties", scaling=0.9))  # the first task here; the rest elsewhere, in one piece
+    assert dict(evaluator.evaluate_tasks("ties", scaling=0.9, elsewhere=elsewhere)) == local and asked == [1]
+    evaluator.task_accuracy = lambda *a, **k: pytest.fail("evaluated here although memoised")
+    assert evaluator.evaluate("ties", scaling=0.9, coefficients={t: 1.0 for t in cache.tasks}).accuracy == local
+    assert dict(evaluator.evaluate_tasks("ties", scaling=0.9, elsewhere=elsewhere)) == local and asked == [1]
+
+
 def test_one_atm_round_equals_task_arithmetic_over_one_epoch_vectors(quick_demo):
     cache = Cache.open(quick_demo)
     run = cache.manifest.atm["standard"]

@@ -11,53 +11,41 @@ tested without a browser and callable from scripts:
 Input from people and programs is checked here (with inputs.py), with one-line ValueError messages:
 unknown methods, tasks or parameters, values that are not numbers, NaN, infinities, and values outside
 the ranges the app offers. Where the app writes is workspace.py; its environment's defaults are
-environment.py.
+environment.py; the gradient-alignment views are gradients.py.
 """
 from __future__ import annotations
 
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-import pandas as pd
 
-from ..core.additions import ATM_PREFIX, AtmRun, MethodKey
+from ..core.additions import AtmRun, MethodKey
 from ..core.cache import Cache
 from ..core.records import PER_TASK_METRICS, Metrics
 from ..core.training import TrainConfig
 from ..merging import METHODS
-from ..pipeline.evalplan import EvaluationPlan, read_plan
-from ..science.alignment import cosine_matrix, full_batch_identity_holds, layer_alignment, task_alignment
+from ..pipeline.evalplan import ZERO_GPU_FLAVOR, EvaluationPlan, plan_evaluation, read_plan
 from ..science.atm import VARIANTS
 from ..science.atm_report import atm_report
 from ..science.evaluation import EvalResult, Evaluator, summarize
 from ..science.preview import Preview
 from . import inputs, runs
-from .environment import location, policy
-from .inputs import ALL_TASKS, COEFFICIENT_RANGE, MATRIX_KINDS, MAX_ATM_ROUNDS, SCALING_RANGE, clean
+from .environment import location, on_zero_gpu, policy
+from .gradients import GradientViews
+from .inputs import COEFFICIENT_RANGE, MAX_ATM_ROUNDS, SCALING_RANGE, clean
 from .presets import preset
 from .tuning import layer_coefficients as checked_layers
-from .work import atm_work, register_evaluator
+from .work import atm_work, exact_accuracy, exact_atm_accuracy, register_evaluator
 from .workspace import Workspace
 
 PREVIEW_METHODS = ("task_arithmetic", "average")  # linear in the task vectors, so the preview applies
 ATM = "atm"  # the kind of run (runs.py)
+KEPT_ON_SCREEN = "The numbers on screen stay as they were"  # after ZeroGPU refused an exact evaluation
 
-FULL_BATCH_NOTE = (
-    "After one epoch of full-batch plain gradient descent ('gd') from theta0, tau1 = -lr * g0 holds by "
-    "construction: that epoch is one step along g0 itself. The theorem's real content is the mini-batch, "
-    "multi-epoch case, where it holds up to an error of second order in lr; the Theory section below "
-    "measures that with plain SGD.")
-THEORY_NOTE = (
-    "Plain mini-batch SGD (float64, constant lr, no momentum, weight decay or clipping, the same batch order "
-    "every epoch) from theta0, with K = N/B batches per epoch. Paper B predicts tau_e = -lr * K * "
-    "sum_{e'<e} g(theta_e') up to a second-order error, so the relative error should fall in proportion to lr: "
-    "slope 1 on this log-log plot (dotted guide). 'g0 only' predicts -lr * K * e * g0, ignoring how the "
-    "gradient changes after the first epoch.")
-
-
-class Explorer:
+class Explorer(GradientViews):
     """One cache, its evaluator and its ATM work folder, shared by every user of an app."""
 
     def __init__(self, path: str | os.PathLike, *, device: str | None = None, read_only: bool | None = None,
@@ -77,18 +65,27 @@ class Explorer:
         self.source = cache
         # The app evaluates in bfloat16 where the hardware is fast at it (about twice as fast, see
         # Evaluator); the numbers a build records are float32.
-        self.subset_sizes = self.plan.sizes_for(cache) if self.plan is not None else None  # None: every stored image
+        # the plan where it was made for this cache (and its task set: after adding a task, no plan applies)
+        self.applied_plan = self.plan if self.plan is not None and self.plan.applies_to(cache) else None
+        self.subset_sizes = self.applied_plan.sizes_for(cache) if self.applied_plan else None  # None: every stored image
         self.evaluator = Evaluator(cache, device=self._device, precision=self._precision,
                                    store=lambda: self.workspace.writable_cache(), subset_sizes=self.subset_sizes)
         self._preview = Preview.open(cache)  # None for a cache built without one
         self._memo: dict[tuple, object] = {}
         self._evaluator_key = register_evaluator(f"explorer-{id(self)}", self.evaluator)
 
+    @property
+    def exact_in_gpu_calls(self) -> bool:
+        """Whether every exact evaluation is one short ZeroGPU call: on ZeroGPU, where the plan made for this
+        cache chose the GPU (pipeline/evalplan.py: the CPU would be too slow for it)."""
+        return runs.ZERO_GPU and self.applied_plan is not None and self.applied_plan.device != "cpu"
+
     def evaluation_scope(self) -> str:
-        """What one exact evaluation runs over, for the header: the plan's line where it applies."""
-        if self.subset_sizes is not None:
-            return self.plan.describe()
-        return f"exact evaluation on all {sum(len(s) for s in self.evaluator.sets.values())} stored test images"
+        """Where and over what one exact evaluation runs, for the header: the plan's line where it applies."""
+        if self.applied_plan is not None and (self.applied_plan.device == "cpu" or self.exact_in_gpu_calls):
+            return self.applied_plan.describe()
+        return (f"exact evaluation on {self.evaluator.device} in {self.evaluator.precision}, "
+                f"on all {self._images()} stored test images")
 
     def reload(self) -> None:
         """After a task was added (app/addtask.py): explore the cache it was added to, so every tab has it."""
@@ -199,10 +196,19 @@ class Explorer:
                  vectors: str = "tau", layer_coefficients=None) -> dict:
         """Merge and evaluate exactly; returns plain data (accuracies in [0, 1]). layer_coefficients:
         {task: {layer: value}} (or its JSON), see app/tuning.py."""
+        *_, answer = self.evaluate_stream(method, coefficients, scaling, params, vectors, layer_coefficients)
+        return answer
+
+    def evaluate_stream(self, method: str = "task_arithmetic", coefficients=None, scaling=None, params=None,
+                        vectors: str = "tau", layer_coefficients=None) -> Iterator[dict]:
+        """evaluate() as it goes: after each task but the last a partial answer (the settings, "exact": the
+        accuracies {task: accuracy} so far, "of": how many tasks there are), then evaluate()'s answer. The
+        input is checked before anything is computed."""
         t0 = time.perf_counter()
         kind = self.parse_method(method)
         s = self.check_scaling(scaling, method)
         coefs, layers = self.check_coefficients(coefficients), checked_layers(self, layer_coefficients)
+        label = self.method_label(method)
         if kind.is_atm:
             if any(c != 1.0 for c in coefs.values()) or inputs.mapping("params", params) or layers:
                 raise ValueError("an ATM round is one fixed merged model: per-task coefficients and method "
@@ -213,12 +219,31 @@ class Explorer:
             vectors = self.check_vectors(vectors)
             coefs = {t: coefs.get(t, 1.0) for t in self.tasks}
             checked = self.check_params(kind.method, params)
-            result = self.evaluator.evaluate(kind.method, coefficients=coefs, scaling=s, vectors=vectors,
-                                             layer_coefficients=layers, **checked)
+            merge = dict(coefficients=coefs, scaling=s, vectors=vectors, layer_coefficients=layers, **checked)
             settings = {"method": kind.method, "vectors": vectors, "coefficients": coefs, "params": checked,
                         "layer_coefficients": layers}
-        return clean({**settings, "label": self.method_label(method), "scaling": s, **result.to_json(),
-                      **self._per_task_references(), "seconds": round(time.perf_counter() - t0, 4)})
+            exact: dict[str, float] = {}
+            for task, accuracy in self.evaluator.evaluate_tasks(kind.method, elsewhere=self._elsewhere(kind.method, merge),
+                                                                **merge):
+                exact[task] = accuracy
+                if len(exact) < len(self.tasks):
+                    yield clean({**settings, "label": label, "scaling": s, "partial": True, "exact": dict(exact),
+                                 "of": len(self.tasks), "seconds": round(time.perf_counter() - t0, 4)})
+            result = summarize(exact, self.metrics.require_finetuned())
+        yield clean({**settings, "label": label, "scaling": s, **result.to_json(),
+                     **self._per_task_references(), "seconds": round(time.perf_counter() - t0, 4)})
+
+    def _elsewhere(self, method: str, merge: dict):
+        """Where exact evaluations go to the GPU (exact_in_gpu_calls): one GPU call that evaluates every task
+        of this merge, made from the caller's event (the visitor's, whom ZeroGPU charges); else None."""
+        if not self.exact_in_gpu_calls:
+            return None
+        call = runs.Call(exact_accuracy, (self._evaluator_key, method, merge), steps=self._images())
+        return lambda: runs.gpu_call(call, kept=KEPT_ON_SCREEN)
+
+    def _images(self) -> int:
+        """The test images one exact evaluation runs over."""
+        return sum(len(s) for s in self.evaluator.sets.values())
 
     def _per_task_references(self) -> dict:
         m = self.metrics
@@ -245,13 +270,20 @@ class Explorer:
         if scaling == 1.0:  # exactly what run_atm evaluated and saved
             return summarize(dict(record.accuracy), self.metrics.require_finetuned())
         return self._memoised(("atm", str(self.atm_root), variant, k, scaling),
-                              lambda: self.evaluator.result(self.atm_cache.atm_delta(variant, k).float() * scaling))
+                              lambda: summarize(self._atm_accuracy(variant, k, scaling), self.metrics.require_finetuned()))
+
+    def _atm_accuracy(self, variant: str, k: int, scaling: float) -> dict[str, float]:
+        """A saved round's accuracies at `scaling`: in one GPU call where exact evaluations go there."""
+        if self.exact_in_gpu_calls:
+            call = runs.Call(exact_atm_accuracy, (self._evaluator_key, str(self.atm_root), variant, k, scaling),
+                             steps=self._images())
+            return runs.gpu_call(call, kept=KEPT_ON_SCREEN)
+        return self.evaluator.accuracy(self.atm_cache.atm_delta(variant, k).float() * scaling)
 
     def preset(self, name: str, method: str = "task_arithmetic", vectors: str = "tau") -> dict:
         """Settings of a preset: {method, scaling (None: keep), coefficients}."""
         return preset(self, name, method, vectors)
 
-    # ------------------------------------------------------------ gradient alignment
     def _memoised(self, key, compute):
         with self._lock:
             if key in self._memo:
@@ -261,82 +293,12 @@ class Explorer:
             self._memo[key] = value
         return value
 
-    def check_task(self, task) -> list[str]:
-        return inputs.task(self.tasks, task)
-
-    def require_gradient_record(self) -> None:
-        if not self.source.has_gradient_record:
-            raise ValueError("this cache was imported from published fine-tuned checkpoints, which carry no first-epoch "
-                             "record (tau1, g0, trajectories); build a cache by fine-tuning to compare gradients "
-                             "with task vectors")
-
-    def task_alignment(self, task: str) -> dict:
-        self.require_gradient_record()
-        return self._memoised(("align", task), lambda: task_alignment(self.source, task))
-
-    def layer_table(self, task: str) -> pd.DataFrame:
-        c = self.source
-        self.require_gradient_record()
-        return self._memoised(("layers", task), lambda: layer_alignment(
-            c.layout, c.vector(task, "tau"), c.vector(task, "tau1"), c.vector(task, "g0")))
-
-    def trajectory(self) -> pd.DataFrame:
-        return self._memoised(("trajectory",), self.source.trajectory)
-
-    def matrix_choices(self) -> list[tuple[str, str]]:
-        out = [(label, key) for key, label in MATRIX_KINDS.items() if key in self.source.vector_kinds]
-        for variant, run in self.atm_runs().items():
-            for r in run.rounds:
-                out.append((f"ATM {variant}, round {r.round}: updates of every task",
-                            str(MethodKey(atm_variant=variant, atm_round=r.round))))
-        return out
-
-    def cosine_matrix(self, kind: str = "tau") -> pd.DataFrame:
-        """Task-by-task cosines of tau, tau1, g0, or the task updates of a saved ATM round."""
-        if kind in MATRIX_KINDS:
-            if kind not in self.source.vector_kinds:
-                self.require_gradient_record()
-            return self._memoised(("cos", kind), lambda: cosine_matrix(self.source.vectors(kind)))
-        if isinstance(kind, str) and kind.startswith(ATM_PREFIX):
-            key = self.parse_method(kind)
-            m = self.atm_cache.manifest.atm_round(key.atm_variant, key.atm_round).update_cosines
-            return pd.DataFrame([list(row) for row in m], index=self.tasks, columns=self.tasks)
-        raise ValueError(f"unknown matrix {kind!r}; choose one of: {', '.join(k for _, k in self.matrix_choices())}")
-
-    @property
-    def full_batch_exact(self) -> bool:
-        return full_batch_identity_holds(self.training.optimizer)
-
     def references(self) -> dict[str, float | None]:
         """Average accuracies that the Merge and ATM charts draw as reference lines (None: not recorded)."""
         a = self.metrics.averages()
         return {"zero-shot": a["zero_shot"], "linear probe of theta0": a["linear_probe"],
                 "task arithmetic": a["task_arithmetic"], "task arithmetic (tau1)": a["task_arithmetic_one_epoch"],
                 "multi-task (joint fine-tuning)": a["multitask"], "fine-tuned": a["finetuned"]}
-
-    def theory(self) -> dict | None:
-        """The cache's SGD record (tvexplorer/science/theory.py) with its log-log slopes, or None."""
-        from ..science.theory import error_slopes
-        table = self._memoised(("theory",), self.source.theory)
-        if table is None:
-            return None
-        return clean({"note": THEORY_NOTE, "rows": table.to_dict("records"),
-                      "slopes": error_slopes(table).to_dict("records")})
-
-    def alignment(self, task: str | None = ALL_TASKS, matrices: list[str] | None = None) -> dict:
-        """Plain data for one task or all: alignment summaries with per-epoch records, per-layer
-        records, and task-by-task cosine matrices (tau, tau1, g0 and every saved ATM round)."""
-        tasks = self.check_task(task)
-        self.require_gradient_record()
-        kinds = matrices or [k for _, k in self.matrix_choices()]
-        return clean({
-            "optimizer": self.training.optimizer, "lr": self.training.lr, "epochs": self.training.epochs,
-            "full_batch_exact": self.full_batch_exact,
-            "full_batch_note": FULL_BATCH_NOTE,
-            "tasks": {t: self.task_alignment(t) for t in tasks},
-            "layers": {t: self.layer_table(t).to_dict("records") for t in tasks},
-            "cosine_matrices": {k: {"tasks": self.tasks, "matrix": self.cosine_matrix(k).values.tolist()} for k in kinds},
-        })
 
     # ------------------------------------------------------------ ATM
     @property
@@ -392,8 +354,14 @@ class Explorer:
 def open_explorer(path=None, plan_folder=None, **kwargs) -> Explorer:
     """Explorer on `path` (default: $TVEXPLORER_CACHE or the bundled demo), read-only and on the device
     that environment.policy says where the caller leaves them open; with the evaluation plan pushed to
-    `plan_folder` (a Space's app.py folder) where there is one."""
+    `plan_folder` (a Space's app.py folder) where there is one. On ZeroGPU without a plan made for this
+    cache (one served through TVEXPLORER_CACHE), the device is chosen by cost here, at start-up."""
     path = location(path)
-    kwargs["plan"] = read_plan(Path(plan_folder)) if plan_folder is not None else None
+    plan = read_plan(Path(plan_folder)) if plan_folder is not None else None
+    if on_zero_gpu():
+        cache = Cache.open(path)
+        if plan is None or not plan.applies_to(cache):
+            plan = plan_evaluation(cache, ZERO_GPU_FLAVOR, device="cuda")
+    kwargs["plan"] = plan
     kwargs.update(policy(path, kwargs.get("read_only"), kwargs.get("device")))
     return Explorer(path, **kwargs)

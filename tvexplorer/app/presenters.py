@@ -6,7 +6,8 @@ from __future__ import annotations
 import pandas as pd
 
 from ..merging import MergeMethod
-from .explorer import FULL_BATCH_NOTE, Explorer
+from .explorer import Explorer
+from .gradients import FULL_BATCH_NOTE
 
 
 def method_hint(spec: MergeMethod, previewable: bool) -> str:
@@ -96,7 +97,7 @@ def about_cache(ex: Explorer) -> str:
              f"- **Tasks ({len(i['tasks'])}):** " + ", ".join(f"{name} ({v['classes']} classes)" for name, v in i["tasks"].items()),
              f"- **Files:** {mib(i['total_bytes'])} in all: "
              + ", ".join(f"{k} {mib(v)}" for k, v in sorted(i["file_bytes"].items(), key=lambda kv: -kv[1])),
-             f"- **Evaluation device:** {i['device']}",
+             f"- **Exact evaluation:** {ex.evaluation_scope()}",
              "- **ATM rounds saved:** " + (", ".join(f"{v} {n}" for v, n in i["atm"].items()) or "none"),
              f"- **Writes:** {ex.where_saved()}"]
     return "\n".join(lines)

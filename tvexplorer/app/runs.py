@@ -119,14 +119,42 @@ def use_spaces(module, zero_gpu: bool) -> None:
 use_spaces(spaces, os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "true"))
 
 
-def quota_line(error: BaseException) -> str | None:
-    """One clear line for ZeroGPU's refusals (quota used up, duration over the visitor's maximum)."""
+class GpuRefused(ValueError):
+    """ZeroGPU refused a call (the visitor's quota is used up, or the duration is over their maximum)."""
+
+
+def quota_line(error: BaseException, kept: str = "Rounds and results finished before this are saved") -> str | None:
+    """One clear line for ZeroGPU's refusals (quota used up, duration over the visitor's maximum); `kept`:
+    what the visitor keeps."""
     text = first_line(error)
     if "quota" in text and "exceeded" in text or "GPU duration" in text:
         return (f"ZeroGPU refused the GPU: {text.split(' Create a free account')[0].split(' Subscribe')[0]} "
-                "Rounds and results finished before this are saved; log in to Hugging Face for more daily GPU "
-                "time, or try again later.")
+                f"{kept}; log in to Hugging Face for more daily GPU time, or try again later.")
     return None
+
+
+def _record(call: Call, seconds: float, steps: int | None) -> None:
+    """The time per step of `call`'s worker, for the next call's duration (gpu_seconds)."""
+    if steps:
+        _SECONDS_PER_STEP[call.fn.__name__] = seconds / steps
+
+
+def gpu_call(call: Call, kept: str):
+    """One call through the GPU wrapper outside any run, from the event that wants its result (on ZeroGPU,
+    a short exact evaluation: the visitor's); GpuRefused with quota_line's line where ZeroGPU refuses it."""
+    folder = tempfile.mkdtemp(prefix="tvexplorer-call-")
+    started = time.monotonic()
+    try:
+        out = _on_gpu(call, folder)
+    except Exception as e:
+        line = quota_line(e, kept)
+        if line is None:
+            raise
+        raise GpuRefused(line) from None
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    _record(call, time.monotonic() - started, call.steps)
+    return out
 
 
 # ---------------------------------------------------------------- runs
@@ -188,16 +216,17 @@ class Run:
         return True
 
     def _call(self, call: Call):
-        t0 = time.monotonic()
+        started, before = time.monotonic(), read_progress(self.control, {}).get("done", 0)
         out = _on_gpu(call, str(self.control))
         last = read_progress(self.control, {})
-        steps = last.get("total") or call.steps
-        if steps and not self.cancel_requested:
-            _SECONDS_PER_STEP[call.fn.__name__] = (time.monotonic() - t0) / steps
+        # the steps this call took: a piece of a run reports progress over the whole run (tune_work)
+        steps = max(last.get("done", 0) - before, 0) or call.steps
+        if not self.cancel_requested:
+            _record(call, time.monotonic() - started, steps)
         self._last_steps = steps
         if self._calls + 1 < self.parts:  # the next call's progress starts from 0 of the same steps
             (self.control / "progress.json").unlink(missing_ok=True)
-            self._progress = {"done": 0, "total": steps or 1, "text": last.get("text", "")}
+            self._progress = {"done": 0, "total": last.get("total") or steps or 1, "text": last.get("text", "")}
         return out
 
     def _drive(self) -> Iterator[None]:

@@ -44,8 +44,8 @@ class App:
     def header(self) -> str:
         i = self.ex.info()
         return (f"# Task vector explorer\nModel `{i['model']}` · {i['parameters']:,} image-encoder parameters · "
-                f"{len(self.ex.tasks)} tasks ({', '.join(self.ex.tasks)}) · evaluation on {i['device']} in "
-                f"{i['precision']}, {self.ex.evaluation_scope()} · cache `{i['cache']}`")
+                f"{len(self.ex.tasks)} tasks ({', '.join(self.ex.tasks)}) · {self.ex.evaluation_scope()} · "
+                f"cache `{i['cache']}`")
 
 
 class Unavailable:

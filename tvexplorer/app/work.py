@@ -1,7 +1,8 @@
 """The app's kinds of background run (see runs.py): ATM rounds, tuning and AdaMerging, filling the results
-table, adding a task. Each is a worker (plain arguments, saving into the cache it is given) and a work generator that
-yields one call per GPU-sized piece: an ATM round, a tuning run (on ZeroGPU, a piece of one: see tune_work),
-one method of the results table.
+table, adding a task. Each is a worker (plain arguments, saving into the cache it is given) and a work
+generator that yields one call per GPU-sized piece: an ATM round, a tuning run (on ZeroGPU, a piece of one:
+see tune_work), one method of the results table. Beside them, `exact_accuracy`: one exact evaluation in a
+GPU call of its own (runs.gpu_call).
 
 Workers open the cache themselves and pick the device where they run (on ZeroGPU: the GPU lent to the
 call), and save as they finish, so whatever ends a run, finished pieces stay saved.
@@ -34,6 +35,25 @@ def register_evaluator(key: str, evaluator) -> str:
 
 def _device(device: str | None) -> str:
     return str(resolve_device(device))
+
+
+# ---------------------------------------------------------------- one exact evaluation
+
+def exact_accuracy(evaluator_key: str, method: str, settings: dict, *, control: Control) -> dict[str, float]:
+    """Every task's accuracy of one merge (Evaluator.evaluate_tasks with `settings`), by a registered evaluator
+    moved to the device this call runs on: on ZeroGPU, the GPU it lends, while the app's evaluator stays
+    on the CPU. Plain floats come back (a ZeroGPU call runs in a forked process)."""
+    evaluator = _EVALUATORS[evaluator_key].on(_device(None))
+    control.progress(0, 1, f"exact evaluation on {evaluator.device}", force=True)
+    return dict(evaluator.evaluate_tasks(method, **settings))
+
+
+def exact_atm_accuracy(evaluator_key: str, root: str, variant: str, round_: int, scaling: float, *,
+                       control: Control) -> dict[str, float]:
+    """exact_accuracy for a saved ATM round (in the cache at `root`) at another scaling than its own."""
+    evaluator = _EVALUATORS[evaluator_key].on(_device(None))
+    control.progress(0, 1, f"exact evaluation on {evaluator.device}", force=True)
+    return evaluator.accuracy(Cache.open(root).atm_delta(variant, round_).float() * scaling)
 
 
 # ---------------------------------------------------------------- ATM

@@ -13,6 +13,11 @@ several timed batches, the one least disturbed by other work on the planning mac
 slower than the Space's still misjudges it, so the plan records how it was timed, and
 `images_per_second` (from a run on the Space itself, say) can be given instead.
 The load of the merged weights is timed too; the merge itself, which depends on the method, is not.
+
+On a ZeroGPU Space the device is chosen by the same timing: where one exact evaluation of every stored
+test image takes at most `target_seconds` on the Space's CPU (the demo), it stays there; a GPU call
+costs a wait for a GPU and the visitor's daily quota. Where it would take longer (a real CLIP cache),
+every exact evaluation is one short ZeroGPU call (app/work.py `exact_accuracy`).
 """
 from __future__ import annotations
 
@@ -31,6 +36,10 @@ from ..models.clip import build_image_encoder, get_flat, set_flat
 
 PLAN_FILE = "evaluation_plan.json"
 SPACE_CPUS = {"cpu-basic": 2, "cpu-upgrade": 8}  # vCPUs of the hub's CPU flavors (spaces-overview, spaces-gpus)
+# The hub documents no vCPU count for the CPU side of a ZeroGPU Space: timed as cpu-basic's 2, so that a
+# cache is sent to the GPU rather than left too slow on the CPU.
+GPU_FLAVOR_CPUS = 2
+ZERO_GPU_FLAVOR = "zero-a10g"  # the hub's name for ZeroGPU hardware
 DEFAULT_SECONDS = 4.0    # one exact evaluation on a CPU Space: "a few seconds"
 MIN_IMAGES = 16          # fewer per task and one image moves a task's accuracy by more than 6 points
 TIMING_SECONDS = 2.0     # how long the encoder is timed (after one warm-up batch)
@@ -72,10 +81,12 @@ class EvaluationPlan:
         per_task = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
         stored = sum(self.stored.values())
         if self.device != "cpu":
-            return f"exact evaluation on the GPU ({self.hardware}), on all {stored} stored test images"
+            return (f"exact evaluation on the GPU ({self.hardware}), one short GPU call each, on all {stored} stored "
+                    f"test images (the CPU would take {self.basis})")
         scope = (f"all {stored} stored test images" if self.full
                  else f"{per_task} test images per task ({sum(self.images.values())} of {stored} stored)")
-        return (f"exact evaluation on the CPU ({self.hardware}, {SPACE_CPUS.get(self.hardware, '?')} vCPU), on {scope}: "
+        cpus = SPACE_CPUS.get(self.hardware, GPU_FLAVOR_CPUS)
+        return (f"exact evaluation on the CPU ({self.hardware}, {cpus} vCPU), on {scope}: "
                 f"about {self.seconds:.1f} s each, sized for {self.images_per_second:.1f} images/s ({self.basis})")
 
     def to_json(self) -> dict:
@@ -139,18 +150,16 @@ def _timed(encoder, images) -> float:
 
 def plan_evaluation(cache: Cache, hardware: str, device: str = "cpu", target_seconds: float = DEFAULT_SECONDS,
                     images_per_second: float | None = None) -> EvaluationPlan:
-    """The plan for a Space on `hardware` whose exact evaluation runs on `device`: on a GPU every
-    stored test image; on a CPU the same number per task (at least MIN_IMAGES, at most what is stored)
-    so that one evaluation takes about `target_seconds`, at `images_per_second` (default: measured here
-    with the flavor's vCPUs)."""
+    """The plan for a Space on `hardware`. On a CPU flavor the same number of test images per task (at
+    least MIN_IMAGES, at most what is stored), so that one evaluation takes about `target_seconds`, at
+    `images_per_second` (default: measured here with the flavor's vCPUs). With `device` a GPU (ZeroGPU):
+    every stored image, on the CPU where that takes at most `target_seconds` there, else on the GPU."""
     stored = {t: len(cache.eval_split(t, "test")) for t in cache.tasks}
-    if device != "cpu":
-        return EvaluationPlan(hardware, device, dict(stored), stored, None, None, None, "not timed: GPU")
-    if hardware not in SPACE_CPUS:
+    if device == "cpu" and hardware not in SPACE_CPUS:
         raise ValueError(f"no vCPU count known for the CPU flavor {hardware!r}; known: {', '.join(SPACE_CPUS)}")
     if target_seconds <= 0 or (images_per_second is not None and images_per_second <= 0):
         raise ValueError("the evaluation's target seconds and images per second must be positive numbers")
-    threads = SPACE_CPUS[hardware]
+    threads = SPACE_CPUS.get(hardware, GPU_FLAVOR_CPUS)
     encoder_info = cache.manifest.model.encoder
     if images_per_second is None:
         timing = measure_encoder(encoder_info, threads)
@@ -159,6 +168,12 @@ def plan_evaluation(cache: Cache, hardware: str, device: str = "cpu", target_sec
                  f"median {timing.median_images_per_second:.1f} images/s")
     else:
         load_seconds, basis = measure_load(encoder_info, threads), "given"
+    on_cpu = load_seconds + sum(stored.values()) / images_per_second  # every stored image, on the CPU
+    if device != "cpu":
+        if on_cpu > target_seconds:
+            return EvaluationPlan(hardware, device, dict(stored), stored, None, None, None,
+                                  f"{on_cpu:.0f} s on the Space's CPU at {images_per_second:.1f} images/s ({basis})")
+        device = "cpu"
     budget = max(target_seconds - load_seconds, 0.0) * images_per_second / len(stored)
     per_task = max(MIN_IMAGES, math.floor(budget))
     images = {t: min(n, per_task) for t, n in stored.items()}

@@ -41,7 +41,7 @@ from huggingface_hub.utils import validate_repo_id
 from ..core.cache import Cache
 from ..core.errors import first_line
 from ..models.clip import LOCAL_DIR
-from .evalplan import DEFAULT_SECONDS, PLAN_FILE, EvaluationPlan, plan_evaluation, plan_text
+from .evalplan import DEFAULT_SECONDS, PLAN_FILE, ZERO_GPU_FLAVOR, EvaluationPlan, plan_evaluation, plan_text
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CODE = ("app.py", "tvexplorer", "docs", ".gitattributes")  # what the Space runs and shows, relative to the project root
@@ -57,7 +57,7 @@ HARDWARE = {
     "cpu": {"flavor": "cpu-basic", "device": "cpu", "python_version": "3.12", "pins": {},
             "account": "creating a Gradio Space that runs on CPU needs a paid plan: PRO for a personal account, "
                        "Team or Enterprise for an organization (static Spaces alone are free)"},
-    "zerogpu": {"flavor": "zero-a10g", "device": "cuda", "python_version": "3.12.12",
+    "zerogpu": {"flavor": ZERO_GPU_FLAVOR, "device": "cuda", "python_version": "3.12.12",
                 "pins": {"torch": "2.11.0", "torchvision": "0.26.0"},
                 "account": "ZeroGPU hosting limits: a free personal account in good standing (verified email, older "
                            "than 30 days) up to 2 ZeroGPU Spaces, PRO up to 10, a Team or Enterprise organization up "

@@ -9,6 +9,7 @@ computed and saved the first time (TASK_INPUTS), so every caller merges every me
 """
 from __future__ import annotations
 
+import copy
 import math
 import threading
 from collections import OrderedDict
@@ -77,32 +78,51 @@ class Evaluator:
         that many of the stored images (Split.take; a CPU Space's plan, pipeline/evalplan.py)."""
         self.cache = cache
         self.store = store
-        self.device = resolve_device(device)
-        if precision == "auto":
-            precision = "bfloat16" if has_fast_bfloat16(self.device) else "float32"
-        if precision not in INFERENCE_PRECISIONS:
-            raise ValueError(f"precision must be auto or one of {', '.join(INFERENCE_PRECISIONS)}, got {precision!r}")
-        self.precision = precision
         self.batch_size = batch_size
         encoder = cache.manifest.model.encoder
         self.mean, self.std = list(encoder.mean), list(encoder.std)
-        self.encoder = build_image_encoder(encoder).to(self.device)
-        if Layout.of(dict(self.encoder.named_parameters())) != cache.layout:
-            raise CacheError("base.safetensors: the stored layout does not match the image encoder that the manifest's model config builds")
-        if precision == "bfloat16":
-            run_blocks_in_bfloat16(self.encoder)
-        self.theta0 = cache.base().to(self.device)
-        heads, _ = cache.heads()
-        self.heads = {t: h.to(self.device) for t, h in heads.items()}
+        self._place(resolve_device(device), precision)
         self.sets = {t: cache.eval_split(t, split) for t in cache.tasks}
         for task, n in (subset_sizes or {}).items():
             if n < len(self.sets[task]):
                 self.sets[task] = self.sets[task].take(n)
+        self._memo_size = memo_size * len(cache.tasks)
+        self._fresh_state()
+
+    def _place(self, device: torch.device, precision: str) -> None:
+        """The image encoder, theta0 and the heads on `device`, run in `precision` (see __init__)."""
+        self.device, self.asked_precision = device, precision
+        if precision == "auto":
+            precision = "bfloat16" if has_fast_bfloat16(device) else "float32"
+        if precision not in INFERENCE_PRECISIONS:
+            raise ValueError(f"precision must be auto or one of {', '.join(INFERENCE_PRECISIONS)}, got {precision!r}")
+        self.precision = precision
+        self.encoder = build_image_encoder(self.cache.manifest.model.encoder).to(device)
+        if Layout.of(dict(self.encoder.named_parameters())) != self.cache.layout:
+            raise CacheError("base.safetensors: the stored layout does not match the image encoder that the manifest's model config builds")
+        if precision == "bfloat16":
+            run_blocks_in_bfloat16(self.encoder)
+        self.theta0 = self.cache.base().to(device)
+        heads, _ = self.cache.heads()
+        self.heads = {t: h.to(device) for t, h in heads.items()}
+
+    def _fresh_state(self) -> None:
         self._lock = threading.Lock()  # one encoder, one evaluation at a time
         self._memo_lock = threading.Lock()  # so a memo hit never waits behind a running evaluation
         self._memo: OrderedDict[tuple, float] = OrderedDict()  # (settings, task) -> accuracy
-        self._memo_size = memo_size * len(cache.tasks)
         self._loaded: object = None  # the token of the weights in the encoder
+
+    def on(self, device: str | torch.device | None) -> "Evaluator":
+        """This evaluator on `device` (itself where it is there already): the same cache, test subsets and
+        store, its own encoder and memo. A ZeroGPU call evaluates with it on the GPU it is lent, while the
+        app's own evaluator stays on the CPU (app/work.py)."""
+        device = resolve_device(device)
+        if device == self.device:
+            return self
+        other = copy.copy(self)
+        other._place(device, self.asked_precision)
+        other._fresh_state()
+        return other
 
     def _load(self, delta: torch.Tensor | None, token: object) -> None:
         """theta0 + delta into the encoder, unless the weights of `token` are there already (one merge
@@ -151,26 +171,41 @@ class Evaluator:
 
     def evaluate_tasks(self, method: str, *, coefficients: dict[str, float] | None = None, scaling: float | None = None,
                        vectors: str = "tau", layer_coefficients: LayerCoefficients | None = None,
+                       elsewhere: Callable[[], Mapping[str, float]] | None = None,
                        **params) -> Iterator[tuple[str, float]]:
         """evaluate(), task by task: (task, accuracy) as each task finishes, memoised per task, so a caller
-        can show each number as it comes and stop between tasks (what is done stays memoised)."""
+        can show each number as it comes and stop between tasks (what is done stays memoised).
+        `elsewhere`: where the evaluation is better run in one piece somewhere else (a ZeroGPU call, see
+        app/work.py), a function that returns every task's accuracy of these settings; called at the first
+        task not memoised, and what it returns is memoised here."""
         key = self._key(method, coefficients, scaling, vectors, params, layer_coefficients)
         delta = None
         for task in self.cache.tasks:
-            with self._memo_lock:
-                accuracy = self._memo.get((key, task))
-                if accuracy is not None:
-                    self._memo.move_to_end((key, task))
+            accuracy = self._recall(key, task)
+            if accuracy is None and elsewhere is not None:
+                for other, value in elsewhere().items():
+                    self._remember(key, other, value)
+                accuracy, elsewhere = self._recall(key, task), None
             if accuracy is None:
                 if delta is None:
                     delta = self.merged(method, coefficients=coefficients, scaling=scaling, vectors=vectors,
                                         layer_coefficients=layer_coefficients, **params)
                 accuracy = self.task_accuracy(delta, task, key)
-                with self._memo_lock:
-                    self._memo[(key, task)] = accuracy
-                    while len(self._memo) > self._memo_size:
-                        self._memo.popitem(last=False)
+                self._remember(key, task, accuracy)
             yield task, accuracy
+
+    def _recall(self, key: tuple, task: str) -> float | None:
+        with self._memo_lock:
+            accuracy = self._memo.get((key, task))
+            if accuracy is not None:
+                self._memo.move_to_end((key, task))
+            return accuracy
+
+    def _remember(self, key: tuple, task: str, accuracy: float) -> None:
+        with self._memo_lock:
+            self._memo[(key, task)] = accuracy
+            while len(self._memo) > self._memo_size:
+                self._memo.popitem(last=False)
 
     def merged(self, method: str, **settings) -> Delta:
         """merged_delta of this evaluator's cache, its per-task data computed on its device into its store."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 
 import gradio as gr
 
@@ -89,17 +90,31 @@ def task_sliders(app) -> dict:
 
 # ---------------------------------------------------------------- handlers (named values in, named values out)
 
-def evaluate(app, s: dict) -> dict:
-    """The exact numbers of the settings `s` (method, vectors, scaling, params, coefficients, layers)."""
+def evaluate(app, s: dict) -> Iterator[dict]:
+    """The exact numbers of the settings `s` (method, vectors, scaling, params, coefficients, layers) as they
+    come: the status line after each task, then the chart, table and files."""
     ex = app.ex
     kind = ex.parse_method(s["method"])
     layers = s.get("layers") or None
     if kind.is_atm:
-        result = ex.evaluate(s["method"], scaling=s.get("scaling"), layer_coefficients=layers)
+        answers = ex.evaluate_stream(s["method"], scaling=s.get("scaling"), layer_coefficients=layers)
     else:
-        result = ex.evaluate(s["method"], coefficients=by_task(app, s.get("coefficients")), scaling=s.get("scaling"),
-                             params=split_params(s.get("params", {})).get(kind.method, {}), vectors=s.get("vectors", "tau"),
-                             layer_coefficients=layers)
+        answers = ex.evaluate_stream(s["method"], coefficients=by_task(app, s.get("coefficients")), scaling=s.get("scaling"),
+                                     params=split_params(s.get("params", {})).get(kind.method, {}),
+                                     vectors=s.get("vectors", "tau"), layer_coefficients=layers)
+    for result in answers:
+        yield exact_so_far(result) if result.get("partial") else exact_view(app, result)
+
+
+def exact_so_far(partial: dict) -> dict:
+    done = ", ".join(f"{t} {percent(a)}" for t, a in partial["exact"].items())
+    return {"status": (f"◑ **Exact {len(partial['exact'])}/{partial['of']}** — {partial['label']}, scaling "
+                       f"{partial['scaling']:g}: {done} ({partial['seconds']:.1f} s); the chart and table below show "
+                       "the earlier numbers until every task is exact.")}
+
+
+def exact_view(app, result: dict) -> dict:
+    ex = app.ex
     table = presenters.result_table(ex, result)
     digest = hashlib.sha1(json.dumps(result, sort_keys=True, default=str).encode()).hexdigest()[:10]
     csv = app.tmp / f"merge_{result['method'].replace(':', '_')}_{digest}.csv"
@@ -256,7 +271,7 @@ class MergeTab:
 
     def _evaluate_after(self, dep) -> None:
         wire(dep.then, lambda v: evaluate(self.app, v), self.settings, self.view, on_error=not_updated,
-             names=EVALUATED, trigger_mode="always_last", show_progress="minimal",
+             names=EVALUATED, stream=True, trigger_mode="always_last", show_progress="minimal",
              show_progress_on=[self.view.status], **PRIVATE, **EVAL).success(None, [self.view.status], None, js=FRESH_JS)
 
     def then_evaluate(self, dep) -> None:
