@@ -9,7 +9,10 @@ and prints, per release, the time from pointer-up to the status line showing
 - the first-order preview ("◔", task arithmetic and averaging only),
 - the first exact number ("◑ Exact 1/N", or everything at once),
 - every exact number ("✓ Up to date"),
-with their medians, and the app process's peak resident memory (VmHWM).
+with their medians, and the app process's peak resident memory (VmHWM). With --overlap each release comes
+0.3 s after the last one's preview, while its exact evaluation still runs: the preview times show whether
+the page answers meanwhile, and no release but the last should reach "✓ Up to date" (a superseded
+evaluation stops at its next task and shows nothing more).
 """
 from __future__ import annotations
 
@@ -46,6 +49,7 @@ MILESTONES_JS = """() => {
     if (text.startsWith('✓') && r.first_exact === undefined) r.first_exact = r.up_to_date;
   }).observe(status, {subtree: true, childList: true, characterData: true});
 }"""
+PREVIEWED_JS = "() => { const r = window.__releases; return r.length && r[r.length - 1].preview !== undefined; }"
 SETTLED_JS = "() => { const r = window.__releases; return r.length && r[r.length - 1].up_to_date !== undefined; }"
 POSITIONS = [0.2, 1.6, -0.4, 0.8, 1.2, 0.0, 1.9, 0.5, -0.8]
 
@@ -67,6 +71,7 @@ def main() -> None:
     p.add_argument("--plan", default=None, choices=sorted(evalplan.SPACE_CPUS),
                    help="plan the exact evaluation for this CPU flavor (timed here) and serve with its vCPUs as threads")
     p.add_argument("--threads", type=int, default=None, help="torch threads of the app (default: the flavor's vCPUs, else 2)")
+    p.add_argument("--overlap", action="store_true", help="release again while the last release's exact evaluation runs")
     p.add_argument("--screenshot", default=None)
     args = p.parse_args()
     cache = Cache.open(args.cache)
@@ -75,6 +80,9 @@ def main() -> None:
         releases, task, header, memory, plan = measure(args, cache, threads, Path(folder))
     summary = {name: round(statistics.median(r[name] for r in releases)) for name in ("preview", "first_exact", "up_to_date")
                if all(name in r for r in releases)}
+    if args.overlap:
+        summary["last_up_to_date"] = round(releases[-1]["up_to_date"])
+        summary["earlier_releases_shown_up_to_date"] = sum("up_to_date" in r for r in releases[:-1])
     print(json.dumps({"cache": args.cache, "task": task, "threads": threads, "releases": len(releases),
                       "plan": plan.describe() if plan else None, "header": header.splitlines()[-1],
                       "median_ms": summary, "app_peak_memory_mib": memory,
@@ -107,9 +115,10 @@ def measure(args, cache: Cache, threads: int, folder: Path):
                 page.mouse.down()
                 page.mouse.move(x_of(target), y, steps=5)
                 page.mouse.up()
-                page.wait_for_function(SETTLED_JS)
-                page.wait_for_timeout(200)
+                page.wait_for_function(PREVIEWED_JS if args.overlap else SETTLED_JS)
+                page.wait_for_timeout(300 if args.overlap else 200)
                 current = target
+            page.wait_for_function(SETTLED_JS)
             releases = page.evaluate("window.__releases")
             if args.screenshot:
                 page.screenshot(path=args.screenshot, full_page=False)

@@ -346,6 +346,22 @@ def test_ui_evaluate_handler(handlers, ex):
     assert merge.PARAM_METHODS == [m.name for m in METHODS.values() if m.params]
 
 
+def test_an_evaluation_stops_once_its_browser_session_asks_for_newer_settings(handlers, ex):
+    """A superseded evaluation shows nothing more (its numbers would overwrite the newer preview) and stops at
+    the next task; other sessions' evaluations go on."""
+    older, newer = settings(scaling=0.45), settings(scaling=0.55)
+    merge.preview(handlers, older, "tab-a")
+    running = merge.evaluate(handlers, older, "tab-a")
+    assert next(running)["status"].startswith("◑ **Exact 1/")
+    merge.preview(handlers, older, "tab-b")
+    assert last(merge.evaluate(handlers, older, "tab-b"))["status"].startswith("✓")  # another tab: not affected
+    merge.preview(handlers, newer, "tab-a")
+    assert list(running) == []
+    merge.preview(handlers, newer, "tab-a")
+    assert last(merge.evaluate(handlers, newer, "tab-a"))["raw"]["accuracy"] == \
+        ex.evaluate("task_arithmetic", scaling=0.55)["accuracy"]
+
+
 def test_preview_is_labelled_and_matches_the_stored_linearisation(ex, handlers):
     from tvexplorer.science.preview import Preview
     preview = Preview.open(Cache.open(ex.source.root))

@@ -67,10 +67,11 @@ def warn(error: BaseException) -> str:
     return line
 
 
-def adapt(handler, inputs: Bundle | None, outputs: Bundle, on_error=None, stream=False):
+def adapt(handler, inputs: Bundle | None, outputs: Bundle, on_error=None, stream=False, session=False):
     """The gradio function for `handler(named inputs) -> named outputs` (with stream=True: an iterator of
-    them, each shown as it comes): it takes the dict of values gradio passes for a set of inputs, and a bad
-    input becomes a warning plus `on_error(line)` (default: the warning alone)."""
+    them, each shown as it comes; with session=True the handler also gets the browser session's id): it
+    takes the dict of values gradio passes for a set of inputs, and a bad input becomes a warning plus
+    `on_error(line)` (default: the warning alone)."""
     def show(named: dict) -> dict:
         # gradio reads an empty dict as one output value, not as "change nothing": skip each output instead
         return outputs.write(named) or {c: gr.skip() for c in outputs.components()}
@@ -79,29 +80,34 @@ def adapt(handler, inputs: Bundle | None, outputs: Bundle, on_error=None, stream
         line = warn(e)
         return show(on_error(line) if on_error else {})
 
+    def call(values, request):
+        named = inputs.read(values) if inputs else {}
+        return handler(named, getattr(request, "session_hash", None)) if session else handler(named)
+
     if stream:
-        def run(values=None):
+        def run(values=None, request: gr.Request = None):
             try:
-                for named in handler(inputs.read(values) if inputs else {}):
+                for named in call(values, request):
                     yield show(named)
             except USER_ERRORS as e:
                 yield failed(e)
     else:
-        def run(values=None):
+        def run(values=None, request: gr.Request = None):
             try:
-                return show(handler(inputs.read(values) if inputs else {}))
+                return show(call(values, request))
             except USER_ERRORS as e:
                 return failed(e)
     run.__name__ = handler.__name__
     return run
 
 
-def wire(trigger, handler, inputs: Bundle | None, outputs: Bundle, on_error=None, names=(), stream=False, **kwargs):
+def wire(trigger, handler, inputs: Bundle | None, outputs: Bundle, on_error=None, names=(), stream=False, session=False,
+         **kwargs):
     """Connect `handler` (see adapt) to `trigger` (an event listener such as button.click, or a list of them
     for gr.on), reading the inputs `names` (default all); kwargs go to the listener."""
     reads = Bundle(**{n: inputs.named[n] for n in names or inputs.named}) if inputs else None
     listen = dict(inputs=set(reads.components()) if reads else None, outputs=outputs.components(), **kwargs)
-    run = adapt(handler, reads, outputs, on_error, stream)
+    run = adapt(handler, reads, outputs, on_error, stream, session)
     if isinstance(trigger, list):
         return gr.on(trigger, run, **listen)
     return trigger(run, **listen)

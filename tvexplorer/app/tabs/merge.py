@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 
 import gradio as gr
@@ -90,9 +92,37 @@ def task_sliders(app) -> dict:
 
 # ---------------------------------------------------------------- handlers (named values in, named values out)
 
-def evaluate(app, s: dict) -> Iterator[dict]:
+class Requests:
+    """How many settings each browser session has asked to see (the preview counts them; every evaluation
+    follows a preview). An exact evaluation whose session has asked for newer settings since it started
+    stops at the next task: the newer one waits for it (one evaluation per tab at a time), and its numbers
+    would only overwrite the newer preview."""
+
+    def __init__(self, sessions: int = 1000):
+        self._counts: OrderedDict[str, int] = OrderedDict()
+        self._sessions, self._lock = sessions, threading.Lock()
+
+    def ask(self, session: str | None) -> None:
+        with self._lock:
+            self._counts[session] = self._counts.pop(session, 0) + 1
+            while len(self._counts) > self._sessions:
+                self._counts.popitem(last=False)
+
+    def asked(self, session: str | None) -> int:
+        with self._lock:
+            return self._counts.get(session, 0)
+
+
+def requests(app) -> Requests:
+    if getattr(app, "merge_requests", None) is None:
+        app.merge_requests = Requests()
+    return app.merge_requests
+
+
+def evaluate(app, s: dict, session: str | None = None) -> Iterator[dict]:
     """The exact numbers of the settings `s` (method, vectors, scaling, params, coefficients, layers) as they
-    come: the status line after each task, then the chart, table and files."""
+    come: the status line after each task, then the chart, table and files. With the browser `session`:
+    nothing more once that session has asked for newer settings (Requests)."""
     ex = app.ex
     kind = ex.parse_method(s["method"])
     layers = s.get("layers") or None
@@ -102,7 +132,10 @@ def evaluate(app, s: dict) -> Iterator[dict]:
         answers = ex.evaluate_stream(s["method"], coefficients=by_task(app, s.get("coefficients")), scaling=s.get("scaling"),
                                      params=split_params(s.get("params", {})).get(kind.method, {}),
                                      vectors=s.get("vectors", "tau"), layer_coefficients=layers)
+    asked = requests(app).asked(session)
     for result in answers:
+        if session is not None and requests(app).asked(session) != asked:
+            return  # superseded: what it finished stays memoised
         yield exact_so_far(result) if result.get("partial") else exact_view(app, result)
 
 
@@ -130,9 +163,11 @@ def not_updated(line: str) -> dict:
     return {"status": f"⚠ **Not updated:** {line} — the numbers below are from the previous settings."}
 
 
-def preview(app, s: dict) -> dict:
+def preview(app, s: dict, session: str | None = None) -> dict:
     """The first-order preview at once, where there is one (task arithmetic, averaging); the exact evaluation
-    that follows replaces it. Anything else (or a problem, which the exact evaluation reports) leaves all as is."""
+    that follows replaces it. Anything else (or a problem, which the exact evaluation reports) leaves all as is.
+    Every evaluation follows it: it counts the `session`'s request (Requests)."""
+    requests(app).ask(session)
     if (s.get("layers") or "").strip():  # the stored preview is per task: per-layer settings wait for the exact numbers
         return {}
     try:
@@ -259,8 +294,8 @@ class MergeTab:
         gr.on([x.input for x in sliders] + [n.input for n in numbers], None, None, [status],
               js=STALE_ON_INPUT_JS, queue=False, show_progress="hidden")
         gr.on(commit, None, None, [status], js=STALE_ON_RUN_JS, queue=False, show_progress="hidden")
-        self._evaluate_after(wire(commit, lambda v: preview(app, v), s, self.view, names=EVALUATED,
-                                  trigger_mode="always_last", queue=False, show_progress="hidden", **PRIVATE))
+        self._evaluate_after(wire(commit, lambda v, session: preview(app, v, session), s, self.view, names=EVALUATED,
+                                  session=True, trigger_mode="always_last", queue=False, show_progress="hidden", **PRIVATE))
         wire(self.model_button.click, lambda v: download_model(app, v), s, self.view, concurrency_limit=1,
              concurrency_id="export", **PRIVATE)
         self.then_evaluate(wire(s.method.input, lambda v: settings_updates(app, v["method"]), s, self.controls,
@@ -270,12 +305,12 @@ class MergeTab:
                                     names=["method", "vectors", "scaling"], queue=False, **PRIVATE))
 
     def _evaluate_after(self, dep) -> None:
-        wire(dep.then, lambda v: evaluate(self.app, v), self.settings, self.view, on_error=not_updated,
-             names=EVALUATED, stream=True, trigger_mode="always_last", show_progress="minimal",
+        wire(dep.then, lambda v, session: evaluate(self.app, v, session), self.settings, self.view, on_error=not_updated,
+             names=EVALUATED, stream=True, session=True, trigger_mode="always_last", show_progress="minimal",
              show_progress_on=[self.view.status], **PRIVATE, **EVAL).success(None, [self.view.status], None, js=FRESH_JS)
 
     def then_evaluate(self, dep) -> None:
         """After `dep`: mark the numbers stale, show the preview, then the exact numbers."""
         dep = dep.then(None, None, [self.view.status], js=STALE_ON_RUN_JS, queue=False, show_progress="hidden")
-        self._evaluate_after(wire(dep.then, lambda v: preview(self.app, v), self.settings, self.view,
-                                  names=EVALUATED, queue=False, show_progress="hidden", **PRIVATE))
+        self._evaluate_after(wire(dep.then, lambda v, session: preview(self.app, v, session), self.settings, self.view,
+                                  names=EVALUATED, session=True, queue=False, show_progress="hidden", **PRIVATE))
