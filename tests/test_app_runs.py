@@ -86,6 +86,33 @@ def test_requested_gpu_seconds_follow_the_measured_time_per_step(monkeypatch):
     assert runs.gpu_seconds(call) == runs.MAX_GPU_SECONDS
 
 
+def part_of_a_run(start: int, steps: int, total: int, *, control) -> int:
+    """A worker that does `steps` steps of a run of `total`, reporting progress over the whole run (as a piece
+    of a tuning run does)."""
+    for i in range(steps):
+        time.sleep(0.05)
+        control.progress(start + i + 1, total, f"step {start + i + 1}", force=True)
+    return steps
+
+
+def test_the_time_per_step_of_a_piece_counts_the_steps_that_piece_took(monkeypatch):
+    """Three pieces of 2 steps of a 6-step run: each call took 2 steps (not the run's 6), so the next call asks
+    for 2 steps' time."""
+    monkeypatch.setattr(runs, "_SECONDS_PER_STEP", {})
+    asked = []
+    real = runs.gpu_seconds
+    monkeypatch.setattr(runs, "_on_gpu", lambda call, folder: asked.append((call.steps, real(call))) or runs._invoke(call, folder))
+
+    def work():
+        for start in (0, 2, 4):
+            yield Call(part_of_a_run, (start, 2, 6))
+    run = runs.start("toy", "pieces", work()).wait()
+    assert run.state == "finished" and run.outputs == [2, 2, 2]
+    assert runs._SECONDS_PER_STEP["part_of_a_run"] >= 0.05  # at least the 0.05 s each step sleeps
+    assert asked[0] == (None, runs.MAX_GPU_SECONDS)  # nothing measured yet
+    assert [steps for steps, _ in asked[1:]] == [2, 2] and all(seconds < runs.MAX_GPU_SECONDS for _, seconds in asked[1:])
+
+
 def test_quota_refusals_become_one_clear_line():
     refusal = Exception("You have exceeded your free GPU quota (60s requested vs. 31s left). Create a free account "
                         "to get more usage quota.")
@@ -227,3 +254,20 @@ def test_a_cache_planned_for_the_gpu_evaluates_in_one_short_call_from_the_visito
             assert "\n" not in str(e.value)
     finally:
         runs.use_spaces(None, zero_gpu=False)
+
+
+def test_a_worker_process_without_the_explorers_evaluator_builds_one_like_it(quick_demo, tmp_path):
+    """A ZeroGPU worker forked before an explorer (re)registered its evaluator does not find it under the new key
+    (every evaluator gets a key of its own) and builds one like it: the same cache, subsets and numbers."""
+    import dataclasses
+    from tvexplorer.app import work
+    from tvexplorer.science.evaluation import Evaluator
+    cache = Cache.open(quick_demo)
+    evaluator = Evaluator(cache, device="cpu", subset_sizes={t: 12 for t in cache.tasks})
+    source = work.register_evaluator(evaluator)
+    assert source.on("cpu") is evaluator and work.register_evaluator(evaluator).key != source.key
+    elsewhere = dataclasses.replace(source, key="registered-after-this-process-was-forked")
+    built = elsewhere.on("cpu")
+    assert built is not evaluator and {t: len(s) for t, s in built.sets.items()} == {t: 12 for t in cache.tasks}
+    accuracy = work.exact_accuracy(elsewhere, "task_arithmetic", {"scaling": 0.5}, control=runs.Control(tmp_path))
+    assert accuracy == dict(evaluator.evaluate_tasks("task_arithmetic", scaling=0.5))

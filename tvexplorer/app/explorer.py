@@ -72,7 +72,7 @@ class Explorer(GradientViews):
                                    store=lambda: self.workspace.writable_cache(), subset_sizes=self.subset_sizes)
         self._preview = Preview.open(cache)  # None for a cache built without one
         self._memo: dict[tuple, object] = {}
-        self._evaluator_key = register_evaluator(f"explorer-{id(self)}", self.evaluator)
+        self._evaluator_source = register_evaluator(self.evaluator)
 
     @property
     def exact_in_gpu_calls(self) -> bool:
@@ -238,7 +238,7 @@ class Explorer(GradientViews):
         of this merge, made from the caller's event (the visitor's, whom ZeroGPU charges); else None."""
         if not self.exact_in_gpu_calls:
             return None
-        call = runs.Call(exact_accuracy, (self._evaluator_key, method, merge), steps=self._images())
+        call = runs.Call(exact_accuracy, (self._evaluator_source, method, merge), steps=self._images())
         return lambda: runs.gpu_call(call, kept=KEPT_ON_SCREEN)
 
     def _images(self) -> int:
@@ -275,7 +275,7 @@ class Explorer(GradientViews):
     def _atm_accuracy(self, variant: str, k: int, scaling: float) -> dict[str, float]:
         """A saved round's accuracies at `scaling`: in one GPU call where exact evaluations go there."""
         if self.exact_in_gpu_calls:
-            call = runs.Call(exact_atm_accuracy, (self._evaluator_key, str(self.atm_root), variant, k, scaling),
+            call = runs.Call(exact_atm_accuracy, (self._evaluator_source, str(self.atm_root), variant, k, scaling),
                              steps=self._images())
             return runs.gpu_call(call, kept=KEPT_ON_SCREEN)
         return self.evaluator.accuracy(self.atm_cache.atm_delta(variant, k).float() * scaling)
@@ -334,7 +334,7 @@ class Explorer(GradientViews):
             raise runs.Busy(runs.busy_message(ATM, "another ATM run"))
         root = self.writable_atm_root()
         return runs.start(ATM, f"ATM {variant}, {rounds} round(s)",
-                          atm_work(str(root), rounds, variant, self._evaluator_key, **settings),
+                          atm_work(str(root), rounds, variant, self._evaluator_source.key, **settings),
                           {"variant": variant, "rounds_requested": rounds}, parts=rounds, what="another ATM run")
 
     def atm_summary(self) -> dict:

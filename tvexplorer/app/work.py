@@ -9,9 +9,11 @@ call), and save as they finish, so whatever ends a run, finished pieces stay sav
 """
 from __future__ import annotations
 
+import itertools
 import shutil
 import tempfile
 import weakref
+from dataclasses import dataclass
 
 import torch
 
@@ -22,15 +24,37 @@ from ..pipeline.addtask import add_task, fine_tune_task
 from ..pipeline.table import check_methods, fill_table, recorded
 from ..science import adamerging, tuning
 from ..science.atm import run_atm
+from ..science.evaluation import Evaluator
 from .runs import Call, Control
 
-_EVALUATORS: "weakref.WeakValueDictionary[str, object]" = weakref.WeakValueDictionary()  # reusable, by key
+_EVALUATORS: "weakref.WeakValueDictionary[str, Evaluator]" = weakref.WeakValueDictionary()  # reusable, by key
+_REGISTERED = itertools.count()
 
 
-def register_evaluator(key: str, evaluator) -> str:
-    """Let ATM workers in this process reuse an explorer's evaluator (and its loaded test images)."""
-    _EVALUATORS[key] = evaluator
-    return key
+@dataclass(frozen=True)
+class EvaluatorSource:
+    """How a worker finds an explorer's evaluator: by its key in this process (a forked ZeroGPU process has
+    the parent's), else by building one like it. Each evaluator gets a key of its own, so a worker process
+    forked before an explorer reopened its cache (a task added) never finds the old one."""
+    key: str
+    root: str                          # the cache it evaluates
+    subset_sizes: dict[str, int] | None
+    precision: str
+
+    def on(self, device: str) -> Evaluator:
+        evaluator = _EVALUATORS.get(self.key)
+        if evaluator is None:
+            evaluator = Evaluator(Cache.open(self.root), device=device, precision=self.precision,
+                                  subset_sizes=self.subset_sizes)
+        return evaluator.on(device)
+
+
+def register_evaluator(evaluator: Evaluator) -> EvaluatorSource:
+    """Let workers in this process reuse an explorer's evaluator (and its loaded test images)."""
+    source = EvaluatorSource(f"evaluator-{next(_REGISTERED)}", str(evaluator.cache.root), evaluator.subset_sizes,
+                             evaluator.asked_precision)
+    _EVALUATORS[source.key] = evaluator
+    return source
 
 
 def _device(device: str | None) -> str:
@@ -39,27 +63,28 @@ def _device(device: str | None) -> str:
 
 # ---------------------------------------------------------------- one exact evaluation
 
-def exact_accuracy(evaluator_key: str, method: str, settings: dict, *, control: Control) -> dict[str, float]:
-    """Every task's accuracy of one merge (Evaluator.evaluate_tasks with `settings`), by a registered evaluator
-    moved to the device this call runs on: on ZeroGPU, the GPU it lends, while the app's evaluator stays
-    on the CPU. Plain floats come back (a ZeroGPU call runs in a forked process)."""
-    evaluator = _EVALUATORS[evaluator_key].on(_device(None))
-    control.progress(0, 1, f"exact evaluation on {evaluator.device}", force=True)
-    return dict(evaluator.evaluate_tasks(method, **settings))
+def exact_accuracy(evaluator: EvaluatorSource, method: str, settings: dict, *, control: Control) -> dict[str, float]:
+    """Every task's accuracy of one merge (Evaluator.evaluate_tasks with `settings`), by the explorer's
+    evaluator moved to the device this call runs on: on ZeroGPU, the GPU it lends, while the app's own
+    evaluator stays on the CPU. Plain floats come back (a ZeroGPU call runs in a forked process)."""
+    here = evaluator.on(_device(None))
+    control.progress(0, 1, f"exact evaluation on {here.device}", force=True)
+    return dict(here.evaluate_tasks(method, **settings))
 
 
-def exact_atm_accuracy(evaluator_key: str, root: str, variant: str, round_: int, scaling: float, *,
+def exact_atm_accuracy(evaluator: EvaluatorSource, root: str, variant: str, round_: int, scaling: float, *,
                        control: Control) -> dict[str, float]:
     """exact_accuracy for a saved ATM round (in the cache at `root`) at another scaling than its own."""
-    evaluator = _EVALUATORS[evaluator_key].on(_device(None))
-    control.progress(0, 1, f"exact evaluation on {evaluator.device}", force=True)
-    return evaluator.accuracy(Cache.open(root).atm_delta(variant, round_).float() * scaling)
+    here = evaluator.on(_device(None))
+    control.progress(0, 1, f"exact evaluation on {here.device}", force=True)
+    return here.accuracy(Cache.open(root).atm_delta(variant, round_).float() * scaling)
 
 
 # ---------------------------------------------------------------- ATM
 
 def atm_round(root: str, variant: str, evaluator_key: str | None, *, control: Control, **settings) -> int:
-    """One more ATM round on the cache at `root`, saved when it finishes; returns 1, or 0 when stopped."""
+    """One more ATM round on the cache at `root`, saved when it finishes; returns 1, or 0 when stopped.
+    `evaluator_key`: an EvaluatorSource's key, whose evaluator is reused where this process has it."""
     device = _device(None)
     evaluator = _EVALUATORS.get(evaluator_key) if evaluator_key else None
     if evaluator is not None and torch.device(evaluator.device).type != torch.device(device).type:

@@ -83,6 +83,7 @@ class Evaluator:
         self.mean, self.std = list(encoder.mean), list(encoder.std)
         self._place(resolve_device(device), precision)
         self.sets = {t: cache.eval_split(t, split) for t in cache.tasks}
+        self.subset_sizes = dict(subset_sizes) if subset_sizes else None
         for task, n in (subset_sizes or {}).items():
             if n < len(self.sets[task]):
                 self.sets[task] = self.sets[task].take(n)
