@@ -65,7 +65,7 @@ UP_TO_DATE = "() => (document.querySelector('#merge-status')?.innerText ?? '').t
 
 
 @pytest.fixture(scope="module")
-def served(quick_demo, tmp_path_factory):
+def app_server(quick_demo, tmp_path_factory):
     """(url, cache folder): `python app.py` on 127.0.0.1 over a private writable copy of the quick demo."""
     root = tmp_path_factory.mktemp("served") / "cache"
     shutil.copytree(quick_demo, root)
@@ -74,12 +74,12 @@ def served(quick_demo, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(served):
+def page(app_server):
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(60_000)
-        page.goto(served[0])
+        page.goto(app_server[0])
         page.wait_for_function(UP_TO_DATE)
         yield page
         browser.close()
@@ -98,8 +98,8 @@ def merged_percent(page, task):
     return float(cells[2])
 
 
-def test_moving_a_task_slider_updates_that_tasks_accuracy(page, served, tmp_path):
-    cache = Cache.open(served[1])
+def test_moving_a_task_slider_updates_that_tasks_accuracy(page, app_server, tmp_path):
+    cache = Cache.open(app_server[1])
     evaluator = Evaluator(cache, device="cpu")
     task, scaling = "signs", cache.manifest.metrics.merge("task_arithmetic").best_scaling  # the page opens there
     acc = lambda c: 100 * evaluator.evaluate("task_arithmetic", coefficients={task: c}, scaling=scaling).accuracy[task]
@@ -153,19 +153,19 @@ def test_moving_a_task_slider_updates_that_tasks_accuracy(page, served, tmp_path
     screenshot(page, "screenshot.png", tmp_path)
 
 
-def test_atm_button_adds_a_point_to_the_rounds_chart(page, served, tmp_path):
+def test_atm_button_adds_a_point_to_the_rounds_chart(page, app_server, tmp_path):
     """One round of the default run (the adaptive extension) from the button: a new point on the budget
     chart, and the orthogonality, per-task gains and round-cosine views drawn for it."""
     page.get_by_role("tab", name="ATM").click()
     points = "#atm-chart .scatterlayer .trace .points path"
     page.wait_for_selector(points)
     before = page.locator(points).count()
-    rounds = len(Cache.open(served[1]).manifest.atm_rounds("adaptive"))
+    rounds = len(Cache.open(app_server[1]).manifest.atm_rounds("adaptive"))
     page.click("#atm-run")
     page.wait_for_selector("#atm-status:has-text('Finished')", timeout=120_000)
     added = 1 if rounds else 2  # a new run's line starts with its starting point
     page.wait_for_function(f"() => document.querySelectorAll('{points}').length === {before + added}")
-    assert len(Cache.open(served[1]).manifest.atm_rounds("adaptive")) == rounds + 1
+    assert len(Cache.open(app_server[1]).manifest.atm_rounds("adaptive")) == rounds + 1
     assert "extension" in page.inner_text("#atm-runs") and "paper" in page.inner_text("#atm-runs")
     page.wait_for_selector("#atm-gains .heatmaplayer, #atm-gains .hm", timeout=60_000)
     page.wait_for_selector("#atm-round-cosines .heatmaplayer, #atm-round-cosines .hm", timeout=60_000)
@@ -195,7 +195,7 @@ def wait_text(page, elem_id, *texts, must=(), timeout=600_000):
     return status_of(page, elem_id)
 
 
-def test_tuning_and_adamerging_buttons_work_with_their_defaults_then_apply(page, served):
+def test_tuning_and_adamerging_buttons_work_with_their_defaults_then_apply(page, app_server):
     page.get_by_role("tab", name="Merge").click()
     page.get_by_text("Advanced: per-layer coefficients and tuning").click()
     for button, name in (("#tune-run", "Tune on validation"), ("#adamerging-run", "AdaMerging")):
@@ -211,7 +211,7 @@ def test_tuning_and_adamerging_buttons_work_with_their_defaults_then_apply(page,
         page.click(button)
         text = wait_text(page, "tune-status", "Finished", "Failed", "Cancelled", must=[name, "2 steps"])
         assert "Finished" in text, text
-    recorded = Cache.open(served[1]).manifest.tuning
+    recorded = Cache.open(app_server[1]).manifest.tuning
     assert "task_arithmetic:per_task" in recorded and len(recorded) >= 2
     page.wait_for_function("() => document.querySelector('#tune-table').innerText.includes('task_arithmetic:per_task')")
     pick = page.locator("#tune-pick input")
@@ -226,7 +226,7 @@ def test_tuning_and_adamerging_buttons_work_with_their_defaults_then_apply(page,
     assert shown != 1.0 or coefficients[first] == 1.0  # the recorded coefficients are on the sliders
 
 
-def test_layer_box_and_the_downloads(page, served, tmp_path):
+def test_layer_box_and_the_downloads(page, app_server, tmp_path):
     page.get_by_role("tab", name="Merge").click()
     if not page.is_visible("#layer-coefficients textarea"):
         page.get_by_text("Advanced: per-layer coefficients and tuning").click()
@@ -234,7 +234,7 @@ def test_layer_box_and_the_downloads(page, served, tmp_path):
     box.fill('{"signs": {"final": -1.0}}')
     box.press("Enter")
     page.wait_for_function(UP_TO_DATE)
-    cache = Cache.open(served[1])
+    cache = Cache.open(app_server[1])
     scaling = float(page.input_value("#scaling input[type=number]"))
     coefficients = {t: float(page.input_value(f"#coef-{t} input[type=number]")) for t in cache.tasks}
     want = Evaluator(cache, device="cpu").evaluate("task_arithmetic", coefficients=coefficients, scaling=scaling,
@@ -254,25 +254,25 @@ def test_layer_box_and_the_downloads(page, served, tmp_path):
     assert page.locator("text=Traceback").count() == 0
 
 
-def test_atm_run_and_cancel(page, served):
+def test_atm_run_and_cancel(page, app_server):
     page.get_by_role("tab", name="ATM").click()
     rounds = page.locator("#atm-rounds input[type=number]")
     rounds.fill("3")
     rounds.press("Enter")
     page.locator("#atm-variant label:has-text('standard')").click()
-    before = len(Cache.open(served[1]).manifest.atm_rounds("standard"))
+    before = len(Cache.open(app_server[1]).manifest.atm_rounds("standard"))
     page.click("#atm-run")
     wait_text(page, "atm-status", "Running")
     page.click("#atm-cancel")
     text = wait_text(page, "atm-status", "Cancelled", "Finished", timeout=300_000)
-    saved = len(Cache.open(served[1]).manifest.atm_rounds("standard"))
+    saved = len(Cache.open(app_server[1]).manifest.atm_rounds("standard"))
     assert "Cancelled" in text and before <= saved < before + 3
 
 
-def test_results_table_fills_with_the_button(page, served):
+def test_results_table_fills_with_the_button(page, app_server):
     page.get_by_role("tab", name="Results table").click()
     wait_text(page, "results-status", "Not computed yet", "✓")
     page.click("#results-fill")
     wait_text(page, "results-status", "✓ Accuracy", timeout=1_200_000)
     from tvexplorer.app.work import missing_rows
-    assert missing_rows(Cache.open(served[1])) == []
+    assert missing_rows(Cache.open(app_server[1])) == []

@@ -31,11 +31,11 @@ def test_a_cpu_plan_gives_every_task_the_same_share_of_the_time(demo, fixed_timi
     plan = evalplan.plan_evaluation(demo, "cpu-basic")
     assert plan.images == {t: 66 for t in demo.tasks} and plan.stored == {t: 250 for t in demo.tasks}
     assert plan.seconds == pytest.approx(1.0 + 9 * 66 / 200) and plan.seconds <= evalplan.DEFAULT_SECONDS
-    assert not plan.full and plan.sizes_for(demo) == plan.images
+    assert not plan.full and plan.for_cache(demo) is plan and plan.subset_sizes == plan.images
     assert "66 test images per task (594 of 2250 stored)" in plan.describe() and "2 vCPU" in plan.describe()
     # room for everything: the whole stored subsets, and nothing for the Evaluator to cut
     roomy = evalplan.plan_evaluation(demo, "cpu-basic", target_seconds=60)
-    assert roomy.full and roomy.sizes_for(demo) is None and "all 2250 stored test images" in roomy.describe()
+    assert roomy.full and roomy.subset_sizes is None and "all 2250 stored test images" in roomy.describe()
     # no room: at least MIN_IMAGES per task, and the estimate says it takes longer than asked
     tight = evalplan.plan_evaluation(demo, "cpu-basic", target_seconds=0.5)
     assert set(tight.images.values()) == {evalplan.MIN_IMAGES} and tight.seconds > 0.5
@@ -66,6 +66,23 @@ def test_on_zerogpu_the_device_is_chosen_by_cost(demo):
                                       "stored test images (the CPU would take 141 s")
 
 
+def test_a_task_added_since_the_plan_extends_it(demo, fixed_timing):
+    """The demo's cache seen as a plan's cache plus one task added in the app: the new task gets as many images
+    as the others on a CPU (and the estimate grows), all of its images on the GPU."""
+    def without_last_task(plan):
+        last = demo.tasks[-1]
+        return dataclasses.replace(plan, images={t: n for t, n in plan.images.items() if t != last},
+                                   stored={t: n for t, n in plan.stored.items() if t != last})
+    cpu = evalplan.plan_evaluation(demo, "cpu-basic")
+    extended = without_last_task(cpu).for_cache(demo)
+    assert extended.images == cpu.images and extended.stored == cpu.stored and extended.seconds == cpu.seconds
+    assert extended.basis.endswith("; extended to 1 task(s) added since") and extended.subset_sizes == cpu.images
+    gpu = evalplan.plan_evaluation(demo, "zero-a10g", device="cuda", images_per_second=16.0)
+    assert without_last_task(gpu).for_cache(demo).images == gpu.stored
+    unrelated = dataclasses.replace(cpu, stored={**cpu.stored, demo.tasks[0]: 100})
+    assert unrelated.for_cache(demo) is None
+
+
 def test_the_encoder_is_timed_and_the_thread_setting_given_back(demo):
     before = torch.get_num_threads()
     timing = evalplan.measure_encoder(demo.manifest.model.encoder, threads=1, seconds=0.2)
@@ -78,9 +95,9 @@ def test_the_plan_round_trips_and_is_refused_for_another_cache(demo, fixed_timin
     assert evalplan.read_plan(tmp_path) is None  # a local run: no plan, every stored image
     plan = evalplan.plan_evaluation(demo, "cpu-basic")
     (tmp_path / evalplan.PLAN_FILE).write_text(evalplan.plan_text(plan))
-    assert evalplan.read_plan(tmp_path) == plan and plan.applies_to(demo)
+    assert evalplan.read_plan(tmp_path) == plan and plan.for_cache(demo) is plan
     other = dataclasses.replace(plan, stored={**plan.stored, "digits": 500})  # made for another cache
-    assert not other.applies_to(demo) and other.sizes_for(demo) is None
+    assert other.for_cache(demo) is None
     (tmp_path / evalplan.PLAN_FILE).write_text(json.dumps({"hardware": "cpu-basic"}))
     with pytest.raises(ValueError, match="not an evaluation plan") as e:
         evalplan.read_plan(tmp_path)

@@ -65,9 +65,9 @@ class Explorer(GradientViews):
         self.source = cache
         # The app evaluates in bfloat16 where the hardware is fast at it (about twice as fast, see
         # Evaluator); the numbers a build records are float32.
-        # the plan where it was made for this cache (and its task set: after adding a task, no plan applies)
-        self.applied_plan = self.plan if self.plan is not None and self.plan.applies_to(cache) else None
-        self.subset_sizes = self.applied_plan.sizes_for(cache) if self.applied_plan else None  # None: every stored image
+        # the plan as it applies to this cache (extended to tasks added since it was made), else None
+        self.applied_plan = self.plan.for_cache(cache) if self.plan is not None else None
+        self.subset_sizes = self.applied_plan.subset_sizes if self.applied_plan else None  # None: every stored image
         self.evaluator = Evaluator(cache, device=self._device, precision=self._precision,
                                    store=lambda: self.workspace.writable_cache(), subset_sizes=self.subset_sizes)
         self._preview = Preview.open(cache)  # None for a cache built without one
@@ -360,7 +360,7 @@ def open_explorer(path=None, plan_folder=None, **kwargs) -> Explorer:
     plan = read_plan(Path(plan_folder)) if plan_folder is not None else None
     if on_zero_gpu():
         cache = Cache.open(path)
-        if plan is None or not plan.applies_to(cache):
+        if plan is None or plan.for_cache(cache) is None:
             plan = plan_evaluation(cache, ZERO_GPU_FLAVOR, device="cuda")
     kwargs["plan"] = plan
     kwargs.update(policy(path, kwargs.get("read_only"), kwargs.get("device")))

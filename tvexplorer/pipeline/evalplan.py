@@ -25,7 +25,7 @@ import json
 import math
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -65,15 +65,31 @@ class EvaluationPlan:
     def full(self) -> bool:
         return self.images == self.stored
 
-    def applies_to(self, cache: Cache) -> bool:
-        """Whether the plan was made for this cache's tasks and stored test subsets (a Space can serve
-        another cache than the one pushed with it, through TVEXPLORER_CACHE)."""
-        return self.stored == {t: len(cache.eval_split(t, "test")) for t in cache.tasks}
+    def for_cache(self, cache: Cache) -> "EvaluationPlan | None":
+        """The plan as it applies to `cache`: itself where it was made for it; extended where the cache is
+        its cache with tasks added since (app/addtask.py): on the GPU every stored image of the new tasks
+        too, on a CPU as many per task as the planned tasks get (the estimate grows with them); else None
+        (made for another cache: a Space can serve another one than it was pushed with, through
+        TVEXPLORER_CACHE)."""
+        stored = {t: len(cache.eval_split(t, "test")) for t in cache.tasks}
+        if stored == self.stored:
+            return self
+        if any(stored.get(t) != n for t, n in self.stored.items()):
+            return None
+        per_task = max(self.images.values())
+        images = {t: self.images.get(t, n if self.device != "cpu" else min(n, per_task)) for t, n in stored.items()}
+        seconds = None
+        if self.seconds is not None:
+            seconds = round(self.load_seconds + sum(images.values()) / self.images_per_second, 2)
+        added = len(stored) - len(self.stored)
+        return replace(self, images=images, stored=stored, seconds=seconds,
+                       basis=f"{self.basis}; extended to {added} task(s) added since")
 
-    def sizes_for(self, cache: Cache) -> dict[str, int] | None:
-        """Evaluator(subset_sizes=...): per task, the test images to evaluate on; None when every task
-        uses its whole stored subset or the plan was made for another cache."""
-        return None if self.full or not self.applies_to(cache) else dict(self.images)
+    @property
+    def subset_sizes(self) -> dict[str, int] | None:
+        """Evaluator(subset_sizes=...): per task, the test images to evaluate on; None where every task uses
+        its whole stored subset."""
+        return None if self.full else dict(self.images)
 
     def describe(self) -> str:
         """One line for the app's header and the Space's README."""
