@@ -347,8 +347,9 @@ def test_ui_evaluate_handler(handlers, ex):
 
 
 def test_an_evaluation_stops_once_its_browser_session_asks_for_newer_settings(handlers, ex):
-    """A superseded evaluation shows nothing more (its numbers would overwrite the newer preview) and stops at
-    the next task; other sessions' evaluations go on."""
+    """A superseded evaluation shows nothing more (its numbers would overwrite the newer preview): it stops at
+    the next task, or before its first where it was still queued when the newer request came; other
+    sessions' evaluations go on, and settings asked for again are current again."""
     older, newer = settings(scaling=0.45), settings(scaling=0.55)
     merge.preview(handlers, older, "tab-a")
     running = merge.evaluate(handlers, older, "tab-a")
@@ -357,9 +358,12 @@ def test_an_evaluation_stops_once_its_browser_session_asks_for_newer_settings(ha
     assert last(merge.evaluate(handlers, older, "tab-b"))["status"].startswith("✓")  # another tab: not affected
     merge.preview(handlers, newer, "tab-a")
     assert list(running) == []
-    merge.preview(handlers, newer, "tab-a")
+    queued = merge.evaluate(handlers, older, "tab-a")  # started after the newer preview: nothing at all
+    assert list(queued) == []
     assert last(merge.evaluate(handlers, newer, "tab-a"))["raw"]["accuracy"] == \
         ex.evaluate("task_arithmetic", scaling=0.55)["accuracy"]
+    merge.preview(handlers, older, "tab-a")  # back to the older settings: their evaluation is current again
+    assert last(merge.evaluate(handlers, older, "tab-a"))["status"].startswith("✓")
 
 
 def test_preview_is_labelled_and_matches_the_stored_linearisation(ex, handlers):

@@ -1,6 +1,8 @@
 """The app's one background-run mechanism (tvexplorer/app/runs.py), and ZeroGPU emulated: a stand-in
 `spaces` module records every GPU call (its thread, the duration it asks for, whether the visitor's
-Gradio request and event are visible), and the app's ATM and tuning endpoints are driven through it."""
+Gradio request and event are visible) and passes its arguments and result through pickle, as to a
+worker process; the app's ATM, tuning and evaluation endpoints are driven through it."""
+import pickle
 import shutil
 import threading
 import time
@@ -141,7 +143,8 @@ class StandInSpaces:
                 if self.refuse_after is not None and len(self.calls) > self.refuse_after:
                     raise RuntimeError(f"You have exceeded your GPU quota ({seconds}s requested vs. 12s left). "
                                        "Create a free account to get more usage quota.")
-                return fn(*args, **kwargs)
+                args, kwargs = pickle.loads(pickle.dumps((args, kwargs)))  # as to a ZeroGPU worker process
+                return pickle.loads(pickle.dumps(fn(*args, **kwargs)))
             return on_gpu
         return decorate
 

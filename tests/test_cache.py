@@ -205,3 +205,29 @@ def test_a_file_changed_just_before_it_was_hashed_is_not_stamped(demo_copy, hash
     Cache.open(demo_copy).vector("digits")
     Cache.open(demo_copy).vector("digits")
     assert hash_counter == ["digits.safetensors"] * 2
+
+
+def test_a_process_forked_while_another_thread_reads_the_cache_can_read_it_too(quick_demo):
+    """A ZeroGPU call runs in a process forked from the app, perhaps while another thread holds a cache's lock
+    (reading and hash-checking a file): the child must not wait for a thread that does not exist there."""
+    import os
+    import signal
+    import threading
+    cache = Cache.open(quick_demo)
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with cache._lock:
+            held.set()
+            release.wait()
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait()
+    pid = os.fork()
+    if pid == 0:  # the child: read a file through the cache, or be killed after 20 s
+        signal.alarm(20)
+        os._exit(0 if len(cache.eval_split(cache.tasks[0])) > 0 else 1)
+    release.set()
+    holder.join()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -63,7 +63,7 @@ def test_on_zerogpu_the_device_is_chosen_by_cost(demo):
     slow = evalplan.plan_evaluation(demo, "zero-a10g", device="cuda", images_per_second=16.0)  # 2250 / 16 = 141 s
     assert slow.device == "cuda" and slow.full and slow.images_per_second is None
     assert slow.describe().startswith("exact evaluation on the GPU (zero-a10g), one short GPU call each, on all 2250 "
-                                      "stored test images (the CPU would take 141 s")
+                                      "stored test images (on the Space's CPU: 141 s")
 
 
 def test_a_task_added_since_the_plan_extends_it(demo, fixed_timing):
@@ -76,7 +76,7 @@ def test_a_task_added_since_the_plan_extends_it(demo, fixed_timing):
     cpu = evalplan.plan_evaluation(demo, "cpu-basic")
     extended = without_last_task(cpu).for_cache(demo)
     assert extended.images == cpu.images and extended.stored == cpu.stored and extended.seconds == cpu.seconds
-    assert extended.basis.endswith("; extended to 1 task(s) added since") and extended.subset_sizes == cpu.images
+    assert extended.basis.endswith("; timed before 1 task(s) were added") and extended.subset_sizes == cpu.images
     gpu = evalplan.plan_evaluation(demo, "zero-a10g", device="cuda", images_per_second=16.0)
     assert without_last_task(gpu).for_cache(demo).images == gpu.stored
     unrelated = dataclasses.replace(cpu, stored={**cpu.stored, demo.tasks[0]: 100})

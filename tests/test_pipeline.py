@@ -75,6 +75,10 @@ def test_an_evaluation_done_elsewhere_is_memoised_here(quick_demo):
     cache = Cache.open(quick_demo)
     evaluator = Evaluator(cache, device="cpu")
     assert evaluator.on("cpu") is evaluator  # on its own device already: itself
+    moved = evaluator.on("cpu:0")  # another device (as a ZeroGPU call's cuda): a copy with its own encoder and memo
+    assert moved is not evaluator and moved.encoder is not evaluator.encoder and moved.sets is evaluator.sets
+    assert dict(moved.evaluate_tasks("ties", scaling=0.6)) == dict(Evaluator(cache, device="cpu").evaluate_tasks("ties", scaling=0.6))
+    assert evaluator._recall(evaluator._key("ties", None, 0.6, "tau", {}), cache.tasks[0]) is None  # not in this memo
     local = Evaluator(cache, device="cpu").evaluate("ties", scaling=0.9).accuracy
     asked = []
 

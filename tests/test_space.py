@@ -153,7 +153,7 @@ def test_zerogpu_space_is_created_on_zerogpu_with_the_documented_python_and_torc
     plan = json.loads(texts[evalplan.PLAN_FILE])
     assert plan["device"] == "cuda" and plan["images"] == plan["stored"] and timing == [evalplan.GPU_FLAVOR_CPUS]
     assert ("Exact evaluation on the GPU (zero-a10g), one short GPU call each, on all 2250 stored test images "
-            "(the CPU would take 23 s") in texts["README.md"]
+            "(on the Space's CPU: 23 s") in texts["README.md"]
 
 
 def test_an_existing_space_is_moved_to_the_hardware_and_bucket(hub, timing, capsys):

@@ -21,7 +21,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-
 from ..core.additions import AtmRun, MethodKey
 from ..core.cache import Cache
 from ..core.records import PER_TASK_METRICS, Metrics
@@ -33,7 +32,7 @@ from ..science.atm_report import atm_report
 from ..science.evaluation import EvalResult, Evaluator, summarize
 from ..science.preview import Preview
 from . import inputs, runs
-from .environment import location, on_zero_gpu, policy
+from .environment import location, policy
 from .gradients import GradientViews
 from .inputs import COEFFICIENT_RANGE, MAX_ATM_ROUNDS, SCALING_RANGE, clean
 from .presets import preset
@@ -63,11 +62,11 @@ class Explorer(GradientViews):
     def _open(self, cache: Cache) -> None:
         """Explore `cache`: its tasks, an evaluator and the instant preview."""
         self.source = cache
-        # The app evaluates in bfloat16 where the hardware is fast at it (about twice as fast, see
-        # Evaluator); the numbers a build records are float32.
         # the plan as it applies to this cache (extended to tasks added since it was made), else None
         self.applied_plan = self.plan.for_cache(cache) if self.plan is not None else None
         self.subset_sizes = self.applied_plan.subset_sizes if self.applied_plan else None  # None: every stored image
+        # The app evaluates in bfloat16 where the hardware is fast at it (about twice as fast, see
+        # Evaluator); the numbers a build records are float32.
         self.evaluator = Evaluator(cache, device=self._device, precision=self._precision,
                                    store=lambda: self.workspace.writable_cache(), subset_sizes=self.subset_sizes)
         self._preview = Preview.open(cache)  # None for a cache built without one
@@ -81,11 +80,14 @@ class Explorer(GradientViews):
         return runs.ZERO_GPU and self.applied_plan is not None and self.applied_plan.device != "cpu"
 
     def evaluation_scope(self) -> str:
-        """Where and over what one exact evaluation runs, for the header: the plan's line where it applies."""
+        """Where, over what and in which precision one exact evaluation runs, for the header: the plan's line
+        where it applies."""
+        precision = self.evaluator.precision
+        if self.exact_in_gpu_calls and self.evaluator.asked_precision == "auto":  # the GPU is seen only in a call
+            precision = "bfloat16 where the lent GPU runs it fast, else float32"
         if self.applied_plan is not None and (self.applied_plan.device == "cpu" or self.exact_in_gpu_calls):
-            return self.applied_plan.describe()
-        return (f"exact evaluation on {self.evaluator.device} in {self.evaluator.precision}, "
-                f"on all {self._images()} stored test images")
+            return f"{self.applied_plan.describe()}; in {precision}"
+        return f"exact evaluation on {self.evaluator.device} in {precision}, on all {self._images()} stored test images"
 
     def reload(self) -> None:
         """After a task was added (app/addtask.py): explore the cache it was added to, so every tab has it."""
@@ -205,6 +207,8 @@ class Explorer(GradientViews):
         accuracies {task: accuracy} so far, "of": how many tasks there are), then evaluate()'s answer. The
         input is checked before anything is computed."""
         t0 = time.perf_counter()
+        evaluator = self.evaluator  # the one of this moment: adding a task replaces it (reload)
+        tasks = evaluator.cache.tasks
         kind = self.parse_method(method)
         s = self.check_scaling(scaling, method)
         coefs, layers = self.check_coefficients(coefficients), checked_layers(self, layer_coefficients)
@@ -217,28 +221,26 @@ class Explorer(GradientViews):
             settings = {"method": str(kind), "vectors": None, "coefficients": {}, "params": {}}
         else:
             vectors = self.check_vectors(vectors)
-            coefs = {t: coefs.get(t, 1.0) for t in self.tasks}
+            coefs = {t: coefs.get(t, 1.0) for t in tasks}
             checked = self.check_params(kind.method, params)
             merge = dict(coefficients=coefs, scaling=s, vectors=vectors, layer_coefficients=layers, **checked)
             settings = {"method": kind.method, "vectors": vectors, "coefficients": coefs, "params": checked,
                         "layer_coefficients": layers}
             exact: dict[str, float] = {}
-            for task, accuracy in self.evaluator.evaluate_tasks(kind.method, elsewhere=self._elsewhere(kind.method, merge),
-                                                                **merge):
+            elsewhere = self._in_gpu_call(exact_accuracy, kind.method, merge) if self.exact_in_gpu_calls else None
+            for task, accuracy in evaluator.evaluate_tasks(kind.method, elsewhere=elsewhere, **merge):
                 exact[task] = accuracy
-                if len(exact) < len(self.tasks):
+                if len(exact) < len(tasks):
                     yield clean({**settings, "label": label, "scaling": s, "partial": True, "exact": dict(exact),
-                                 "of": len(self.tasks), "seconds": round(time.perf_counter() - t0, 4)})
+                                 "of": len(tasks), "seconds": round(time.perf_counter() - t0, 4)})
             result = summarize(exact, self.metrics.require_finetuned())
         yield clean({**settings, "label": label, "scaling": s, **result.to_json(),
                      **self._per_task_references(), "seconds": round(time.perf_counter() - t0, 4)})
 
-    def _elsewhere(self, method: str, merge: dict):
-        """Where exact evaluations go to the GPU (exact_in_gpu_calls): one GPU call that evaluates every task
-        of this merge, made from the caller's event (the visitor's, whom ZeroGPU charges); else None."""
-        if not self.exact_in_gpu_calls:
-            return None
-        call = runs.Call(exact_accuracy, (self._evaluator_source, method, merge), steps=self._images())
+    def _in_gpu_call(self, worker, *args):
+        """One exact evaluation by `worker` (app/work.py) in a GPU call of its own, made from the caller's event
+        (the visitor's, whom ZeroGPU charges), as a function to call when it is needed."""
+        call = runs.Call(worker, (self._evaluator_source, *args), steps=self._images())
         return lambda: runs.gpu_call(call, kept=KEPT_ON_SCREEN)
 
     def _images(self) -> int:
@@ -275,9 +277,7 @@ class Explorer(GradientViews):
     def _atm_accuracy(self, variant: str, k: int, scaling: float) -> dict[str, float]:
         """A saved round's accuracies at `scaling`: in one GPU call where exact evaluations go there."""
         if self.exact_in_gpu_calls:
-            call = runs.Call(exact_atm_accuracy, (self._evaluator_source, str(self.atm_root), variant, k, scaling),
-                             steps=self._images())
-            return runs.gpu_call(call, kept=KEPT_ON_SCREEN)
+            return self._in_gpu_call(exact_atm_accuracy, str(self.atm_root), variant, k, scaling)()
         return self.evaluator.accuracy(self.atm_cache.atm_delta(variant, k).float() * scaling)
 
     def preset(self, name: str, method: str = "task_arithmetic", vectors: str = "tau") -> dict:
@@ -334,7 +334,7 @@ class Explorer(GradientViews):
             raise runs.Busy(runs.busy_message(ATM, "another ATM run"))
         root = self.writable_atm_root()
         return runs.start(ATM, f"ATM {variant}, {rounds} round(s)",
-                          atm_work(str(root), rounds, variant, self._evaluator_source.key, **settings),
+                          atm_work(str(root), rounds, variant, self._evaluator_source, **settings),
                           {"variant": variant, "rounds_requested": rounds}, parts=rounds, what="another ATM run")
 
     def atm_summary(self) -> dict:
@@ -358,7 +358,7 @@ def open_explorer(path=None, plan_folder=None, **kwargs) -> Explorer:
     cache (one served through TVEXPLORER_CACHE), the device is chosen by cost here, at start-up."""
     path = location(path)
     plan = read_plan(Path(plan_folder)) if plan_folder is not None else None
-    if on_zero_gpu():
+    if runs.ZERO_GPU:
         cache = Cache.open(path)
         if plan is None or plan.for_cache(cache) is None:
             plan = plan_evaluation(cache, ZERO_GPU_FLAVOR, device="cuda")

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..core.errors import CacheError, first_line
 from .api import Api
 from .explorer import Explorer, open_explorer
+from .tabs.merge import Requests
 
 log = logging.getLogger("tvexplorer.app")
 
@@ -38,6 +39,7 @@ class App:
     def __init__(self, explorer: Explorer):
         self.ex = explorer
         self.coefficient_slots: list[str] | None = None  # the Merge tab's sliders, by name (tabs/merge.py)
+        self.merge_requests = Requests()  # each browser session's last settings (tabs/merge.py)
         self.tmp = Path(tempfile.mkdtemp(prefix="tvexplorer-app-"))
         self.api = Api(self)
 

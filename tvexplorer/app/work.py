@@ -15,7 +15,6 @@ import tempfile
 import weakref
 from dataclasses import dataclass
 
-import torch
 
 from ..core.cache import Cache
 from ..core.device import resolve_device
@@ -67,39 +66,39 @@ def exact_accuracy(evaluator: EvaluatorSource, method: str, settings: dict, *, c
     """Every task's accuracy of one merge (Evaluator.evaluate_tasks with `settings`), by the explorer's
     evaluator moved to the device this call runs on: on ZeroGPU, the GPU it lends, while the app's own
     evaluator stays on the CPU. Plain floats come back (a ZeroGPU call runs in a forked process)."""
-    here = evaluator.on(_device(None))
-    control.progress(0, 1, f"exact evaluation on {here.device}", force=True)
-    return dict(here.evaluate_tasks(method, **settings))
+    return dict(_evaluating(evaluator, control).evaluate_tasks(method, **settings))
 
 
 def exact_atm_accuracy(evaluator: EvaluatorSource, root: str, variant: str, round_: int, scaling: float, *,
                        control: Control) -> dict[str, float]:
     """exact_accuracy for a saved ATM round (in the cache at `root`) at another scaling than its own."""
+    return _evaluating(evaluator, control).accuracy(Cache.open(root).atm_delta(variant, round_).float() * scaling)
+
+
+def _evaluating(evaluator: EvaluatorSource, control: Control) -> Evaluator:
     here = evaluator.on(_device(None))
     control.progress(0, 1, f"exact evaluation on {here.device}", force=True)
-    return here.accuracy(Cache.open(root).atm_delta(variant, round_).float() * scaling)
+    return here
 
 
 # ---------------------------------------------------------------- ATM
 
-def atm_round(root: str, variant: str, evaluator_key: str | None, *, control: Control, **settings) -> int:
+def atm_round(root: str, variant: str, evaluator: EvaluatorSource | None, *, control: Control, **settings) -> int:
     """One more ATM round on the cache at `root`, saved when it finishes; returns 1, or 0 when stopped.
-    `evaluator_key`: an EvaluatorSource's key, whose evaluator is reused where this process has it."""
+    `evaluator`: the explorer's, moved to this call's device (else run_atm builds one)."""
     device = _device(None)
-    evaluator = _EVALUATORS.get(evaluator_key) if evaluator_key else None
-    if evaluator is not None and torch.device(evaluator.device).type != torch.device(device).type:
-        evaluator = None
     control.progress(0, 1, f"preparing {variant} ATM on {device}", force=True)
-    return len(run_atm(Cache.open(root), 1, variant=variant, device=device, evaluator=evaluator,
+    return len(run_atm(Cache.open(root), 1, variant=variant, device=device,
+                       evaluator=evaluator.on(device) if evaluator else None,
                        progress=control.progress, should_stop=control.stopped, **settings))
 
 
-def atm_work(root: str, rounds: int, variant: str, evaluator_key: str | None = None, **settings):
+def atm_work(root: str, rounds: int, variant: str, evaluator: EvaluatorSource | None = None, **settings):
     """`rounds` ATM rounds, one call each (run_atm resumes from the last saved round); returns how many this
     run saved. `settings` go to run_atm as they are."""
     finished = 0
     for _ in range(rounds):
-        saved = yield Call(atm_round, (root, variant, evaluator_key), settings)
+        saved = yield Call(atm_round, (root, variant, evaluator), settings)
         finished += saved
         if not saved:
             break

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -45,6 +46,19 @@ from .stamps import file_sha256
 DTYPES = {"float32": torch.float32, "float16": torch.float16}  # storage dtypes of flat vectors
 
 
+_OPEN: "weakref.WeakSet[Cache]" = weakref.WeakSet()
+
+
+def _unlock_after_fork() -> None:
+    """A process forked while another thread held a cache's lock (a ZeroGPU call runs in one) would wait for
+    it forever: that thread does not exist there. The child gets fresh locks."""
+    for cache in list(_OPEN):
+        cache._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_unlock_after_fork)
+
+
 class Cache:
     """An opened cache folder. Cheap to open; tensors are memory-mapped on first use."""
 
@@ -56,6 +70,7 @@ class Cache:
         self._verified: set[str] = set()  # files whose sha256 has matched the manifest
         self._trajectory: pd.DataFrame | None = None
         self._lock = threading.Lock()
+        _OPEN.add(self)
 
     # ------------------------------------------------------------ opening and validation
     @classmethod

@@ -83,7 +83,7 @@ class EvaluationPlan:
             seconds = round(self.load_seconds + sum(images.values()) / self.images_per_second, 2)
         added = len(stored) - len(self.stored)
         return replace(self, images=images, stored=stored, seconds=seconds,
-                       basis=f"{self.basis}; extended to {added} task(s) added since")
+                       basis=f"{self.basis}; timed before {added} task(s) were added")
 
     @property
     def subset_sizes(self) -> dict[str, int] | None:
@@ -98,7 +98,7 @@ class EvaluationPlan:
         stored = sum(self.stored.values())
         if self.device != "cpu":
             return (f"exact evaluation on the GPU ({self.hardware}), one short GPU call each, on all {stored} stored "
-                    f"test images (the CPU would take {self.basis})")
+                    f"test images (on the Space's CPU: {self.basis})")
         scope = (f"all {stored} stored test images" if self.full
                  else f"{per_task} test images per task ({sum(self.images.values())} of {stored} stored)")
         cpus = SPACE_CPUS.get(self.hardware, GPU_FLAVOR_CPUS)
@@ -188,8 +188,9 @@ def plan_evaluation(cache: Cache, hardware: str, device: str = "cpu", target_sec
     if device != "cpu":
         if on_cpu > target_seconds:
             return EvaluationPlan(hardware, device, dict(stored), stored, None, None, None,
-                                  f"{on_cpu:.0f} s on the Space's CPU at {images_per_second:.1f} images/s ({basis})")
-        device = "cpu"
+                                  f"{on_cpu:.0f} s at {images_per_second:.1f} images/s ({basis})")
+        return EvaluationPlan(hardware, "cpu", dict(stored), stored, round(images_per_second, 2), round(load_seconds, 3),
+                              round(on_cpu, 2), basis)
     budget = max(target_seconds - load_seconds, 0.0) * images_per_second / len(stored)
     per_task = max(MIN_IMAGES, math.floor(budget))
     images = {t: min(n, per_task) for t, n in stored.items()}

@@ -180,13 +180,15 @@ class Evaluator:
         app/work.py), a function that returns every task's accuracy of these settings; called at the first
         task not memoised, and what it returns is memoised here."""
         key = self._key(method, coefficients, scaling, vectors, params, layer_coefficients)
-        delta = None
+        delta, computed = None, {}
         for task in self.cache.tasks:
             accuracy = self._recall(key, task)
             if accuracy is None and elsewhere is not None:
-                for other, value in elsewhere().items():
+                computed, elsewhere = dict(elsewhere()), None
+                for other, value in computed.items():
                     self._remember(key, other, value)
-                accuracy, elsewhere = self._recall(key, task), None
+            if accuracy is None:
+                accuracy = computed.get(task)  # from here, not the memo, which other evaluations may have trimmed
             if accuracy is None:
                 if delta is None:
                     delta = self.merged(method, coefficients=coefficients, scaling=scaling, vectors=vectors,

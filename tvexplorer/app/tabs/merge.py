@@ -93,36 +93,37 @@ def task_sliders(app) -> dict:
 # ---------------------------------------------------------------- handlers (named values in, named values out)
 
 class Requests:
-    """How many settings each browser session has asked to see (the preview counts them; every evaluation
-    follows a preview). An exact evaluation whose session has asked for newer settings since it started
-    stops at the next task: the newer one waits for it (one evaluation per tab at a time), and its numbers
-    would only overwrite the newer preview."""
+    """The settings each browser session asked to see last (the preview records them; every evaluation
+    follows a preview). An exact evaluation of other settings than its session's last request has been
+    superseded: it stops, before its first task or at the next one (the newer evaluation waits for it: one
+    per tab at a time), and shows nothing more, since its numbers would overwrite the newer preview."""
 
     def __init__(self, sessions: int = 1000):
-        self._counts: OrderedDict[str, int] = OrderedDict()
+        self._last: OrderedDict[str, str] = OrderedDict()
         self._sessions, self._lock = sessions, threading.Lock()
 
-    def ask(self, session: str | None) -> None:
+    @staticmethod
+    def _key(settings: dict) -> str:
+        return json.dumps(settings, sort_keys=True, default=str)
+
+    def ask(self, session: str | None, settings: dict) -> None:
+        if session is None:
+            return
         with self._lock:
-            self._counts[session] = self._counts.pop(session, 0) + 1
-            while len(self._counts) > self._sessions:
-                self._counts.popitem(last=False)
+            self._last.pop(session, None)
+            self._last[session] = self._key(settings)
+            while len(self._last) > self._sessions:
+                self._last.popitem(last=False)
 
-    def asked(self, session: str | None) -> int:
+    def superseded(self, session: str | None, settings: dict) -> bool:
         with self._lock:
-            return self._counts.get(session, 0)
-
-
-def requests(app) -> Requests:
-    if getattr(app, "merge_requests", None) is None:
-        app.merge_requests = Requests()
-    return app.merge_requests
+            return session is not None and self._last.get(session, self._key(settings)) != self._key(settings)
 
 
 def evaluate(app, s: dict, session: str | None = None) -> Iterator[dict]:
     """The exact numbers of the settings `s` (method, vectors, scaling, params, coefficients, layers) as they
     come: the status line after each task, then the chart, table and files. With the browser `session`:
-    nothing more once that session has asked for newer settings (Requests)."""
+    nothing at all once that session has asked for other settings (Requests)."""
     ex = app.ex
     kind = ex.parse_method(s["method"])
     layers = s.get("layers") or None
@@ -132,10 +133,11 @@ def evaluate(app, s: dict, session: str | None = None) -> Iterator[dict]:
         answers = ex.evaluate_stream(s["method"], coefficients=by_task(app, s.get("coefficients")), scaling=s.get("scaling"),
                                      params=split_params(s.get("params", {})).get(kind.method, {}),
                                      vectors=s.get("vectors", "tau"), layer_coefficients=layers)
-    asked = requests(app).asked(session)
+    if app.merge_requests.superseded(session, s):
+        return
     for result in answers:
-        if session is not None and requests(app).asked(session) != asked:
-            return  # superseded: what it finished stays memoised
+        if app.merge_requests.superseded(session, s):
+            return  # what it finished stays memoised
         yield exact_so_far(result) if result.get("partial") else exact_view(app, result)
 
 
@@ -166,8 +168,8 @@ def not_updated(line: str) -> dict:
 def preview(app, s: dict, session: str | None = None) -> dict:
     """The first-order preview at once, where there is one (task arithmetic, averaging); the exact evaluation
     that follows replaces it. Anything else (or a problem, which the exact evaluation reports) leaves all as is.
-    Every evaluation follows it: it counts the `session`'s request (Requests)."""
-    requests(app).ask(session)
+    Every evaluation follows it: it records the `session`'s request (Requests)."""
+    app.merge_requests.ask(session, s)
     if (s.get("layers") or "").strip():  # the stored preview is per task: per-layer settings wait for the exact numbers
         return {}
     try:
