@@ -274,3 +274,31 @@ def test_a_worker_process_without_the_explorers_evaluator_builds_one_like_it(qui
     assert built is not evaluator and {t: len(s) for t, s in built.sets.items()} == {t: 12 for t in cache.tasks}
     accuracy = work.exact_accuracy(elsewhere, "task_arithmetic", {"scaling": 0.5}, control=runs.Control(tmp_path))
     assert accuracy == dict(evaluator.evaluate_tasks("task_arithmetic", scaling=0.5))
+
+
+def test_atm_rounds_of_a_cache_planned_for_the_gpu_go_in_pieces_that_give_the_same_rounds(quick_demo, tmp_path):
+    """Where exact evaluation needs a GPU call (a large model), so does an ATM round: on ZeroGPU one call per
+    task (its update, saved aside) and one for the merge, each short; the rounds saved are exactly those
+    that one call per round saves."""
+    import torch
+    from tvexplorer.app.explorer import Explorer
+    from tvexplorer.pipeline import evalplan
+    plan = evalplan.plan_evaluation(Cache.open(quick_demo), "zero-a10g", device="cuda", images_per_second=1.0)
+    whole, pieces = tmp_path / "whole", tmp_path / "pieces"
+    shutil.copytree(quick_demo, whole)
+    shutil.copytree(quick_demo, pieces)
+    assert Explorer(whole, device="cpu", read_only=False).start_atm(2, "adaptive").wait().result == 2
+    spaces = StandInSpaces()
+    runs.use_spaces(spaces, zero_gpu=True)
+    try:
+        ex = Explorer(pieces, device="cpu", read_only=False, plan=plan)
+        assert ex.exact_in_gpu_calls
+        run = ex.start_atm(2, "adaptive").wait()
+    finally:
+        runs.use_spaces(None, zero_gpu=False)
+    assert run.state == "finished" and run.result == 2 and ex.atm_status()["rounds_finished"] == 2
+    assert len(spaces.calls) == 2 * (len(ex.tasks) + 1) and all(c["seconds"] <= runs.MAX_GPU_SECONDS for c in spaces.calls)
+    expected, got = Cache.open(whole), Cache.open(pieces)
+    for k in (1, 2):
+        assert got.manifest.atm_round("adaptive", k).accuracy == expected.manifest.atm_round("adaptive", k).accuracy
+        assert torch.equal(got.atm_delta("adaptive", k), expected.atm_delta("adaptive", k))

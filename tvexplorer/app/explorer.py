@@ -333,9 +333,12 @@ class Explorer(GradientViews):
         if runs.busy(ATM):
             raise runs.Busy(runs.busy_message(ATM, "another ATM run"))
         root = self.writable_atm_root()
+        # where an exact evaluation needs a GPU call, so does a round: one call per task and one to merge
+        in_pieces = self.exact_in_gpu_calls
+        calls = rounds * (len(self.tasks) + 1) if in_pieces else rounds
         return runs.start(ATM, f"ATM {variant}, {rounds} round(s)",
-                          atm_work(str(root), rounds, variant, self._evaluator_source, **settings),
-                          {"variant": variant, "rounds_requested": rounds}, parts=rounds, what="another ATM run")
+                          atm_work(str(root), rounds, variant, self._evaluator_source, in_pieces, **settings),
+                          {"variant": variant, "rounds_requested": rounds}, parts=calls, what="another ATM run")
 
     def atm_summary(self) -> dict:
         """Every saved run (science.atm_report: rounds with budget, alpha, orthogonality and per-task gains;

@@ -14,15 +14,19 @@ import shutil
 import tempfile
 import weakref
 from dataclasses import dataclass
+from pathlib import Path
+
+import torch
 
 
 from ..core.cache import Cache
+from ..core.files import mmap_tensors, write_tensors
 from ..core.device import resolve_device
 from ..data.imagesource import SourceLimits
 from ..pipeline.addtask import add_task, fine_tune_task
 from ..pipeline.table import check_methods, fill_table, recorded
 from ..science import adamerging, tuning
-from ..science.atm import run_atm
+from ..science.atm import Settings, run_atm, task_update
 from ..science.evaluation import Evaluator
 from .runs import Call, Control
 
@@ -86,19 +90,62 @@ def _evaluating(evaluator: EvaluatorSource, control: Control) -> Evaluator:
 def atm_round(root: str, variant: str, evaluator: EvaluatorSource | None, *, control: Control, **settings) -> int:
     """One more ATM round on the cache at `root`, saved when it finishes; returns 1, or 0 when stopped.
     `evaluator`: the explorer's, moved to this call's device (else run_atm builds one)."""
+    return _next_round(root, variant, evaluator, control, None, **settings)
+
+
+def atm_task(root: str, variant: str, task: str, state: str, *, control: Control, settings: Settings | None = None) -> int:
+    """A piece of a round in pieces: `task`'s update of the next round, saved into the `state` folder with
+    the round's number; returns 0, the rounds it saved. `settings`: a new run's (run_atm's)."""
+    device = _device(None)
+    control.progress(0, 1, f"next {variant} ATM round: {task} on {device}", force=True)
+    k, update = task_update(Cache.open(root), variant, task, settings, device,
+                            on_step=lambda: control.progress(0, 1, f"round: {task} on {device}"))
+    write_tensors(Path(state), f"{task}.safetensors", {"update": update, "round": torch.tensor([k])})
+    return 0
+
+
+def atm_merge(root: str, variant: str, state: str, evaluator: EvaluatorSource | None, *, control: Control,
+              **settings) -> int:
+    """The last piece of a round in pieces: the round from the updates in `state` (run_atm, with them as its
+    tuner), saved; returns 1, or 0 when stopped."""
+    def saved_updates(cache, cfg, run_settings, start, k, on_task_done) -> dict[str, torch.Tensor]:
+        updates = {}
+        for task in cache.tasks:
+            saved = mmap_tensors(Path(state) / f"{task}.safetensors", f"{task}.safetensors")
+            if int(saved["round"][0]) != k:
+                raise ValueError(f"ATM {variant}: another run saved round {k - 1} meanwhile; press the button again")
+            updates[task] = saved["update"]
+            on_task_done(task)
+        return updates
+    return _next_round(root, variant, evaluator, control, saved_updates, **settings)
+
+
+def _next_round(root: str, variant: str, evaluator: EvaluatorSource | None, control: Control, tune_round,
+                **settings) -> int:
     device = _device(None)
     control.progress(0, 1, f"preparing {variant} ATM on {device}", force=True)
     return len(run_atm(Cache.open(root), 1, variant=variant, device=device,
-                       evaluator=evaluator.on(device) if evaluator else None,
+                       evaluator=evaluator.on(device) if evaluator else None, tune_round=tune_round,
                        progress=control.progress, should_stop=control.stopped, **settings))
 
 
-def atm_work(root: str, rounds: int, variant: str, evaluator: EvaluatorSource | None = None, **settings):
-    """`rounds` ATM rounds, one call each (run_atm resumes from the last saved round); returns how many this
-    run saved. `settings` go to run_atm as they are."""
+def atm_work(root: str, rounds: int, variant: str, evaluator: EvaluatorSource | None = None, in_pieces: bool = False,
+             **settings):
+    """`rounds` ATM rounds, one call each (run_atm resumes from the last saved round), or with `in_pieces`
+    (ZeroGPU, where one round of a large model would outlast a short GPU call) one call per task and one
+    for the merge; returns how many rounds this run saved. `settings` go to run_atm as they are."""
     finished = 0
     for _ in range(rounds):
-        saved = yield Call(atm_round, (root, variant, evaluator), settings)
+        if in_pieces:
+            state = tempfile.mkdtemp(prefix="tvexplorer-atm-round-")
+            try:
+                for task in Cache.open(root).tasks:
+                    yield Call(atm_task, (root, variant, task, state), {"settings": settings.get("settings")})
+                saved = yield Call(atm_merge, (root, variant, state, evaluator), settings)
+            finally:
+                shutil.rmtree(state, ignore_errors=True)
+        else:
+            saved = yield Call(atm_round, (root, variant, evaluator), settings)
         finished += saved
         if not saved:
             break

@@ -198,14 +198,7 @@ def run_atm(cache: Cache, rounds: int, variant: str = "standard", settings: Sett
         objectives = prepare(encoder, heads, logit_scale, cache.manifest.model.encoder, cfg, device)
         data = {t: load_task(task_spec(cache, t)) for t in tasks}
         splits = {t: getattr(data[t], settings.train_split) for t in tasks}
-        done = len(cache.manifest.atm[variant].rounds) if variant in cache.manifest.atm else 0
-        if done:
-            merged = cache.atm_delta(variant, done).float().clone()
-        elif info["start"]["method"] == "task_arithmetic":
-            merged = merge_flat("task_arithmetic", cache.vectors("tau"), cache.layout, scaling=info["start"]["scaling"])
-            merged = merged.to(cache.vector_dtype).float()
-        else:
-            merged = torch.zeros(cache.layout.numel)
+        done, merged = last_merge(cache, variant, info)
         theta0 = cache.base()
         steps = {t: round_steps(len(splits[t]), cfg, settings) for t in tasks}
         total, step = sum(steps.values()) * rounds, 0
@@ -263,6 +256,35 @@ def run_atm(cache: Cache, rounds: int, variant: str = "standard", settings: Sett
             if on_round:
                 on_round(records[-1])
         return records
+
+
+def last_merge(cache: Cache, variant: str, info: dict) -> tuple[int, torch.Tensor]:
+    """(rounds saved, the merged delta the next round starts from): the last saved round's; for a run that
+    has none, task arithmetic's where the run starts there (info: run_info), else zero."""
+    done = len(cache.manifest.atm[variant].rounds) if variant in cache.manifest.atm else 0
+    if done:
+        return done, cache.atm_delta(variant, done).float().clone()
+    if info["start"]["method"] == "task_arithmetic":
+        merged = merge_flat("task_arithmetic", cache.vectors("tau"), cache.layout, scaling=info["start"]["scaling"])
+        return 0, merged.to(cache.vector_dtype).float()
+    return 0, torch.zeros(cache.layout.numel)
+
+
+def task_update(cache: Cache, variant: str, task: str, settings: Settings | None = None, device: str | None = None,
+                on_step: Callable[[], None] | None = None) -> tuple[int, torch.Tensor]:
+    """One task's part of the next round of `variant`, alone (a ZeroGPU call of its own, app/work.py): (the
+    round's number k, theta_t^k - start), exactly as run_atm computes it; run_atm's `tune_round` takes
+    the updates of every task back."""
+    info = run_info(cache, variant, settings)
+    settings = settings_of(info)
+    done, merged = last_merge(cache, variant, info)
+    cfg = cache.manifest.training or TrainConfig()
+    encoder = build_image_encoder(cache.manifest.model.encoder)
+    heads, logit_scale = cache.heads()
+    objectives = prepare(encoder, {task: heads[task]}, logit_scale, cache.manifest.model.encoder, cfg, resolve_device(device))
+    split = getattr(load_task(task_spec(cache, task)), settings.train_split)
+    return done + 1, tune_from(encoder, objectives[task], split, cfg, cache.tasks.index(task), cache.base() + merged,
+                               done + 1, settings, on_step=on_step)
 
 
 def line_search(score: Callable[[torch.Tensor], float], merged: torch.Tensor, direction: torch.Tensor, unit: float,
