@@ -302,3 +302,18 @@ def test_atm_rounds_of_a_cache_planned_for_the_gpu_go_in_pieces_that_give_the_sa
     for k in (1, 2):
         assert got.manifest.atm_round("adaptive", k).accuracy == expected.manifest.atm_round("adaptive", k).accuracy
         assert torch.equal(got.atm_delta("adaptive", k), expected.atm_delta("adaptive", k))
+
+
+def test_the_merge_piece_refuses_updates_made_for_a_round_that_another_run_saved_meanwhile(demo_copy, tmp_path):
+    from tvexplorer.app import work
+    from tvexplorer.science.atm import run_atm
+    state = tmp_path / "state"
+    state.mkdir()
+    control = runs.Control(tmp_path)
+    before = len(Cache.open(demo_copy).manifest.atm_rounds("standard"))
+    for task in Cache.open(demo_copy).tasks:  # the pieces of the next round ...
+        assert work.atm_task(str(demo_copy), "standard", task, str(state), control=control) == 0
+    run_atm(Cache.open(demo_copy), 1, "standard", device="cpu")  # ... while another run saves that round
+    with pytest.raises(ValueError, match=f"another run saved round {before + 1} meanwhile; press the button again"):
+        work.atm_merge(str(demo_copy), "standard", str(state), None, control=control)
+    assert len(Cache.open(demo_copy).manifest.atm_rounds("standard")) == before + 1  # nothing more saved
