@@ -346,6 +346,25 @@ def test_ui_evaluate_handler(handlers, ex):
     assert merge.PARAM_METHODS == [m.name for m in METHODS.values() if m.params]
 
 
+def test_the_merges_the_cache_records_are_answered_from_the_record(quick_demo, tmp_path):
+    """The page opens on task arithmetic at its validation-best scaling, which the build measured: no
+    evaluation (on ZeroGPU, no GPU call) for it. A plan that evaluates on subsets makes the records (over
+    every stored image) another measurement: there they are not used."""
+    from tvexplorer.pipeline.evalplan import EvaluationPlan
+    ta = Cache.open(quick_demo).manifest.metrics.merge("task_arithmetic")
+    recorded = Explorer(quick_demo, device="cpu", workdir=tmp_path / "a")
+    recorded.evaluator.task_accuracy = lambda *a, **k: pytest.fail("evaluated although the cache records it")
+    assert recorded.evaluate("task_arithmetic", scaling=ta.best_scaling)["accuracy"] == ta.accuracy
+    stored = {t: len(s) for t, s in recorded.evaluator.sets.items()}
+    plan = EvaluationPlan("cpu-basic", "cpu", {t: 10 for t in stored}, stored, 100.0, 0.1, 1.0, "given")
+    planned = Explorer(quick_demo, device="cpu", workdir=tmp_path / "b", plan=plan)
+    evaluated = []
+    real = planned.evaluator.task_accuracy
+    planned.evaluator.task_accuracy = lambda delta, task, token=None: evaluated.append(task) or real(delta, task, token)
+    planned.evaluate("task_arithmetic", scaling=ta.best_scaling)
+    assert evaluated == planned.tasks
+
+
 def test_an_evaluation_stops_once_its_browser_session_asks_for_newer_settings(handlers, ex):
     """A superseded evaluation shows nothing more (its numbers would overwrite the newer preview): it stops at
     the next task, or before its first where it was still queued when the newer request came; other

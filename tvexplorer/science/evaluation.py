@@ -185,8 +185,8 @@ class Evaluator:
             accuracy = self._recall(key, task)
             if accuracy is None and elsewhere is not None:
                 computed, elsewhere = dict(elsewhere()), None
-                for other, value in computed.items():
-                    self._remember(key, other, value)
+                self.remember(method, computed, coefficients=coefficients, scaling=scaling, vectors=vectors,
+                              layer_coefficients=layer_coefficients, **params)
             if accuracy is None:
                 accuracy = computed.get(task)  # from here, not the memo, which other evaluations may have trimmed
             if accuracy is None:
@@ -196,6 +196,14 @@ class Evaluator:
                 accuracy = self.task_accuracy(delta, task, key)
                 self._remember(key, task, accuracy)
             yield task, accuracy
+
+    def remember(self, method: str, accuracy: Mapping[str, float], *, coefficients: dict[str, float] | None = None,
+                 scaling: float | None = None, vectors: str = "tau", layer_coefficients: LayerCoefficients | None = None,
+                 **params) -> None:
+        """Take accuracies measured on these evaluation sets elsewhere (a build's record) as this merge's."""
+        key = self._key(method, coefficients, scaling, vectors, params, layer_coefficients)
+        for task, value in accuracy.items():
+            self._remember(key, task, value)
 
     def _recall(self, key: tuple, task: str) -> float | None:
         with self._memo_lock:
