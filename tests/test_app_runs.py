@@ -222,7 +222,8 @@ def test_tuning_on_zero_gpu_and_a_visitor_out_of_quota(zero_gpu):
 def test_a_cache_planned_for_the_gpu_evaluates_in_one_short_call_from_the_visitors_event(quick_demo, tmp_path):
     """A plan that chose the GPU (too slow on the Space's CPU): every exact evaluation is one GPU call made by
     the visitor's event, asking for a duration from the measured time per image; what it returns is what
-    the CPU computes, memoised; a visitor out of quota reads one line. The header says where it runs."""
+    the CPU computes, memoised; a visitor out of quota reads one line. The header says where it runs. (Settings
+    off the scaling grid: the merges the cache records at their best scaling need no evaluation at all.)"""
     from tvexplorer.app.explorer import Explorer
     from tvexplorer.pipeline import evalplan
     plan = evalplan.plan_evaluation(Cache.open(quick_demo), "zero-a10g", device="cuda", images_per_second=1.0)
@@ -236,14 +237,14 @@ def test_a_cache_planned_for_the_gpu_evaluates_in_one_short_call_from_the_visito
         local = Explorer(quick_demo, device="cpu", workdir=tmp_path / "local")
         with apphelpers.running_app(app) as url:
             client = Client(url, verbose=False)
-            first = client.predict(method="ties", scaling=0.8, api_name="/evaluate")
-            assert first["accuracy"] == local.evaluate("ties", scaling=0.8)["accuracy"]
+            first = client.predict(method="ties", scaling=0.83, api_name="/evaluate")
+            assert first["accuracy"] == local.evaluate("ties", scaling=0.83)["accuracy"]
             assert len(spaces.calls) == 1
             check_calls(spaces.calls)
-            assert client.predict(method="ties", scaling=0.8, api_name="/evaluate")["accuracy"] == first["accuracy"]
+            assert client.predict(method="ties", scaling=0.83, api_name="/evaluate")["accuracy"] == first["accuracy"]
             assert len(spaces.calls) == 1  # the same merge again: from the memo, no GPU call
-            second = client.predict(method="task_arithmetic", scaling=0.4, api_name="/evaluate")
-            assert second["accuracy"] == local.evaluate("task_arithmetic", scaling=0.4)["accuracy"]
+            second = client.predict(method="task_arithmetic", scaling=0.37, api_name="/evaluate")
+            assert second["accuracy"] == local.evaluate("task_arithmetic", scaling=0.37)["accuracy"]
             assert len(spaces.calls) == 2 and spaces.calls[1]["seconds"] < runs.MAX_GPU_SECONDS  # measured by now
             check_calls(spaces.calls)
             round_one = client.predict(method="atm:standard:1", scaling=0.5, api_name="/evaluate")  # a saved round, rescaled
@@ -253,8 +254,12 @@ def test_a_cache_planned_for_the_gpu_evaluates_in_one_short_call_from_the_visito
             spaces.refuse_after = 3
             with pytest.raises(AppError, match=r"ZeroGPU refused the GPU: You have exceeded your GPU quota .*12s left\)"
                                                r"\. The numbers on screen stay as they were; log in") as e:
-                client.predict(method="task_arithmetic", scaling=0.5, api_name="/evaluate")
+                client.predict(method="task_arithmetic", scaling=0.53, api_name="/evaluate")
             assert "\n" not in str(e.value)
+            # where the page opens (task arithmetic at its recorded best scaling): no GPU call, even out of quota
+            ta = Cache.open(quick_demo).manifest.metrics.merge("task_arithmetic")
+            assert client.predict(method="task_arithmetic", scaling=ta.best_scaling, api_name="/evaluate")["accuracy"] == ta.accuracy
+            assert len(spaces.calls) == 4  # the three above and the refused one
     finally:
         runs.use_spaces(None, zero_gpu=False)
 
