@@ -18,10 +18,9 @@ from pathlib import Path
 
 import torch
 
-
 from ..core.cache import Cache
-from ..core.files import mmap_tensors, write_tensors
 from ..core.device import resolve_device
+from ..core.files import mmap_tensors, write_tensors
 from ..data.imagesource import SourceLimits
 from ..pipeline.addtask import add_task, fine_tune_task
 from ..pipeline.table import check_methods, fill_table, recorded
