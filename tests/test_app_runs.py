@@ -303,6 +303,8 @@ def test_atm_rounds_of_a_cache_planned_for_the_gpu_go_in_pieces_that_give_the_sa
         runs.use_spaces(None, zero_gpu=False)
     assert run.state == "finished" and run.result == 2 and ex.atm_status()["rounds_finished"] == 2
     assert len(spaces.calls) == 2 * (len(ex.tasks) + 1) and all(c["seconds"] <= runs.MAX_GPU_SECONDS for c in spaces.calls)
+    # each task's call asks for its own steps' time, measured since the first (no longer the most a call may ask)
+    assert spaces.calls[0]["seconds"] == runs.MAX_GPU_SECONDS and spaces.calls[1]["seconds"] < runs.MAX_GPU_SECONDS
     expected, got = Cache.open(whole), Cache.open(pieces)
     for k in (1, 2):
         assert got.manifest.atm_round("adaptive", k).accuracy == expected.manifest.atm_round("adaptive", k).accuracy
@@ -317,7 +319,7 @@ def test_the_merge_piece_refuses_updates_made_for_a_round_that_another_run_saved
     control = runs.Control(tmp_path)
     before = len(Cache.open(demo_copy).manifest.atm_rounds("standard"))
     for task in Cache.open(demo_copy).tasks:  # the pieces of the next round ...
-        assert work.atm_task(str(demo_copy), "standard", task, str(state), control=control) == 0
+        assert work.atm_task(str(demo_copy), "standard", task, str(state), 1, control=control) == 0
     run_atm(Cache.open(demo_copy), 1, "standard", device="cpu")  # ... while another run saves that round
     with pytest.raises(ValueError, match=f"another run saved round {before + 1} meanwhile; press the button again"):
         work.atm_merge(str(demo_copy), "standard", str(state), None, control=control)

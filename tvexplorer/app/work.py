@@ -25,7 +25,7 @@ from ..data.imagesource import SourceLimits
 from ..pipeline.addtask import add_task, fine_tune_task
 from ..pipeline.table import check_methods, fill_table, recorded
 from ..science import adamerging, tuning
-from ..science.atm import Settings, run_atm, task_update
+from ..science.atm import Settings, run_atm, task_round_steps, task_update
 from ..science.evaluation import Evaluator
 from .runs import Call, Control
 
@@ -92,13 +92,15 @@ def atm_round(root: str, variant: str, evaluator: EvaluatorSource | None, *, con
     return _next_round(root, variant, evaluator, control, None, **settings)
 
 
-def atm_task(root: str, variant: str, task: str, state: str, *, control: Control, settings: Settings | None = None) -> int:
-    """A piece of a round in pieces: `task`'s update of the next round, saved into the `state` folder with
-    the round's number; returns 0, the rounds it saved. `settings`: a new run's (run_atm's)."""
+def atm_task(root: str, variant: str, task: str, state: str, steps: int, *, control: Control,
+             settings: Settings | None = None) -> int:
+    """A piece of a round in pieces: `task`'s update of the next round (`steps` optimizer steps), saved into
+    the `state` folder with the round's number; returns 0, the rounds it saved. `settings`: a new run's."""
     device = _device(None)
-    control.progress(0, 1, f"next {variant} ATM round: {task} on {device}", force=True)
+    control.progress(0, steps, f"next {variant} ATM round: {task} on {device}", force=True)
+    done = itertools.count(1)
     k, update = task_update(Cache.open(root), variant, task, settings, device,
-                            on_step=lambda: control.progress(0, 1, f"round: {task} on {device}"))
+                            on_step=lambda: control.progress(next(done), steps, f"next {variant} ATM round: {task}"))
     write_tensors(Path(state), f"{task}.safetensors", {"update": update, "round": torch.tensor([k])})
     return 0
 
@@ -138,8 +140,11 @@ def atm_work(root: str, rounds: int, variant: str, evaluator: EvaluatorSource | 
         if in_pieces:
             state = tempfile.mkdtemp(prefix="tvexplorer-atm-round-")
             try:
-                for task in Cache.open(root).tasks:
-                    yield Call(atm_task, (root, variant, task, state), {"settings": settings.get("settings")})
+                cache = Cache.open(root)
+                for task in cache.tasks:
+                    steps = task_round_steps(cache, variant, task, settings.get("settings"))
+                    yield Call(atm_task, (root, variant, task, state, steps), {"settings": settings.get("settings")},
+                               steps=steps)
                 saved = yield Call(atm_merge, (root, variant, state, evaluator), settings)
             finally:
                 shutil.rmtree(state, ignore_errors=True)

@@ -270,6 +270,13 @@ def last_merge(cache: Cache, variant: str, info: dict) -> tuple[int, torch.Tenso
     return 0, torch.zeros(cache.layout.numel)
 
 
+def task_round_steps(cache: Cache, variant: str, task: str, settings: Settings | None = None) -> int:
+    """One task's optimizer steps in a round of `variant` on `cache` (`settings`: a new run's)."""
+    run_settings = settings_of(run_info(cache, variant, settings))
+    cfg = cache.manifest.training or TrainConfig()
+    return round_steps(getattr(cache.manifest.task(task).sizes, run_settings.train_split), cfg, run_settings)
+
+
 def task_update(cache: Cache, variant: str, task: str, settings: Settings | None = None, device: str | None = None,
                 on_step: Callable[[], None] | None = None) -> tuple[int, torch.Tensor]:
     """One task's part of the next round of `variant`, alone (a ZeroGPU call of its own, app/work.py): (the
