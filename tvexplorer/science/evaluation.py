@@ -185,8 +185,7 @@ class Evaluator:
             accuracy = self._recall(key, task)
             if accuracy is None and elsewhere is not None:
                 computed, elsewhere = dict(elsewhere()), None
-                self.remember(method, computed, coefficients=coefficients, scaling=scaling, vectors=vectors,
-                              layer_coefficients=layer_coefficients, **params)
+                self._remember_all(key, computed)
             if accuracy is None:
                 accuracy = computed.get(task)  # from here, not the memo, which other evaluations may have trimmed
             if accuracy is None:
@@ -201,7 +200,9 @@ class Evaluator:
                  scaling: float | None = None, vectors: str = "tau", layer_coefficients: LayerCoefficients | None = None,
                  **params) -> None:
         """Take accuracies measured on these evaluation sets elsewhere (a build's record) as this merge's."""
-        key = self._key(method, coefficients, scaling, vectors, params, layer_coefficients)
+        self._remember_all(self._key(method, coefficients, scaling, vectors, params, layer_coefficients), accuracy)
+
+    def _remember_all(self, key: tuple, accuracy: Mapping[str, float]) -> None:
         for task, value in accuracy.items():
             self._remember(key, task, value)
 
